@@ -6,9 +6,9 @@ not a bug: its message names the problem in one sentence.
 
 
 class MinidynError(Exception):
-    """Base class: a problem the user can fix. The CLI prints `error: <message>` and exits 2."""
+    """Base class: a problem the user can fix. The CLI prints `Error: <message>` and exits 1."""
 
-    exit_code = 2
+    exit_code = 1
 
 
 class ConfigError(MinidynError):

@@ -1,0 +1,494 @@
+"""The torch backend: `minidyn.backend.Backend` on torch tensors, on the CPU or a CUDA GPU.
+
+    backend = torch_backend(device="auto")          # "cuda" when a GPU is there, else "cpu"
+    model = backend.make_model("cnn4", (1, 28, 28), 10, seed=0)
+    losses, grad = backend.loss_and_grad(model, x, y, loss="ce")   # per example, (B,), x-shaped
+
+Design points:
+
+- Gradients for attacks and FOSC are per example: `torch.autograd.grad(losses.sum(), x)`, so
+  row i is d loss_i / d x_i. Nothing is accumulated into parameters' `.grad`.
+- Attacks run the model in `attack_mode` ("eval" by default). In "train" mode BatchNorm
+  normalises with batch statistics, which couples the examples of a batch (one example's
+  gradient then depends on the others, which breaks per-example stopping) and updates the
+  running statistics on every attack step. The model's own modes are restored afterwards.
+- All random numbers come from explicit `torch.Generator`s (`rng`); model initialisation seeds
+  a forked copy of torch's CPU generator, so the global RNG is not disturbed.
+- Checkpoints are plain dictionaries of tensors and JSON-able values written atomically and
+  always read with `torch.load(weights_only=True)`: a checkpoint cannot run code when loaded.
+  `load_model(path)` rebuilds a model from a checkpoint alone, for use outside minidyn.
+- Optional: `amp="bf16"` runs forward passes under `torch.autocast(..., dtype=torch.bfloat16)`
+  (losses are computed in float32); `channels_last=True` stores models and image batches in
+  NHWC memory order (faster convolutions on recent GPUs).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
+from minidyn.backends.torch_models import MODEL_NAMES, build_model  # noqa: F401  (re-exported)
+
+_FORMAT = "minidyn-checkpoint/1"
+_FLOATS = {"float32": torch.float32, "float64": torch.float64}
+_ATTACK_MODES = ("eval", "train")
+_AMP = {None: None, "none": None, "off": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" -> "cuda" when a GPU is available, else "cpu"; checks that a CUDA device exists."""
+    spec = str(device).strip().lower()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(
+                "--device cuda: no CUDA GPU is available (torch.cuda.is_available() is False)"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BackendUnavailable(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are available"
+            )
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    return str(dev)
+
+
+@contextlib.contextmanager
+def _modes(model: nn.Module, train: bool) -> Iterator[None]:
+    """Put every submodule in train/eval mode, then restore each one's previous mode."""
+    saved = [(m, m.training) for m in model.modules()]
+    model.train(train)
+    try:
+        yield
+    finally:
+        for m, mode in saved:
+            m.training = mode
+
+
+def _arch_of(model: nn.Module) -> dict | None:
+    arch = getattr(model, "minidyn_arch", None)
+    return dict(arch) if isinstance(arch, dict) else None
+
+
+def _describe(arch: dict) -> str:
+    shape = tuple(arch.get("input_shape") or ())
+    return f"model {arch.get('model')} (input {shape}, {arch.get('num_classes')} classes)"
+
+
+def _cpu(obj: Any) -> Any:
+    """A copy of a nested dict/list structure with every tensor moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.generic, np.ndarray)) or (isinstance(obj, torch.Tensor) and obj.numel() <= 1_000):
+        return obj.tolist()
+    raise TypeError(f"checkpoint meta holds a {type(obj).__name__}, which is not JSON-serialisable")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _load_failure(exc: BaseException) -> str:
+    """The useful part of a torch.load error, on one line and without terminal escapes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # weights_only refused something: say what
+        rest = text.split(marker, 1)[1]
+        lines = [ln.strip() for ln in rest.splitlines() if ln.strip()]
+        detail = lines[0].split(". Please use")[0].rstrip(".") if lines else ""
+        return f"refused by weights_only unpickling: {detail}" if detail else "refused by weights_only unpickling"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict:
+    """torch.load(weights_only=True) plus a structural check; CheckpointError on any problem."""
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise CheckpointError(f"{name}: no such checkpoint file")
+    try:
+        obj = torch.load(name, map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError (code refused), RuntimeError (not a zip), ...
+        raise CheckpointError(
+            f"{name} is not a minidyn checkpoint or cannot be loaded safely ({_load_failure(exc)})"
+        ) from None
+    if not (isinstance(obj, dict) and obj.get("format") == _FORMAT and isinstance(obj.get("model"), dict)
+            and isinstance(obj.get("meta"), dict) and isinstance(obj["meta"].get("arch"), dict)):
+        raise CheckpointError(f"{name} is not a minidyn checkpoint (no {_FORMAT} header with model weights and meta)")
+    return obj
+
+
+def _checked_state(model: nn.Module, state: dict, where: str) -> dict:
+    """{name: tensor on the model's device and dtype} from a {name: tensor or array} dict.
+
+    CheckpointError unless the names are exactly the model's and every shape matches.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"unexpected {len(extra)} (e.g. {extra[0]})")
+        raise CheckpointError(f"{where} does not match the model's parameters: {', '.join(parts)}")
+    new = {}
+    for k, ref in own.items():
+        v = state[k]
+        try:
+            t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+        except (TypeError, ValueError, RuntimeError):
+            raise CheckpointError(f"{where}: parameter {k} is not a numeric array") from None
+        if tuple(t.shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{where}: parameter {k} has shape {tuple(t.shape)}, the model expects {tuple(ref.shape)}"
+            )
+        new[k] = t.to(device=ref.device, dtype=ref.dtype)
+    return new
+
+
+class TorchBackend:
+    """`minidyn.backend.Backend` on torch tensors living on `self.device`."""
+
+    name = "torch"
+
+    def __init__(self, device: str = "auto", attack_mode: str = "eval", channels_last: bool = False,
+                 amp: str | None = None, dtype: str = "float32"):
+        self.device = resolve_device(device)
+        self._dev = torch.device(self.device)
+        if dtype not in _FLOATS:
+            raise ConfigError(f"the torch backend computes in float32 or float64, not {dtype!r}")
+        self.float_dtype = dtype
+        self._float = _FLOATS[dtype]
+        self._dtypes = {"float": self._float, "int": torch.int64, "bool": torch.bool, "uint8": torch.uint8}
+        if attack_mode not in _ATTACK_MODES:
+            raise ConfigError(f"attack_mode must be one of {', '.join(_ATTACK_MODES)}, got {attack_mode!r}")
+        self.attack_mode = attack_mode
+        self.channels_last = bool(channels_last)
+        key = amp.lower() if isinstance(amp, str) else amp
+        if key not in _AMP:
+            raise ConfigError(f"amp must be None or 'bf16', got {amp!r}")
+        self.amp = "bf16" if _AMP[key] is not None else None
+        self._amp_dtype = _AMP[key]
+        if self.amp and self._float != torch.float32:
+            raise ConfigError("amp='bf16' needs dtype float32")
+
+    def __repr__(self) -> str:
+        return (f"TorchBackend(device={self.device!r}, attack_mode={self.attack_mode!r}, "
+                f"channels_last={self.channels_last}, amp={self.amp!r}, dtype={self.float_dtype!r})")
+
+    # --- arrays: creation and transfer -----------------------------------------------------
+    def asarray(self, a: Any, dtype: str | None = None) -> torch.Tensor:
+        if dtype is not None:
+            self._dtype(dtype)  # ConfigError for an unknown name, before any work
+        if isinstance(a, torch.Tensor):
+            t = a.detach()
+        elif hasattr(a, "__dlpack__") and not isinstance(a, (np.ndarray, np.generic)):
+            t = torch.from_dlpack(a)  # e.g. a cupy array: zero-copy on its device
+        else:
+            arr = np.asarray(a)
+            if arr.dtype.kind not in "biuf":
+                raise ConfigError(f"cannot make a torch array from data of dtype {arr.dtype}")
+            if arr.dtype.kind == "u" and arr.dtype != np.uint8:
+                arr = arr.astype(np.int64)
+            if not arr.flags.writeable or not arr.dtype.isnative:
+                arr = arr.astype(arr.dtype.newbyteorder("="), copy=True)
+            t = torch.from_numpy(arr)
+        if dtype is not None:
+            target = self._dtypes[dtype]
+        elif t.is_floating_point():
+            target = self._float
+        elif t.dtype in (torch.bool, torch.uint8):
+            target = t.dtype
+        elif t.is_complex():
+            raise ConfigError("complex arrays are not supported")
+        else:
+            target = torch.int64
+        if t.device != self._dev and self._dev.type == "cuda" and t.device.type == "cpu":
+            if t.dtype != target:  # convert on the host: the transfer is then the final data
+                t = t.to(target)
+            return t.pin_memory().to(self._dev, non_blocking=True)
+        return t.to(device=self._dev, dtype=target)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        if not isinstance(a, torch.Tensor):
+            return np.asarray(a)
+        t = a.detach()
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.float()
+        return t.cpu().numpy()
+
+    def zeros(self, shape: tuple[int, ...] | int, dtype: str = "float") -> torch.Tensor:
+        return torch.zeros(self._shape(shape), dtype=self._dtype(dtype), device=self._dev)
+
+    def full(self, shape: tuple[int, ...] | int, value: float, dtype: str = "float") -> torch.Tensor:
+        return torch.full(self._shape(shape), value, dtype=self._dtype(dtype), device=self._dev)
+
+    def arange(self, n: int) -> torch.Tensor:
+        return torch.arange(int(n), dtype=torch.int64, device=self._dev)
+
+    # --- element-wise and per-example math ---------------------------------------------------
+    def sign(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.sign(a)
+
+    def abs(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.abs(a)
+
+    def clip(self, a: torch.Tensor, lo: Any, hi: Any) -> torch.Tensor:
+        out = a
+        if isinstance(lo, torch.Tensor):
+            out = torch.maximum(out, lo.to(dtype=a.dtype))
+        elif lo is not None:
+            out = torch.clamp(out, min=lo)
+        if isinstance(hi, torch.Tensor):
+            out = torch.minimum(out, hi.to(dtype=a.dtype))
+        elif hi is not None:
+            out = torch.clamp(out, max=hi)
+        return out if out is not a else a.clone()
+
+    def where(self, cond: torch.Tensor, a: Any, b: Any) -> torch.Tensor:
+        return torch.where(cond, a, b)
+
+    def sum_per_example(self, a: torch.Tensor) -> torch.Tensor:
+        if a.dim() == 1:
+            return a.clone()
+        return a.flatten(1).sum(dim=1)
+
+    def argmax(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.argmax(a, dim=1)
+
+    # --- gather / scatter of sub-batches -----------------------------------------------------
+    def take(self, a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return a[idx]
+
+    def put(self, a: torch.Tensor, idx: torch.Tensor, values: Any) -> None:
+        if isinstance(values, torch.Tensor):
+            values = values.to(device=a.device, dtype=a.dtype)
+        a[idx] = values
+
+    def nonzero(self, mask: torch.Tensor) -> torch.Tensor:
+        return torch.nonzero(mask, as_tuple=False).reshape(-1)
+
+    def count(self, mask: torch.Tensor) -> int:
+        return int(mask.sum().item())
+
+    # --- explicit random generators ----------------------------------------------------------
+    def rng(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self._dev).manual_seed(int(seed))
+
+    def uniform(self, rng: torch.Generator, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
+        out = torch.empty(self._shape(shape), dtype=self._float, device=self._dev)
+        return out.uniform_(float(low), float(high), generator=rng)
+
+    # --- the model side ----------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._dev.type, dtype=self._amp_dtype)
+
+    def _prep_x(self, x: Any) -> torch.Tensor:
+        x = x if isinstance(x, torch.Tensor) else self.asarray(x)
+        return x.to(device=self._dev, dtype=self._float)
+
+    def _forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            z = model(x)
+        return z.to(self._float)  # losses in float32 (or float64) even under bf16 autocast
+
+    @staticmethod
+    def _labels(y: Any, device: torch.device) -> torch.Tensor:
+        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+        return y.to(device=device, dtype=torch.int64)
+
+    @staticmethod
+    def _per_example_loss(z: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+        if loss == "ce":
+            return F.cross_entropy(z, y, reduction="none")
+        if loss == "cw":
+            true = z.gather(1, y[:, None]).squeeze(1)
+            mask = F.one_hot(y, z.shape[1]).bool()
+            other = z.masked_fill(mask, float("-inf")).amax(dim=1)
+            return other - true
+        raise ConfigError(f"unknown loss {loss!r}; use 'ce' or 'cw'")
+
+    def loss_and_grad(self, model: nn.Module, x: Any, y: Any, loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
+        if loss not in ("ce", "cw"):
+            raise ConfigError(f"unknown loss {loss!r}; use 'ce' or 'cw'")
+        x = self._prep_x(x).detach().requires_grad_(True)
+        y = self._labels(y, x.device)
+        with _modes(model, self.attack_mode == "train"), torch.enable_grad():
+            z = self._forward(model, x)
+            losses = self._per_example_loss(z, y, loss)
+            (grad,) = torch.autograd.grad(losses.sum(), x)
+        return losses.detach(), grad.detach()
+
+    def logits(self, model: nn.Module, x: Any) -> torch.Tensor:
+        x = self._prep_x(x)
+        with _modes(model, False), torch.no_grad():
+            return self._forward(model, x)
+
+    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any) -> tuple[float, int]:
+        x = self._prep_x(x).detach()
+        y = self._labels(y, x.device)
+        with _modes(model, True), torch.enable_grad():
+            optimizer.zero_grad(set_to_none=True)
+            z = self._forward(model, x)
+            losses = F.cross_entropy(z, y, reduction="none")
+            losses.mean().backward()
+            optimizer.step()
+        with torch.no_grad():
+            total = float(losses.detach().sum().item())
+            correct = int((z.detach().argmax(dim=1) == y).sum().item())
+        return total, correct
+
+    # --- construction and persistence --------------------------------------------------------
+    def make_model(self, name: str, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
+        """Build `name`, initialised from `seed` alone (on the CPU, so the same on every device)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(int(seed))
+            model = build_model(name, input_shape, num_classes)
+        model = model.to(device=self._dev, dtype=self._float)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def make_optimizer(self, model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+        return torch.optim.SGD(model.parameters(), lr=float(lr), momentum=float(momentum),
+                               weight_decay=float(weight_decay))
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)
+
+    def get_params(self, model: nn.Module) -> dict:
+        return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+    def set_params(self, model: nn.Module, params: dict) -> None:
+        model.load_state_dict(_checked_state(model, params, "parameters"), strict=True)
+
+    def save_checkpoint(self, path: str, model: nn.Module, optimizer: Any, meta: dict) -> None:
+        """Write {format, model, optimizer, meta} atomically (temp file, fsync, os.replace)."""
+        # JSON-able (tuples become lists, numpy scalars and arrays plain numbers and lists);
+        # anything else fails loudly here rather than at load time
+        meta = json.loads(json.dumps(dict(meta or {}), default=_json_default))
+        arch = _arch_of(model)
+        if arch is not None:
+            meta["arch"] = arch
+        else:
+            meta.setdefault("arch", {})
+        payload = {
+            "format": _FORMAT,
+            "model": _cpu(model.state_dict()),
+            "optimizer": None if optimizer is None else _cpu(optimizer.state_dict()),
+            "meta": meta,
+        }
+        target = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(target))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def load_checkpoint(self, path: str, model: nn.Module, optimizer: Any | None = None) -> dict:
+        name = os.fspath(path)
+        obj = _read_checkpoint(name, self._dev)
+        meta = obj["meta"]
+        saved, mine = meta["arch"], _arch_of(model)
+        if mine is not None and saved:
+            if saved.get("model") != mine["model"]:
+                raise CheckpointError(f"{name} was saved for model {saved.get('model')}, not {mine['model']}")
+            if (list(saved.get("input_shape") or []) != list(mine["input_shape"])
+                    or saved.get("num_classes") != mine["num_classes"]):
+                raise CheckpointError(f"{name} was saved for {_describe(saved)}, not {_describe(mine)}")
+        state = _checked_state(model, obj["model"], name)  # everything is checked before anything changes
+        if optimizer is not None:
+            if obj.get("optimizer") is None:
+                raise CheckpointError(f"{name} holds no optimizer state (it cannot resume training)")
+            try:  # torch validates the groups before it changes the optimizer
+                optimizer.load_state_dict(obj["optimizer"])
+            except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+                raise CheckpointError(f"{name}: optimizer state does not match ({_first_line(exc)})") from None
+        model.load_state_dict(state, strict=True)
+        return meta
+
+    # --- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _shape(shape: Any) -> tuple[int, ...]:
+        return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+
+    def _dtype(self, dtype: str) -> torch.dtype:
+        if dtype not in self._dtypes:
+            raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(self._dtypes)}")
+        return self._dtypes[dtype]
+
+
+def torch_backend(device: str = "auto", attack_mode: str = "eval", channels_last: bool = False,
+                  amp: str | None = None, dtype: str = "float32") -> TorchBackend:
+    """The factory `minidyn.backend.get_backend("torch", ...)` calls.
+
+    device: "auto" | "cpu" | "cuda" | "cuda:N". attack_mode: "eval" | "train" (the mode of the
+    model during loss_and_grad). channels_last: NHWC memory order. amp: None | "bf16".
+    dtype: "float32" (default) | "float64" (models and float arrays; for exact comparisons).
+    """
+    return TorchBackend(device=device, attack_mode=attack_mode, channels_last=channels_last,
+                        amp=amp, dtype=dtype)
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """Rebuild the model saved in a minidyn checkpoint, in eval mode on `device`.
+
+    The model takes NCHW batches with pixels in [0, 1] and returns logits; it needs nothing
+    from minidyn to run, so it can be handed to torchattacks or AutoAttack directly.
+    """
+    dev = resolve_device(device)
+    obj = _read_checkpoint(path, dev)
+    arch = obj["meta"]["arch"]
+    if not {"model", "input_shape", "num_classes"} <= set(arch):
+        raise CheckpointError(f"{os.fspath(path)} does not record its architecture (meta.arch)")
+    try:
+        model = build_model(arch["model"], arch["input_shape"], arch["num_classes"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{os.fspath(path)} records an architecture minidyn cannot build ({exc})") from None
+    model.load_state_dict(_checked_state(model, obj["model"], os.fspath(path)), strict=True)
+    return model.to(dev).eval()

@@ -1,0 +1,1 @@
+"""The minidyn command line (installed as `minidyn.cli`; entry point `minidyn`)."""

@@ -1,0 +1,191 @@
+"""The `minidyn` command line: train, and the data, eval and analysis commands.
+
+Exit codes: 0 success; 1 a problem with the input, data or environment (one line on stderr,
+starting `Error:`); 2 a usage error (unknown option, bad value); 3 training diverged (NaN/inf).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from minidyn import __version__
+from minidyn.config import METHODS, PRESETS, TrainConfig, load_preset, parse_eps
+from minidyn.errors import ConfigError, MinidynError
+
+
+class UserError(click.ClickException):
+    """A MinidynError shown as click shows errors: one line, its own exit code."""
+
+    def __init__(self, error: MinidynError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+class Group(click.Group):
+    """A click group that turns MinidynError into a one-line message and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MinidynError as error:
+            raise UserError(error) from None
+
+
+class Eps(click.ParamType):
+    """A perturbation budget in (0, 1]: '0.3' or a fraction such as '8/255'."""
+
+    name = "EPS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            eps = parse_eps(value)
+        except ConfigError as error:
+            self.fail(str(error), param, ctx)
+        if not 0 < eps <= 1:
+            self.fail(f"eps must be in (0, 1], got {value}", param, ctx)
+        return eps
+
+
+class CMax(click.ParamType):
+    """c_max: a number >= 0, or 'auto' (mean FOSC of FGSM examples on a batch)."""
+
+    name = "C_MAX|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, float):
+            return value
+        try:
+            c = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if c < 0:
+            self.fail(f"c_max must be >= 0, got {value}", param, ctx)
+        return c
+
+
+def _milestones(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of epochs") from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minidyn")
+def main():
+    """FOSC and Dynamic Adversarial Training (Wang et al., ICML 2019).
+
+    Start with `minidyn train --backend torch` (or `--backend numpy` without torch).
+    """
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(PRESETS), help="Load the paper's Section 5 settings; other options override it.")
+@click.option("--backend", type=click.Choice(["numpy", "cupy", "torch"]), help="Array backend.  [default: numpy]")
+@click.option("--device", help="torch device: auto, cpu, cuda or cuda:N.  [default: auto]")
+@click.option("--dataset", help="mnist-sample (embedded), mnist, fashion-mnist or cifar10.  [default: mnist-sample]")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset files are.")
+@click.option("--model", help="Model name (softmax, mlp; torch also cnn4, cnn8, wrn-D-W, preact-resnet18/50).  [default: cnn4 on torch, mlp otherwise]")
+@click.option("--method", type=click.Choice(METHODS), help="Training method.  [default: dynamic]")
+@click.option("--epochs", type=int, help="Training epochs.  [default: 20]")
+@click.option("--batch-size", type=int, help="Mini-batch size.  [default: 128]")
+@click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: 0.3]")
+@click.option("--step-size", type=float, help="PGD step size.  [default: eps/4]")
+@click.option("--steps", type=int, help="PGD steps K while training.  [default: 10]")
+@click.option("--c-max", type=CMax(), help="Dynamic: FOSC target at epoch 0, or 'auto'.  [default: 0.5]")
+@click.option("--dynamic-epochs", type=int, help="Dynamic: T', epoch from which c_t = 0.  [default: 0.8 * epochs]")
+@click.option("--curriculum-epochs", type=int, help="Curriculum: epochs to ramp PGD steps 1 -> K.  [default: T']")
+@click.option("--fgsm-epochs", type=int, help="FGSM-PGD: epochs trained with FGSM.  [default: 0.4 * epochs]")
+@click.option("--lr", type=float, help="Initial learning rate (SGD, momentum 0.9, weight decay 1e-4).  [default: 0.01]")
+@click.option("--lr-milestones", callback=_milestones, help="Epochs at which lr /= 10, e.g. 20,40.  [default: 0.4 and 0.8 * epochs]")
+@click.option("--seed", type=int, help="Seed of every random choice.  [default: 0]")
+@click.option("--limit", type=int, help="Train on the first N training examples.")
+@click.option("--eval-limit", type=int, help="Test examples attacked after each epoch.  [default: 1000]")
+@click.option("--eval-steps", type=int, help="PGD steps of the test accuracy after each epoch and at the end.  [default: 20]")
+@click.option("--attack-mode", type=click.Choice(["eval", "train"]), help="Model mode while attacking (BatchNorm).  [default: eval]")
+@click.option("--amp", type=click.Choice(["bf16"]), help="torch: bf16 autocast.")
+@click.option("--channels-last", is_flag=True, default=None, help="torch: channels-last memory format.")
+@click.option("--no-record-fosc", "record_fosc", flag_value=False, default=None, help="Do not write fosc/epoch_NNN.npy (saves one gradient evaluation per example).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/<time>-<method>-<model>]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+def train(preset, out, resume, amp, channels_last, **options):
+    """Train a model with one of the five methods and write a run directory.
+
+    Defaults are the paper's MNIST settings (eps 0.3, PGD-10 with step eps/4, SGD lr 0.01,
+    c_max 0.5), on the embedded 10,000-digit MNIST sample, for 20 epochs.
+    """
+    from minidyn.runs import train_run
+
+    values = {"epochs": 20}
+    values.update(load_preset(preset) if preset else {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    extras = {k: v for k, v in (("amp", amp), ("channels_last", channels_last)) if v}
+    cfg = TrainConfig(**values, extras=extras).resolved()
+    if out is None:
+        out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{cfg.model}"
+    click.echo(f"minidyn {__version__}: {cfg.method} training of {cfg.model} on {cfg.dataset} "
+               f"({cfg.backend} backend), eps {cfg.eps:g}, {cfg.epochs} epochs -> {out}")
+    bar = _EpochProgress(cfg)
+    summary = train_run(cfg, out, resume=resume, on_epoch=bar.end_epoch, on_batch=bar.advance)
+    pgd_key = f"test_pgd{cfg.eval_steps}_acc"
+    click.echo(f"test accuracy on {summary['test_n']} examples: clean {summary['test_clean_acc']:.2f}%, "
+               f"PGD-{cfg.eval_steps} {summary[pgd_key]:.2f}% (eps {cfg.eps:g})")
+    click.echo(f"run directory: {out}")
+
+
+@main.group()
+def data():
+    """Datasets: download the official files."""
+
+
+@data.command("download")
+@click.argument("name", type=click.Choice(["mnist", "fashion-mnist", "cifar10"]))
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Where to put the files.  [default: ~/.cache/minidyn/NAME]")
+def data_download(name, data_dir):
+    """Fetch NAME's official files, verified by SHA-256, into --data-dir.
+
+    mnist-sample needs no download: it ships inside minidyn.
+    """
+    from minidyn.data.download import download
+
+    paths = download(name, data_dir, log=lambda line: click.echo(line, err=True))
+    for path in paths:
+        click.echo(str(path))
+
+
+class _EpochProgress:
+    """A progress bar over the batches of an epoch (stderr), and one summary line per epoch."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg, self.bar, self.epoch = cfg, None, 0
+
+    def advance(self, n: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                                         file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(n)
+
+    def end_epoch(self, r: dict) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+        self.epoch = r["epoch"] + 1
+        c_t = f"c_t {r['c_t']:.3f}  " if r["c_t"] is not None else ""
+        fosc = f"fosc {r['fosc_mean']:.3f}  " if r["fosc_mean"] is not None else ""
+        click.echo(f"epoch {r['epoch'] + 1:>3}/{self.cfg.epochs}  {c_t}steps {r['pgd_steps_mean']:.2f}/{r['pgd_steps']}  "
+                   f"{fosc}loss {r['train_loss']:.3f}  acc {r['train_acc']:.1f}%  "
+                   f"test clean {r['test_clean_acc']:.1f}%  pgd{self.cfg.eval_steps} {r['test_pgd_acc']:.1f}% "
+                   f"(n={r['test_pgd_n']})  {r['seconds']:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

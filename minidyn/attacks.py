@@ -1,0 +1,130 @@
+"""L_inf attacks: FGSM, PGD (with the FOSC stopping rule of Algorithm 1) and CW_inf.
+
+Every attack is PGD with different settings, so there is one loop, `pgd`:
+
+    x^0     = project(x_0 + U(-eps, eps))                    (random start, optional)
+    x^{k+1} = project(x^k + alpha * sign(grad_x loss(x^k)))   (k = 0 .. K-1)
+
+With `stop_fosc=c_t` it is the inner loop of Algorithm 1 (Dynamic Adversarial Training): after
+each step the FOSC of every example is computed from the gradient that the next step needs
+anyway, and an example with c(x^k) <= c_t stops where it is. Stopped examples cost nothing:
+the loop gathers the still-active rows into a smaller batch, so gradients are evaluated only for
+them. Because the backend's gradients are per example (attacks run the model in eval mode), the
+result is identical to the paper's masked full-batch update x + V * alpha * sign(g).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from minidyn.backend import Array, Backend, Model, backend_for
+from minidyn.errors import ConfigError
+from minidyn.fosc import fosc
+from minidyn.projection import project
+
+
+@dataclass
+class Trace:
+    """FOSC and loss of every example at every point x^0 .. x^K, numpy (K+1, B); NaN once stopped."""
+
+    fosc: np.ndarray
+    loss: np.ndarray
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns. Arrays are on the attack's backend unless stated otherwise.
+
+    x_adv:      (B, ...) adversarial batch.
+    fosc:       (B,) FOSC at x_adv (the point where each example stopped), or None when
+                final_stats=False.
+    loss:       (B,) per-example loss at x_adv, or None when final_stats=False.
+    steps:      (B,) int, the PGD steps each example took (K unless it stopped early).
+    grad_evals: int, per-example gradient evaluations spent (a batch of 128 costs 128).
+    trace:      per-step FOSC and loss when trace=True, else None.
+    """
+
+    x_adv: Array
+    fosc: Array | None
+    loss: Array | None
+    steps: Array
+    grad_evals: int
+    trace: Trace | None = None
+
+
+def _check(eps: float, step_size: float, steps: int) -> None:
+    if not 0 < eps <= 1:
+        raise ConfigError(f"eps must be in (0, 1], got {eps}")
+    if not step_size > 0:
+        raise ConfigError(f"step size must be > 0, got {step_size}")
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+
+
+def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps: int,
+        random_start: bool = True, loss: str = "ce", stop_fosc: float | None = None,
+        final_stats: bool = True, trace: bool = False, bounds: tuple[float, float] = (0.0, 1.0),
+        rng=None, backend: Backend | None = None) -> AttackResult:
+    """Projected gradient ascent on `loss` within the eps-ball of x (B, ...) and [0, 1]^d.
+
+    stop_fosc: None runs every example for `steps` steps (Madry's PGD); a number c_t stops each
+               example after the first step at which FOSC <= c_t (Algorithm 1).
+    final_stats: also return FOSC and loss at x_adv. Plain PGD spends exactly B * steps
+               gradient evaluations; final_stats adds one more for examples that never stopped.
+    rng:       the backend generator for the random start (default: a fixed seed 0).
+    """
+    _check(eps, step_size, steps)
+    B = backend or backend_for(x)
+    n = int(x.shape[0])
+    x0 = x
+    start = x0 + B.uniform(rng if rng is not None else B.rng(0), tuple(x.shape), -eps, eps) \
+        if random_start else x0
+    xk = project(start, x0, eps, bounds, B)
+    active = B.arange(n)                       # rows still moving
+    taken = B.zeros((n,), dtype="int")
+    c_out, loss_out = B.full((n,), float("nan")), B.full((n,), float("nan"))
+    tr = Trace(np.full((steps + 1, n), np.nan), np.full((steps + 1, n), np.nan)) if trace else None
+    evals = 0
+    for k in range(steps + 1):
+        last = k == steps
+        if last and not (final_stats or trace):
+            break
+        xa, x0a, ya = B.take(xk, active), B.take(x0, active), B.take(y, active)
+        losses, g = B.loss_and_grad(model, xa, ya, loss)
+        evals += int(active.shape[0])
+        if stop_fosc is not None or trace or last:
+            c = fosc(xa, x0a, g, eps)
+            B.put(c_out, active, c)
+            B.put(loss_out, active, losses)
+            if tr is not None:
+                idx = B.to_numpy(active)
+                tr.fosc[k, idx], tr.loss[k, idx] = B.to_numpy(c), B.to_numpy(losses)
+            if stop_fosc is not None and k > 0 and not last:
+                keep = B.nonzero(c > stop_fosc)  # V = 0 where FOSC <= c_t
+                if int(keep.shape[0]) < int(active.shape[0]):
+                    active, xa, x0a, g = (B.take(a, keep) for a in (active, xa, x0a, g))
+                if int(active.shape[0]) == 0:
+                    break
+        if last:
+            break
+        B.put(xk, active, project(xa + step_size * B.sign(g), x0a, eps, bounds, B))
+        B.put(taken, active, B.take(taken, active) + 1)
+    done = final_stats or trace
+    return AttackResult(xk, c_out if done else None, loss_out if done else None, taken, evals, tr)
+
+
+def fgsm(model: Model, x: Array, y: Array, *, eps: float, loss: str = "ce",
+         final_stats: bool = False, backend: Backend | None = None) -> AttackResult:
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one step of size eps from x."""
+    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, random_start=False, loss=loss,
+               final_stats=final_stats, backend=backend)
+
+
+def cw_inf(model: Model, x: Array, y: Array, *, eps: float, steps: int = 30,
+           step_size: float | None = None, rng=None, final_stats: bool = False,
+           backend: Backend | None = None) -> AttackResult:
+    """CW_inf as in the paper: PGD for 30 steps (step eps/4, random start) on the
+    Carlini-Wagner margin loss max_{j != y} z_j - z_y."""
+    return pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps, loss="cw",
+               rng=rng, final_stats=final_stats, backend=backend)

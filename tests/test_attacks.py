@@ -1,0 +1,150 @@
+"""PGD, FGSM and CW_inf on the backend protocol, and Algorithm 1's stopping rule."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minidyn import fgsm, fosc, pgd
+
+
+def setup(B, n=12, seed=0, shape=(1, 4, 4), classes=3):
+    rng = np.random.default_rng(seed)
+    model = B.make_model("mlp", shape, classes, seed)
+    x = rng.random((n,) + shape)
+    y = rng.integers(0, classes, n)
+    return model, B.asarray(x), B.asarray(y)
+
+
+def c_t_between(B, model, x, y, eps, step, steps):
+    """A FOSC target that some examples reach within `steps` and some do not."""
+    tr = pgd(model, x, y, eps=eps, step_size=step, steps=steps, random_start=False,
+             trace=True, backend=B).trace.fosc
+    return float(np.median(tr[1:].min(axis=0)))
+
+
+def masked_pgd(B, model, x, y, eps, step, steps, c_t):
+    """The paper's literal update x <- clip(x + V * alpha * sign(g)) on the full batch, with
+    V = 0 once FOSC <= c_t (checked after each step): the reference for compaction."""
+    x0 = B.to_numpy(x)
+    xk, V, taken = x0.copy(), np.ones(len(x0), bool), np.zeros(len(x0), int)
+    evals = 0
+    for k in range(steps + 1):
+        losses, g = B.loss_and_grad(model, B.asarray(xk), y)
+        evals += len(x0)
+        c = B.to_numpy(fosc(B.asarray(xk), x, g, eps))
+        if k > 0:
+            V &= ~(c <= c_t)
+        if k == steps or not V.any():
+            return xk, c, taken, evals
+        stepped = np.clip(np.clip(xk + step * np.sign(B.to_numpy(g)), x0 - eps, x0 + eps), 0, 1)
+        xk = np.where(V.reshape((-1,) + (1,) * (xk.ndim - 1)), stepped, xk)
+        taken += V
+
+
+def test_compacted_equals_masked_full_batch(backend64):
+    """Running only the active sub-batch gives exactly the masked computation, with fewer
+    gradient evaluations."""
+    B = backend64
+    model, x, y = setup(B, n=16)
+    eps, step, steps = 0.3, 0.05, 8
+    c_t = c_t_between(B, model, x, y, eps, step, steps)
+    res = pgd(model, x, y, eps=eps, step_size=step, steps=steps, random_start=False,
+              stop_fosc=c_t, backend=B)
+    ref_x, ref_c, ref_steps, ref_evals = masked_pgd(B, model, x, y, eps, step, steps, c_t)
+    np.testing.assert_array_equal(B.to_numpy(res.steps), ref_steps)
+    np.testing.assert_allclose(B.to_numpy(res.x_adv), ref_x, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(B.to_numpy(res.fosc), ref_c, rtol=1e-9, atol=1e-9)
+    assert 0 < ref_steps.min() and ref_steps.min() < steps  # some stopped early
+    assert res.grad_evals < ref_evals
+
+
+def test_stopped_examples_never_move(backend64):
+    """An example stopped after s steps sits exactly where s plain PGD steps put it."""
+    B = backend64
+    model, x, y = setup(B, n=16, seed=1)
+    eps, step, steps = 0.3, 0.05, 8
+    c_t = c_t_between(B, model, x, y, eps, step, steps)
+    res = pgd(model, x, y, eps=eps, step_size=step, steps=steps, random_start=False,
+              stop_fosc=c_t, backend=B)
+    taken, x_adv = B.to_numpy(res.steps), B.to_numpy(res.x_adv)
+    for s in sorted(set(taken.tolist())):
+        plain = pgd(model, x, y, eps=eps, step_size=step, steps=s, random_start=False,
+                    final_stats=False, backend=B)
+        rows = taken == s
+        np.testing.assert_array_equal(x_adv[rows], B.to_numpy(plain.x_adv)[rows])
+    assert np.all(B.to_numpy(res.fosc)[taken < steps] <= c_t)
+
+
+def test_an_example_does_not_depend_on_its_batch(backend64):
+    """Attacking a batch or each example alone gives the same adversarial examples."""
+    B = backend64
+    model, x, y = setup(B, n=6, seed=2)
+    kw = dict(eps=0.3, step_size=0.05, steps=6, random_start=False, backend=B)
+    c_t = c_t_between(B, model, x, y, 0.3, 0.05, 6)
+    batch = pgd(model, x, y, stop_fosc=c_t, **kw)
+    idx = B.to_numpy(B.arange(6))
+    for i in idx:
+        one = pgd(model, x[i:i + 1], y[i:i + 1], stop_fosc=c_t, **kw)
+        np.testing.assert_allclose(B.to_numpy(one.x_adv)[0], B.to_numpy(batch.x_adv)[i], atol=1e-12)
+        assert B.to_numpy(one.steps)[0] == B.to_numpy(batch.steps)[i]
+
+
+@settings(max_examples=25, deadline=None)
+@given(eps=st.floats(0.01, 1.0), frac=st.floats(0.05, 2.0), steps=st.integers(1, 6),
+       seed=st.integers(0, 2**31), loss=st.sampled_from(["ce", "cw"]))
+def test_pgd_never_leaves_the_ball_or_the_pixel_box(backend, eps, frac, steps, seed, loss):
+    B = backend
+    model, x, y = setup(B, n=8, seed=seed % 1000)
+    res = pgd(model, x, y, eps=eps, step_size=frac * eps, steps=steps, loss=loss,
+              rng=B.rng(seed), backend=B)
+    xa, x0 = B.to_numpy(res.x_adv), B.to_numpy(x)
+    assert np.all(np.abs(xa - x0) <= eps + 1e-6)
+    assert np.all((xa >= 0) & (xa <= 1))
+
+
+def test_plain_pgd_costs_exactly_k_gradient_evaluations(backend):
+    B = backend
+    model, x, y = setup(B, n=10)
+    plain = pgd(model, x, y, eps=0.3, step_size=0.075, steps=7, final_stats=False, backend=B)
+    assert plain.grad_evals == 10 * 7 and plain.fosc is None
+    stats = pgd(model, x, y, eps=0.3, step_size=0.075, steps=7, backend=B)
+    assert stats.grad_evals == 10 * 8  # plus the one at the final point, for FOSC and loss
+    np.testing.assert_array_equal(B.to_numpy(stats.steps), 7)
+
+
+def test_fgsm_is_one_signed_step_of_size_eps(backend):
+    B = backend
+    model, x, y = setup(B, n=5)
+    _, g = B.loss_and_grad(model, x, y)
+    expected = np.clip(B.to_numpy(x) + 0.2 * np.sign(B.to_numpy(g)), 0, 1)
+    np.testing.assert_allclose(B.to_numpy(fgsm(model, x, y, eps=0.2, backend=B).x_adv), expected, atol=1e-6)
+
+
+def test_pgd_increases_the_loss(backend):
+    B = backend
+    model, x, y = setup(B, n=32)
+    clean, _ = B.loss_and_grad(model, x, y)
+    res = pgd(model, x, y, eps=0.3, step_size=0.075, steps=10, rng=B.rng(0), backend=B)
+    assert B.to_numpy(res.loss).mean() > B.to_numpy(clean).mean()
+
+
+def test_trace_records_every_point_and_stops_with_the_example(backend64):
+    B = backend64
+    model, x, y = setup(B, n=8, seed=3)
+    c_t = c_t_between(B, model, x, y, 0.3, 0.05, 6)
+    res = pgd(model, x, y, eps=0.3, step_size=0.05, steps=6, random_start=False, stop_fosc=c_t,
+              trace=True, backend=B)
+    taken = B.to_numpy(res.steps)
+    for i, s in enumerate(taken):
+        assert np.all(np.isfinite(res.trace.fosc[: s + 1, i]))
+        assert np.all(np.isnan(res.trace.fosc[s + 1:, i]))
+        assert res.trace.fosc[s, i] == pytest.approx(B.to_numpy(res.fosc)[i])
+
+
+@pytest.mark.parametrize("bad", [dict(eps=0.0), dict(eps=1.5), dict(step_size=0.0), dict(steps=0)])
+def test_bad_attack_settings_are_refused(backend, bad):
+    from minidyn.errors import ConfigError
+    B = backend
+    model, x, y = setup(B, n=2)
+    kw = dict(eps=0.3, step_size=0.075, steps=3, backend=B) | bad
+    with pytest.raises(ConfigError):
+        pgd(model, x, y, **kw)
