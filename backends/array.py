@@ -6,13 +6,12 @@ imported only by `cupy_backend`, so this module works on a machine without it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import numpy as np
 
 from minidyn.backends import numpy_models as nm
 from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
+from minidyn.fileio import atomic_write
 
 
 class ArrayBackend:
@@ -126,7 +125,41 @@ class ArrayBackend:
         """U(low, high) samples of `shape` in the backend's float dtype."""
         return rng.uniform(low, high, size=shape).astype(self.float_dtype, copy=False)
 
+    def rng_state(self, rng):
+        """{"numpy": bit_generator.state}, JSON-able (numpy only: cupy's state is not exposed)."""
+        if self.xp is not np:
+            raise ConfigError(f"the {self.name} backend cannot save a generator's state "
+                              "(mid-epoch checkpoints need the numpy or torch backend)")
+        return {"numpy": rng.bit_generator.state}
+
+    def set_rng_state(self, rng, state):
+        """Restore a state from rng_state; CheckpointError if it is not one of this generator's."""
+        saved = state.get("numpy") if isinstance(state, dict) else None
+        if self.xp is not np or not isinstance(saved, dict) \
+                or saved.get("bit_generator") != type(rng.bit_generator).__name__:
+            raise CheckpointError(f"the saved random generator state does not fit the {self.name} backend")
+        try:
+            rng.bit_generator.state = saved
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise CheckpointError(f"the saved random generator state is damaged ({type(exc).__name__})") from None
+
     # --- the model side ------------------------------------------------------------------------
+
+    def crop_flip(self, x, rng, pad=4):
+        """Standard CIFAR augmentation, per example: zero-pad `pad` pixels, crop back to H x W
+        at a random offset, flip horizontally with probability 1/2. (B, C, H, W) -> same."""
+        xp = self.xp
+        n, c, h, w = x.shape
+        padded = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        dy = rng.integers(0, 2 * pad + 1, (n, 1))
+        dx = rng.integers(0, 2 * pad + 1, (n, 1))
+        flip = rng.random((n, 1)) < 0.5
+        rows = dy + xp.arange(h)
+        cols = dx + xp.arange(w)
+        cols = xp.where(flip, cols[:, ::-1], cols)
+        batch = xp.arange(n)[:, None, None, None]
+        channel = xp.arange(c)[None, :, None, None]
+        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
     def loss_and_grad(self, model, x, y, loss="ce"):
         """(per-example losses (B,), d sum_i loss_i / dx shaped like x): row i is d loss_i / d x_i."""
         if loss not in nm.LOSSES:
@@ -175,24 +208,14 @@ class ArrayBackend:
     def save_checkpoint(self, path, model, optimizer, meta):
         """Atomically write an .npz (no pickle): "model/<name>", "optimizer/<name>", "meta" (JSON).
 
-        The file is written to a temporary name in the same directory, fsynced, then renamed.
+        The file is written to a temporary name in the same directory, fsynced, then renamed
+        (`minidyn.fileio.atomic_write`): a crash leaves the old checkpoint or the new one.
         """
         arrays = {f"model/{k}": v for k, v in self.get_params(model).items()}
         if optimizer is not None:
             arrays |= {f"optimizer/{k}": self.to_numpy(v) for k, v in optimizer.buffers.items()}
         arrays["meta"] = np.array(json.dumps(meta))
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
 
     def load_checkpoint(self, path, model, optimizer=None):
         """Load weights (and momentum buffers) saved by save_checkpoint; return the meta dict.

@@ -135,7 +135,40 @@ def cw_margin(xp, logits, y):
     return logits[rows, best_other] - logits[rows, y], dlogits
 
 
-LOSSES = {"ce": cross_entropy, "cw": cw_margin}
+def dlr(xp, logits, y):
+    """The Difference of Logits Ratio of Croce & Hein (2020), for APGD-DLR (needs C >= 3):
+
+        loss_i = -(z_y - z_o) / (z_pi1 - z_pi3 + 1e-12),   o = argmax_{j != y} z_j,
+
+    with z_pi1 >= z_pi2 >= z_pi3 the three largest logits. Writing m = z_y - z_o and
+    d = z_pi1 - z_pi3 + 1e-12, loss = -m / d and
+
+        dloss/dz = -(e_y - e_o) / d + m / d^2 * (e_pi1 - e_pi3)
+
+    (e_k the k-th unit vector; when the example is classified correctly pi1 = y, otherwise
+    pi1 = o, and the two terms add up at that index). At ties among the top three logits the
+    loss is not differentiable and the sort's order picks one subgradient.
+    """
+    if logits.shape[1] < 3:
+        raise ConfigError(f"the DLR loss needs at least 3 classes, got {logits.shape[1]}")
+    rows = xp.arange(logits.shape[0])
+    others = logits.copy()
+    others[rows, y] = -xp.inf
+    best_other = others.argmax(axis=1)
+    order = xp.argsort(-logits, axis=1)  # descending
+    pi1, pi3 = order[:, 0], order[:, 2]
+    m = logits[rows, y] - logits[rows, best_other]
+    d = logits[rows, pi1] - logits[rows, pi3] + 1e-12
+    dlogits = xp.zeros_like(logits)
+    dlogits[rows, y] -= 1 / d
+    dlogits[rows, best_other] += 1 / d
+    coef = m / d ** 2
+    dlogits[rows, pi1] += coef
+    dlogits[rows, pi3] -= coef
+    return -m / d, dlogits
+
+
+LOSSES = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}
 
 
 # --- optimizer ---------------------------------------------------------------------------------

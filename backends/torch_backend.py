@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import base64
 import re
-import tempfile
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
+from minidyn.fileio import atomic_write
 from minidyn.backends.torch_models import MODEL_NAMES, build_model  # noqa: F401  (re-exported)
 
 _FORMAT = "minidyn-checkpoint/1"
@@ -305,6 +306,37 @@ class TorchBackend:
         out = torch.empty(self._shape(shape), dtype=self._float, device=self._dev)
         return out.uniform_(float(low), float(high), generator=rng)
 
+    def rng_state(self, rng: torch.Generator) -> dict:
+        """{"torch": base64 of Generator.get_state()} (a ByteTensor), JSON-able."""
+        raw = rng.get_state().cpu().numpy().tobytes()
+        return {"torch": base64.b64encode(raw).decode("ascii"), "device": rng.device.type}
+
+    def set_rng_state(self, rng: torch.Generator, state: dict) -> None:
+        """Restore a state from rng_state; CheckpointError if it is not one of this generator's."""
+        if not isinstance(state, dict) or not isinstance(state.get("torch"), str) \
+                or state.get("device") != rng.device.type:
+            raise CheckpointError(f"the saved random generator state does not fit a {rng.device.type} generator")
+        try:
+            raw = base64.b64decode(state["torch"], validate=True)
+            rng.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+        except (ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"the saved random generator state is damaged ({_first_line(exc)})") from None
+
+    def crop_flip(self, x: torch.Tensor, rng: torch.Generator, pad: int = 4) -> torch.Tensor:
+        """Standard CIFAR augmentation, per example: zero-pad `pad` pixels, crop back to H x W
+        at a random offset, flip horizontally with probability 1/2. (B, C, H, W) -> same."""
+        n, c, h, w = x.shape
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=rng, device=self._dev)
+        dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=rng, device=self._dev)
+        flip = torch.rand((n, 1), generator=rng, device=self._dev) < 0.5
+        rows = dy + torch.arange(h, device=self._dev)
+        cols = dx + torch.arange(w, device=self._dev)
+        cols = torch.where(flip, cols.flip(1), cols)
+        batch = torch.arange(n, device=self._dev)[:, None, None, None]
+        channel = torch.arange(c, device=self._dev)[None, :, None, None]
+        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
     # --- the model side ----------------------------------------------------------------------
     def _autocast(self) -> Any:
         if self._amp_dtype is None:
@@ -336,11 +368,19 @@ class TorchBackend:
             mask = F.one_hot(y, z.shape[1]).bool()
             other = z.masked_fill(mask, float("-inf")).amax(dim=1)
             return other - true
-        raise ConfigError(f"unknown loss {loss!r}; use 'ce' or 'cw'")
+        if loss == "dlr":  # Croce & Hein (2020): -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3 + 1e-12)
+            if z.shape[1] < 3:
+                raise ConfigError(f"the DLR loss needs at least 3 classes, got {z.shape[1]}")
+            true = z.gather(1, y[:, None]).squeeze(1)
+            mask = F.one_hot(y, z.shape[1]).bool()
+            other = z.masked_fill(mask, float("-inf")).amax(dim=1)
+            top = z.sort(dim=1, descending=True).values
+            return -(true - other) / (top[:, 0] - top[:, 2] + 1e-12)
+        raise ConfigError(f"unknown loss {loss!r}; use 'ce', 'cw' or 'dlr'")
 
     def loss_and_grad(self, model: nn.Module, x: Any, y: Any, loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
-        if loss not in ("ce", "cw"):
-            raise ConfigError(f"unknown loss {loss!r}; use 'ce' or 'cw'")
+        if loss not in ("ce", "cw", "dlr"):
+            raise ConfigError(f"unknown loss {loss!r}; use 'ce', 'cw' or 'dlr'")
         x = self._prep_x(x).detach().requires_grad_(True)
         y = self._labels(y, x.device)
         with _modes(model, self.attack_mode == "train"), torch.enable_grad():
@@ -394,7 +434,7 @@ class TorchBackend:
         model.load_state_dict(_checked_state(model, params, "parameters"), strict=True)
 
     def save_checkpoint(self, path: str, model: nn.Module, optimizer: Any, meta: dict) -> None:
-        """Write {format, model, optimizer, meta} atomically (temp file, fsync, os.replace)."""
+        """Write {format, model, optimizer, meta} atomically (`minidyn.fileio.atomic_write`)."""
         # JSON-able (tuples become lists, numpy scalars and arrays plain numbers and lists);
         # anything else fails loudly here rather than at load time
         meta = json.loads(json.dumps(dict(meta or {}), default=_json_default))
@@ -410,25 +450,8 @@ class TorchBackend:
             "meta": meta,
         }
         target = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(target))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        atomic_write(target, lambda f: torch.save(payload, f), mode="wb")
 
     def load_checkpoint(self, path: str, model: nn.Module, optimizer: Any | None = None) -> dict:
         name = os.fspath(path)

@@ -13,6 +13,7 @@ import click
 
 from minidyn import __version__
 from minidyn.config import METHODS, PRESETS, TrainConfig, load_preset, parse_eps
+from minidyn.cli.malloc import tune_glibc_malloc
 from minidyn.errors import ConfigError, MinidynError
 
 
@@ -84,6 +85,7 @@ def main():
 
     Start with `minidyn train --backend torch` (or `--backend numpy` without torch).
     """
+    tune_glibc_malloc()
 
 
 @main.command()
@@ -114,8 +116,9 @@ def main():
 @click.option("--channels-last", is_flag=True, default=None, help="torch: channels-last memory format.")
 @click.option("--no-record-fosc", "record_fosc", flag_value=False, default=None, help="Do not write fosc/epoch_NNN.npy (saves one gradient evaluation per example).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/<time>-<method>-<model>]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-def train(preset, out, resume, amp, channels_last, **options):
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (exactly; starts it if nothing was saved yet).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also checkpoint every N SGD steps (a checkpoint is always written after every epoch).")
+def train(preset, out, resume, checkpoint_every, amp, channels_last, **options):
     """Train a model with one of the five methods and write a run directory.
 
     Defaults are the paper's MNIST settings (eps 0.3, PGD-10 with step eps/4, SGD lr 0.01,
@@ -133,7 +136,12 @@ def train(preset, out, resume, amp, channels_last, **options):
     click.echo(f"minidyn {__version__}: {cfg.method} training of {cfg.model} on {cfg.dataset} "
                f"({cfg.backend} backend), eps {cfg.eps:g}, {cfg.epochs} epochs -> {out}")
     bar = _EpochProgress(cfg)
-    summary = train_run(cfg, out, resume=resume, on_epoch=bar.end_epoch, on_batch=bar.advance)
+    try:
+        summary = train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every,
+                            on_epoch=bar.end_epoch, on_batch=bar.advance, on_resume=bar.resume_at,
+                            log=click.echo)
+    finally:
+        bar.close()  # an error message then starts on a line of its own
     pgd_key = f"test_pgd{cfg.eval_steps}_acc"
     click.echo(f"test accuracy on {summary['test_n']} examples: clean {summary['test_clean_acc']:.2f}%, "
                f"PGD-{cfg.eval_steps} {summary[pgd_key]:.2f}% (eps {cfg.eps:g})")
@@ -165,19 +173,26 @@ class _EpochProgress:
     """A progress bar over the batches of an epoch (stderr), and one summary line per epoch."""
 
     def __init__(self, cfg: TrainConfig):
-        self.cfg, self.bar, self.epoch = cfg, None, 0
+        self.cfg, self.bar, self.epoch, self.done = cfg, None, 0, 0
 
     def advance(self, n: int, total: int) -> None:
         if self.bar is None:
             self.bar = click.progressbar(length=total, label=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                                          file=sys.stderr, show_pos=True)
             self.bar.__enter__()
-        self.bar.update(n)
+        self.bar.update(n + self.done)
+        self.done = 0
 
-    def end_epoch(self, r: dict) -> None:
+    def resume_at(self, epoch: int, done: int) -> None:
+        self.epoch, self.done = epoch, done
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+    def end_epoch(self, r: dict) -> None:
+        self.close()
         self.epoch = r["epoch"] + 1
         c_t = f"c_t {r['c_t']:.3f}  " if r["c_t"] is not None else ""
         fosc = f"fosc {r['fosc_mean']:.3f}  " if r["fosc_mean"] is not None else ""
@@ -189,3 +204,10 @@ class _EpochProgress:
 
 if __name__ == "__main__":
     main()
+
+from minidyn.cli.evaluate import eval_command  # noqa: E402  (registered last: they import nothing from here at import time)
+main.add_command(eval_command, "eval")
+from minidyn.cli.evaluate import compare_command  # noqa: E402
+main.add_command(compare_command, "compare")
+from minidyn.cli.analyze import analyze_command  # noqa: E402
+main.add_command(analyze_command, "analyze")

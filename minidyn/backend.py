@@ -74,13 +74,26 @@ class Backend(Protocol):
 
     def uniform(self, rng: Any, shape: tuple[int, ...], low: float, high: float) -> Array: ...
 
+    def rng_state(self, rng: Any) -> dict:
+        """The generator's current state as a JSON-able dict (saved by mid-epoch checkpoints).
+
+        ConfigError where the framework does not expose it (cupy)."""
+
+    def set_rng_state(self, rng: Any, state: dict) -> None:
+        """Put `rng` back in a state returned by rng_state; CheckpointError if it does not fit."""
+
+    def crop_flip(self, x: Array, rng: Any, pad: int = 4) -> Array:
+        """Per-example random crop of the zero-padded image and random horizontal flip (CIFAR)."""
+
     # --- the model side ----------------------------------------------------------------------
     def loss_and_grad(self, model: Model, x: Array, y: Array, loss: str = "ce") -> tuple[Array, Array]:
         """Per-example losses (B,) and grad_x of each example's own loss, shaped like x.
 
         The gradient is of the *sum* of the per-example losses, so row i is exactly
-        d loss_i / d x_i (never divided by B). `loss` is "ce" (cross-entropy) or "cw"
-        (the margin max_{j != y} z_j - z_y). No parameter gradient is left behind.
+        d loss_i / d x_i (never divided by B). `loss` is "ce" (cross-entropy), "cw"
+        (the margin max_{j != y} z_j - z_y) or "dlr" (Croce & Hein's Difference of Logits
+        Ratio -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), for APGD-DLR; needs >= 3
+        classes). No parameter gradient is left behind.
         """
 
     def logits(self, model: Model, x: Array) -> Array:

@@ -53,6 +53,7 @@ class TrainConfig:
     limit: int | None = None            # first N training examples
     eval_limit: int | None = 1000       # test examples attacked after each epoch (None: all)
     eval_steps: int = 20                # PGD steps of the per-epoch and final robust accuracy
+    augment: bool | None = None         # random crop + flip; None: on for cifar10 only
     record_fosc: bool = True            # write fosc/epoch_NNN.npy (one extra grad eval per example)
     attack_mode: str = "eval"           # model mode while attacking (torch backend)
     extras: dict = field(default_factory=dict)  # backend options (amp, channels_last, ...)
@@ -64,6 +65,7 @@ class TrainConfig:
         c.step_size = c.step_size if c.step_size is not None else c.eps / 4
         c.dynamic_epochs = c.dynamic_epochs if c.dynamic_epochs is not None else max(1, round(0.8 * c.epochs))
         c.curriculum_epochs = c.curriculum_epochs if c.curriculum_epochs is not None else c.dynamic_epochs
+        c.augment = c.augment if c.augment is not None else c.dataset == "cifar10"
         c.fgsm_epochs = c.fgsm_epochs if c.fgsm_epochs is not None else round(0.4 * c.epochs)
         if c.lr_milestones is None:
             c.lr_milestones = [round(0.4 * c.epochs), round(0.8 * c.epochs)]

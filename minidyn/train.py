@@ -7,9 +7,12 @@ each example once its FOSC <= c_t, then take one SGD step on the adversarial bat
 
 Randomness is explicit and derived from (seed, epoch): the data order and the random starts of
 epoch t depend on nothing else, so resuming at an epoch boundary reproduces the run exactly.
+Within an epoch, `EpochState` holds what a mid-epoch checkpoint must add (the attack
+generator's state, the batches done and the partial statistics), so resuming there is exact too.
 """
 from __future__ import annotations
 
+import base64
 import math
 import time
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from minidyn.attacks import fgsm, pgd
 from minidyn.backend import Backend, Model
 from minidyn.config import TrainConfig
 from minidyn.data import Dataset
-from minidyn.errors import NumericalError
+from minidyn.errors import CheckpointError, NumericalError
 from minidyn.methods import AttackPlan, attack_plan
 from minidyn.schedules import StepLR
 
@@ -52,33 +55,126 @@ class EpochStats:
     steps: np.ndarray  # (N,) int, PGD steps each example took
 
 
+# The generators an epoch draws from, with their epoch_seed streams (0 is the data order, 2 the
+# evaluation). A mid-epoch checkpoint saves the state of each one; add new ones here.
+RNG_STREAMS = {"attack": 1}
+
+
+@dataclass
+class EpochState:
+    """An epoch in progress: its random generators and what the batches so far measured.
+
+    This is everything a mid-epoch checkpoint must hold besides the model and optimiser (the
+    data order is derived from (seed, epoch) again): `to_meta` makes it JSON, `from_meta`
+    restores it, and training continues at batch `batches` exactly as if never interrupted.
+    """
+
+    rngs: dict           # the epoch's backend generators, by name (see RNG_STREAMS)
+    fosc: np.ndarray     # (N,) float32, NaN where not recorded (yet)
+    steps: np.ndarray    # (N,) int64
+    batches: int = 0     # mini-batches trained so far
+    loss_sum: float = 0.0
+    correct: int = 0
+    grad_evals: int = 0
+
+    @classmethod
+    def begin(cls, B: Backend, seed: int, t: int, n: int) -> "EpochState":
+        rngs = {name: B.rng(epoch_seed(seed, t, stream)) for name, stream in RNG_STREAMS.items()}
+        return cls(rngs, np.full(n, np.nan, dtype=np.float32), np.zeros(n, dtype=np.int64))
+
+    def record_attack(self, B: Backend, idx: np.ndarray, adv) -> None:
+        self.grad_evals += adv.grad_evals
+        self.steps[idx] = B.to_numpy(adv.steps)
+        if adv.fosc is not None:
+            self.fosc[idx] = B.to_numpy(adv.fosc)
+
+    def record_step(self, batch_loss: float, batch_correct: int) -> None:
+        self.loss_sum += batch_loss
+        self.correct += batch_correct
+        self.batches += 1
+
+    def stats(self) -> EpochStats:
+        n = len(self.steps)
+        return EpochStats(self.loss_sum / n, 100.0 * self.correct / n, self.grad_evals,
+                          self.fosc, self.steps)
+
+    def to_meta(self, B: Backend) -> dict:
+        """JSON-able: counters, the generator state, and fosc/steps as base64 bytes (exact)."""
+        return {"batches": self.batches, "loss_sum": self.loss_sum, "correct": self.correct,
+                "grad_evals": self.grad_evals,
+                "rngs": {name: B.rng_state(rng) for name, rng in self.rngs.items()},
+                "fosc": pack_array(self.fosc), "steps": pack_array(self.steps)}
+
+    @classmethod
+    def from_meta(cls, B: Backend, meta: dict, seed: int, t: int, n: int) -> "EpochState":
+        """The state to_meta saved, checked against an epoch of n examples; CheckpointError if not."""
+        state = cls.begin(B, seed, t, n)
+        try:
+            fosc, steps = unpack_array(meta["fosc"]), unpack_array(meta["steps"])
+            state.batches, state.loss_sum = int(meta["batches"]), float(meta["loss_sum"])
+            state.correct, state.grad_evals = int(meta["correct"]), int(meta["grad_evals"])
+            rng_states = dict(meta["rngs"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the checkpoint's mid-epoch state is damaged ({type(exc).__name__}: {exc})") from None
+        if fosc.shape != (n,) or fosc.dtype != np.float32 or steps.shape != (n,) or steps.dtype != np.int64 \
+                or state.batches < 0 or set(rng_states) != set(state.rngs):
+            raise CheckpointError(f"the checkpoint's mid-epoch state is not one of an epoch of {n} examples")
+        for name, rng in state.rngs.items():
+            B.set_rng_state(rng, rng_states[name])
+        state.fosc[:], state.steps[:] = fosc, steps
+        return state
+
+
+def pack_array(a: np.ndarray) -> dict:
+    """A numpy array as JSON: dtype, shape and its bytes in base64 (bit-exact, NaN included)."""
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "base64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def unpack_array(d: dict) -> np.ndarray:
+    """The array pack_array encoded; ValueError/TypeError/KeyError if `d` is not one."""
+    dtype = np.dtype(d["dtype"])
+    if dtype.kind not in "fiub":
+        raise ValueError(f"unexpected dtype {dtype}")
+    raw = base64.b64decode(d["base64"], validate=True)
+    return np.frombuffer(raw, dtype=dtype).reshape([int(s) for s in d["shape"]]).copy()
+
+
+def check_finite_loss(batch_loss: float, t: int, batch: int) -> None:
+    if not math.isfinite(batch_loss):
+        raise NumericalError(f"training loss became {batch_loss} at epoch {t + 1}, batch {batch + 1}; "
+                             "lower --lr (the last good checkpoint is kept)")
+
+
 def train_epoch(B: Backend, model: Model, optimizer, data: Dataset, cfg: TrainConfig, t: int,
-                plan: AttackPlan | None, on_batch: Callable[[int, int], None] | None = None) -> EpochStats:
-    """Algorithm 1, one epoch: per batch, PGD with the FOSC stopping rule, then one SGD step."""
+                plan: AttackPlan | None, on_batch: Callable[[int, int], None] | None = None, *,
+                resume: EpochState | None = None,
+                on_step: Callable[[EpochState], None] | None = None) -> EpochStats:
+    """Algorithm 1, one epoch: per batch, PGD with the FOSC stopping rule, then one SGD step.
+
+    `resume` continues the epoch from a mid-epoch checkpoint's state; `on_step(state)` is
+    called after every SGD step (that is where mid-epoch checkpoints are written).
+    """
     order = np.random.default_rng(epoch_seed(cfg.seed, t, 0)).permutation(len(data))
-    attack_rng = B.rng(epoch_seed(cfg.seed, t, 1))
-    fosc_all = np.full(len(data), np.nan, dtype=np.float32)
-    steps_all = np.zeros(len(data), dtype=np.int64)
-    loss_sum, correct, evals = 0.0, 0, 0
+    state = resume if resume is not None else EpochState.begin(B, cfg.seed, t, len(data))
     for batch, idx in enumerate(batch_indices(order, cfg.batch_size)):
+        if batch < state.batches:
+            continue  # trained before the checkpoint this epoch resumed from
         x, y = to_backend(B, data, idx)
-        if plan is not None:
+        if plan is not None:  # adversarial examples; each one stops once its FOSC <= c_t
             adv = pgd(model, x, y, eps=cfg.eps, step_size=plan.step_size, steps=plan.steps,
                       random_start=plan.random_start, stop_fosc=plan.stop_fosc,
-                      final_stats=cfg.record_fosc, rng=attack_rng, backend=B)
-            x, evals = adv.x_adv, evals + adv.grad_evals
-            steps_all[idx] = B.to_numpy(adv.steps)
-            if adv.fosc is not None:
-                fosc_all[idx] = B.to_numpy(adv.fosc)
-        batch_loss, batch_correct = B.train_step(model, optimizer, x, y)
-        if not math.isfinite(batch_loss):
-            raise NumericalError(f"training loss became {batch_loss} at epoch {t}, batch {batch}; "
-                                 "lower --lr (the last good checkpoint is kept)")
-        loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
+                      final_stats=cfg.record_fosc, rng=state.rngs["attack"], backend=B)
+            x = adv.x_adv
+            state.record_attack(B, idx, adv)
+        batch_loss, batch_correct = B.train_step(model, optimizer, x, y)  # SGD on the batch
+        check_finite_loss(batch_loss, t, batch)
+        state.record_step(batch_loss, batch_correct)
+        if on_step:
+            on_step(state)
         if on_batch:
             on_batch(len(idx), len(data))
-    n = len(data)
-    return EpochStats(loss_sum / n, 100.0 * correct / n, evals, fosc_all, steps_all)
+    return state.stats()
 
 
 def evaluate(B: Backend, model: Model, data: Dataset, *, eps: float, steps: int, batch_size: int,
@@ -126,10 +222,15 @@ def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, s
 
 
 def fit(cfg: TrainConfig, B: Backend, model: Model, optimizer, train_set: Dataset,
-        test_set: Dataset, *, c_max: float, start_epoch: int = 0,
+        test_set: Dataset, *, c_max: float, start_epoch: int = 0, resume: EpochState | None = None,
         end_of_epoch: Callable[[int, dict, EpochStats], None] | None = None,
-        on_batch: Callable[[int, int], None] | None = None) -> list[dict]:
-    """Train epochs start_epoch .. cfg.epochs-1; call end_of_epoch(t, record, stats) after each."""
+        on_batch: Callable[[int, int], None] | None = None,
+        on_step: Callable[[int, EpochState], None] | None = None) -> list[dict]:
+    """Train epochs start_epoch .. cfg.epochs-1; call end_of_epoch(t, record, stats) after each.
+
+    `resume` is the saved state of epoch start_epoch when it stopped midway; on_step(t, state)
+    is called after every SGD step.
+    """
     lr_schedule = StepLR(cfg.lr, tuple(cfg.lr_milestones))
     history = []
     for t in range(start_epoch, cfg.epochs):
@@ -137,7 +238,9 @@ def fit(cfg: TrainConfig, B: Backend, model: Model, optimizer, train_set: Datase
         lr = lr_schedule.at(t)
         B.set_lr(optimizer, lr)
         plan = attack_plan(cfg, t, c_max)
-        stats = train_epoch(B, model, optimizer, train_set, cfg, t, plan, on_batch)
+        step_hook = (lambda state, t=t: on_step(t, state)) if on_step else None
+        stats = train_epoch(B, model, optimizer, train_set, cfg, t, plan, on_batch,
+                            resume=resume if t == start_epoch else None, on_step=step_hook)
         test = evaluate(B, model, test_set, eps=cfg.eps, steps=cfg.eval_steps,
                         batch_size=cfg.batch_size, seed=cfg.seed, limit=cfg.eval_limit)
         record = epoch_record(t, cfg, plan, lr, stats, test, time.perf_counter() - start)

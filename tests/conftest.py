@@ -43,3 +43,28 @@ def backend64(request):
         import torch  # the torch backend computes in float32; compare in float64 via dtype arg
         return get_backend("torch", device="cpu", dtype="float64")
     return get_backend(name, dtype="float64")
+
+
+def _write_idx_pair(directory, prefix, x, y):
+    import struct
+
+    import numpy as np
+    n = len(x)
+    (directory / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, 28, 28) + np.ascontiguousarray(x, dtype=np.uint8).tobytes())
+    (directory / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, n) + np.asarray(y, dtype=np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory):
+    """A data dir for `--dataset mnist`: the first 96 training and 64 test digits of the
+    embedded sample as the four official IDX files, so that whole runs (and their final
+    evaluation on the full test set) take well under a second."""
+    from minidyn.data import load_dataset
+
+    directory = tmp_path_factory.mktemp("tiny-mnist")
+    for split, prefix, n in (("train", "train", 96), ("test", "t10k", 64)):
+        data = load_dataset("mnist-sample", split)
+        _write_idx_pair(directory, prefix, data.x[:n, 0], data.y[:n])
+    return directory

@@ -1,0 +1,128 @@
+"""Helpers shared by the benchmark scripts (not part of the minidyn package).
+
+Every script measures the commands it compares in ONE process run, interleaving them (the
+order rotates from repeat to repeat), and reports each ratio as the median and min-max of the
+per-repeat ratios: repeat r's minidyn time is divided by repeat r's reference time, so slow
+phases of a shared machine hit both sides of a ratio alike.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Sequence
+
+
+def early_threads(argv: Sequence[str] | None = None) -> int | None:
+    """Honour `--threads N` for the BLAS/OpenMP pools too: sets OMP_NUM_THREADS,
+    OPENBLAS_NUM_THREADS and MKL_NUM_THREADS (unless already set). Must run before numpy or
+    torch is imported; torch.set_num_threads is applied later by set_threads."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+    if value is None or not value.isdigit() or int(value) < 1:
+        return None
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, value)
+    return int(value)
+
+
+def tune_malloc_like_the_cli() -> bool:
+    """Apply the CLI's glibc mallopt tuning (before torch allocates); honours MINIDYN_MALLOC_TUNING=0."""
+    try:
+        from minidyn.cli.malloc import tune_glibc_malloc
+    except ImportError:  # an older checkout without cli/malloc.py
+        return False
+    return tune_glibc_malloc()
+
+
+def stats(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    vals = [v for v in values if v == v]  # drop NaN
+    if not vals:
+        return float("nan"), float("nan"), float("nan")
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def fmt(values: Sequence[float], digits: int = 3, pct: bool = False) -> str:
+    """'median (min-max)' of the values; pct=True prints (v - 1) as a signed percentage."""
+    if not values:
+        return "n/a"
+    med, lo, hi = stats(values)
+    if med != med:
+        return "n/a"
+    if pct:
+        return f"{(med - 1) * 100:+.1f}% ({(lo - 1) * 100:+.1f}%..{(hi - 1) * 100:+.1f}%)"
+    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(device: str = "cpu") -> str:
+    """One line describing where the numbers come from."""
+    import torch
+
+    parts = [f"cpu: {cpu_model()}", f"{os.cpu_count()} logical cores",
+             f"torch {torch.__version__}", f"{torch.get_num_threads()} torch threads",
+             f"python {platform.python_version()}"]
+    if device.startswith("cuda") and torch.cuda.is_available():
+        parts.insert(0, f"gpu: {torch.cuda.get_device_name(torch.device(device))}")
+    try:
+        parts.append(f"load average {os.getloadavg()[0]:.2f}")
+    except OSError:
+        pass
+    return "machine: " + ", ".join(parts)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def timer(device: str) -> Callable[[Callable[[], object]], float]:
+    """time_it(fn) -> seconds of one call; synchronises the GPU before and after on CUDA."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def time_it(fn: Callable[[], object]) -> float:
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - start
+
+    return time_it
+
+
+def rotations(names: Sequence[str], repeats: int):
+    """Per repeat, the names in a rotated order (each name takes every position in turn)."""
+    names = list(names)
+    for r in range(repeats):
+        k = r % len(names)
+        yield r, names[k:] + names[:k]
+
+
+def say(*args) -> None:
+    print(*args, flush=True)
+
+
+def warn(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,113 @@
+"""`minidyn analyze RUN_DIR`: the paper's FOSC figures redrawn from a run (minidyn.analysis)."""
+from __future__ import annotations
+
+import click
+
+from minidyn.errors import ConfigError
+
+
+def _epochs(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of epochs") from None
+
+
+def _range(ctx, param, value):
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LO,HI (e.g. 0,0.1)") from None
+    if not hi > lo:
+        raise click.BadParameter(f"{value!r}: LO must be below HI")
+    return lo, hi
+
+
+def _eps_list(ctx, param, value):
+    if value is None:
+        return None
+    from minidyn.config import parse_eps
+
+    try:
+        grid = [parse_eps(v) for v in value.split(",") if v.strip()]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not grid or any(not 0 < e <= 1 for e in grid):
+        raise click.BadParameter(f"{value!r}: every eps must be in (0, 1]")
+    return sorted(grid)
+
+
+@click.command("analyze")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--limit", type=int, default=1000, show_default=True, help="Test examples attacked (Figs 1a, 4a).")
+@click.option("--epochs", callback=_epochs, help="Epochs for the FOSC KDE, e.g. 0,10,19.  [default: first, middle, last]")
+@click.option("--bins", type=int, default=20, show_default=True, help="FOSC bins of Fig 1a.")
+@click.option("--fosc-range", default="0,0.1", show_default=True, callback=_range, help="FOSC range of Fig 1a's bins and of the share of training examples in range; "
+                   "'auto': [0, 95th percentile of the test FOSC].")
+@click.option("--eps-grid", callback=_eps_list, help="Test eps of Fig 4a, e.g. 0.1,0.2,0.3.  [default: 5 from eps/4 to eps]")
+@click.option("--trajectories", "traj_n", type=int, default=20, show_default=True, help="Examples in Fig 1b.")
+@click.option("--trajectory-steps", "traj_steps", type=int, default=20, show_default=True, help="PGD steps in Fig 1b.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="torch device.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory.  [default: RUN_DIR/analysis]")
+@click.option("--no-plots", is_flag=True, help="Write only the numbers (CSV/JSON), no PNGs.")
+def analyze_command(run_dir, limit, epochs, bins, fosc_range, eps_grid, traj_n, traj_steps,
+                    batch_size, seed, device, out, no_plots):
+    """Redraw the paper's FOSC figures for the run in RUN_DIR.
+
+    Fig 1a (accuracy and loss of PGD-10 test examples per FOSC bin), Fig 1b (FOSC and loss
+    along the PGD steps), the FOSC distributions of the training examples (Figs 2, 3, 5) and
+    PGD-10 accuracy against the test eps (Fig 4a). Numbers go to CSV and analysis.json, figures
+    to PNG (with matplotlib).
+    """
+    from minidyn.analysis import analyze_run
+    from minidyn.cli.evaluate import progress
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    s = analyze_run(run_dir, out, limit=limit, epochs=epochs, bins=bins, fosc_range=fosc_range,
+                    eps_grid=eps_grid, traj_n=traj_n, traj_steps=traj_steps, batch_size=batch_size,
+                    seed=seed, device=device, plots=not no_plots,
+                    log=lambda line: click.echo(line), progress=progress)
+    f1 = s["fig1a"]
+    lo, hi = f1["fosc_range"]
+    inside = f1["n"] - f1["n_below"] - f1["n_above"] - f1["n_nan"]
+    q10, q50, q90 = f1["fosc_quantiles"]
+    click.echo(f"{s['run']}: {s['model']} ({s['method']}), {s['dataset']}, eps {s['eps']:g}")
+    click.echo(f"Fig 1a  PGD-10 on {f1['n']} test examples ({f1['accuracy_all']:.1f}% correct): "
+               f"FOSC median {q50:.4g} (10%: {q10:.4g}, 90%: {q90:.4g})")
+    click.echo(f"        {inside} of {f1['n']} in [{lo:g}, {hi:g}] ({f1['n_below']} below, {f1['n_above']} above), "
+               f"{f1['bins']} bins, {int((f1['counts'] > 0).sum())} non-empty")
+    click.echo(f"        Pearson r(bin FOSC, accuracy) = {f1['corr_accuracy']:.3f}, "
+               f"r(bin FOSC, loss) = {f1['corr_loss']:.3f}")
+    t = s["fig1b"]
+    click.echo(f"Fig 1b  {len(t['indices'])} examples, PGD-{t['steps']}: median FOSC "
+               f"{t['median_fosc'][0]:.4g} at step 0 -> {t['median_fosc'][-1]:.4g} at step {t['steps']}; "
+               f"median loss {t['median_loss'][0]:.3f} -> {t['median_loss'][-1]:.3f}")
+    dist = s["fosc_distributions"]
+    if dist["share"]:
+        lo_s, hi_s = dist["share_range"]
+        shares = "  ".join(f"{e}: {100 * v:.1f}%" for e, v in dist["share"].items())
+        click.echo(f"FOSC    training examples with FOSC in [{lo_s:g}, {hi_s:g}] by epoch: {shares}")
+        for e in dist["epochs"]:
+            q = dist["quantiles"][e]
+            click.echo(f"        epoch {e}: KDE of {dist['n'][e]} values, bandwidth {dist['bandwidth'][e]:.3g}, "
+                       f"median {q[1]:.4g}, 99th percentile {q[2]:.4g}")
+    else:
+        click.echo("FOSC    no fosc/epoch_NNN.npy in the run (trained with --no-record-fosc?)")
+    c = s["fig4a"]
+    click.echo(f"Fig 4a  PGD-10 accuracy by test eps ({c['n']} examples): "
+               + "  ".join(f"{e:.4g}: {a:.1f}%" for e, a in zip(c["eps"], c["accuracy"])))
+    if inside < f1["n"] / 2:
+        click.echo(f"        note: most examples lie outside [{lo:g}, {hi:g}] (FOSC scales with eps and the "
+                   "input size; the paper's range is for CIFAR-10 at 8/255): try --fosc-range auto")
+    if s["flags"]:
+        click.echo("sanity flags:")
+        for flag in s["flags"]:
+            click.echo(f"  ! {flag}")
+    click.echo("wrote " + ", ".join(s["files"]))

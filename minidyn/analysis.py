@@ -1,0 +1,391 @@
+"""The paper's FOSC analyses as numbers: dicts of numpy arrays, written as CSV and JSON.
+
+    fosc_bins(...)           Fig 1a: PGD-10 test examples in FOSC bins, accuracy and loss per bin
+    trajectories(...)        Fig 1b: FOSC and loss along the PGD steps of random test examples
+    fosc_distributions(...)  Figs 2, 3, 5: Gaussian KDE of a run's per-epoch training FOSC files,
+                             and the share of examples with FOSC in [0, 0.1] per epoch
+    eps_curve(...)           Fig 4a: PGD-10 accuracy over a grid of test eps
+    analyze_run(run_dir)     all of them for one run, files in RUN_DIR/analysis (`minidyn analyze`)
+
+Pictures are drawn by `minidyn.plots` (matplotlib, optional); the numbers never need it.
+FOSC here is the paper's definition (Eq. 4, over the eps-ball, `minidyn.fosc` with bounds=None),
+the same quantity the training loop records.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from minidyn.attacks import pgd
+from minidyn.backend import Backend, Model
+from minidyn.data import Dataset
+from minidyn.errors import ConfigError
+from minidyn.evaluate import attack_seed, eps_curve_flags, evaluate_attacks
+from minidyn.fileio import atomic_write
+from minidyn.train import batch_indices, to_backend
+
+
+# --- Fig 1a ------------------------------------------------------------------------------------
+def pearson(a, b) -> float:
+    """Pearson correlation of two 1-D arrays; NaN with fewer than 3 points or a constant one."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size < 3 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def bin_by_fosc(fosc, loss, correct, bins: int = 20, fosc_range=(0.0, 0.1)) -> dict:
+    """Group examples into `bins` equal FOSC bins over `fosc_range` (both ends included).
+
+    Returns edges (bins+1,), centers, counts, accuracy (%) and mean loss and FOSC per bin (NaN
+    where empty), the examples below / above the range, and the Pearson correlation between
+    the bin centres and accuracy / loss over the non-empty bins.
+    """
+    fosc, loss = np.asarray(fosc, float), np.asarray(loss, float)
+    correct = np.asarray(correct, bool)
+    lo, hi = map(float, fosc_range)
+    if bins < 1:
+        raise ConfigError(f"--bins must be >= 1, got {bins}")
+    if not hi > lo:
+        raise ConfigError(f"the FOSC range needs lo < hi, got [{lo}, {hi}]")
+    edges = np.linspace(lo, hi, bins + 1)
+    inside = (fosc >= lo) & (fosc <= hi)
+    which = np.clip(np.searchsorted(edges, fosc[inside], side="right") - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = 100.0 * np.bincount(which, weights=correct[inside], minlength=bins) / counts
+        mean_loss = np.bincount(which, weights=loss[inside], minlength=bins) / counts
+        mean_fosc = np.bincount(which, weights=fosc[inside], minlength=bins) / counts
+    centers = (edges[:-1] + edges[1:]) / 2
+    full = counts > 0
+    return {
+        "edges": edges, "centers": centers, "counts": counts, "accuracy": acc,
+        "loss": mean_loss, "fosc": mean_fosc, "n": int(fosc.size),
+        "n_below": int((fosc < lo).sum()), "n_above": int((fosc > hi).sum()),
+        "n_nan": int(np.isnan(fosc).sum()),
+        "corr_accuracy": pearson(centers[full], acc[full]),
+        "corr_loss": pearson(centers[full], mean_loss[full]),
+    }
+
+
+def pgd_examples(B: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
+                 steps: int = 10, step_size: float | None = None, batch_size: int = 256,
+                 seed: int = 0, on_batch: Callable[[int, int], None] | None = None) -> dict:
+    """PGD-`steps` (step eps/4, random start) on the first `limit` test examples: numpy arrays
+    fosc, loss (at the adversarial example) and correct (classified correctly there)."""
+    n = len(data) if limit is None else min(limit, len(data))
+    out = {"fosc": np.empty(n), "loss": np.empty(n), "correct": np.empty(n, bool)}
+    for batch, idx in enumerate(batch_indices(np.arange(n), batch_size)):
+        x, y = to_backend(B, data, idx)
+        res = pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps,
+                  rng=B.rng(attack_seed(seed, "pgd10", 0, batch)), backend=B)
+        out["fosc"][idx] = B.to_numpy(res.fosc)
+        out["loss"][idx] = B.to_numpy(res.loss)
+        out["correct"][idx] = B.to_numpy(B.argmax(B.logits(model, res.x_adv)) == y)
+        if on_batch:
+            on_batch(int(idx[-1]) + 1, n)
+    return out
+
+
+def auto_range(fosc, q: float = 0.95) -> tuple[float, float]:
+    """[0, the q-quantile of the finite FOSC values rounded up to 2 significant digits]."""
+    f = np.asarray(fosc, float)
+    f = f[np.isfinite(f)]
+    top = float(np.quantile(f, q)) if f.size else 0.0
+    if top <= 0:
+        return (0.0, 0.1)
+    scale = 10 ** (math.floor(math.log10(top)) - 1)
+    return (0.0, math.ceil(top / scale) * scale)
+
+
+def fosc_bins(B: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
+              bins: int = 20, fosc_range=(0.0, 0.1), steps: int = 10, batch_size: int = 256,
+              seed: int = 0, on_batch=None) -> dict:
+    """Fig 1a: PGD-10 test examples binned by FOSC; bin_by_fosc's dict plus "examples" and
+    "fosc_range". fosc_range="auto": [0, 95th percentile] (see auto_range)."""
+    ex = pgd_examples(B, model, data, eps=eps, limit=limit, steps=steps, batch_size=batch_size,
+                      seed=seed, on_batch=on_batch)
+    rng = auto_range(ex["fosc"]) if fosc_range == "auto" else tuple(map(float, fosc_range))
+    return {**bin_by_fosc(ex["fosc"], ex["loss"], ex["correct"], bins, rng), "examples": ex,
+            "fosc_range": rng}
+
+
+# --- Fig 1b ------------------------------------------------------------------------------------
+def trajectories(B: Backend, model: Model, data: Dataset, *, eps: float, n: int = 20,
+                 steps: int = 20, step_size: float | None = None, seed: int = 0) -> dict:
+    """Fig 1b: FOSC and loss at x^0 .. x^steps of PGD (step eps/4, random start) for `n`
+    random test examples. Returns indices (n,), fosc and loss (steps+1, n)."""
+    if n < 1 or steps < 1:
+        raise ConfigError("trajectories need n >= 1 examples and steps >= 1")
+    n = min(n, len(data))
+    idx = np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False))
+    x, y = to_backend(B, data, idx)
+    res = pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps, trace=True,
+              rng=B.rng(attack_seed(seed, "pgd20", 1, 0)), backend=B)
+    return {"indices": idx, "fosc": res.trace.fosc, "loss": res.trace.loss, "steps": steps}
+
+
+# --- Figs 2, 3, 5 ----------------------------------------------------------------------------
+def scott_bandwidth(samples) -> float:
+    """Scott's rule for a 1-D Gaussian KDE: std (ddof 1) * n^(-1/5), as scipy's gaussian_kde."""
+    s = np.asarray(samples, float)
+    if s.size < 2:
+        return 1e-6
+    h = float(s.std(ddof=1)) * s.size ** (-1 / 5)
+    return h if h > 0 else 1e-6
+
+
+def gaussian_kde(samples, grid, bandwidth: float | None = None, chunk: int = 64) -> np.ndarray:
+    """Gaussian kernel density of 1-D `samples` at the points `grid` (numpy only, no scipy).
+
+    density(g) = mean_i N(g; s_i, h^2), h by Scott's rule unless given. Computed over chunks of
+    the grid, so memory is len(samples) * chunk.
+    """
+    s = np.asarray(samples, float)
+    s = s[np.isfinite(s)]
+    grid = np.asarray(grid, float)
+    if s.size == 0:
+        return np.full(grid.shape, np.nan)
+    h = bandwidth or scott_bandwidth(s)
+    out = np.empty(grid.size)
+    norm = 1.0 / (s.size * h * math.sqrt(2 * math.pi))
+    flat = grid.ravel()
+    for i in range(0, flat.size, chunk):
+        u = (flat[i:i + chunk, None] - s[None, :]) / h
+        out[i:i + chunk] = np.exp(-0.5 * u * u).sum(axis=1) * norm
+    return out.reshape(grid.shape)
+
+
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.npy$")
+
+
+def fosc_files(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """{epoch: path} of RUN_DIR/fosc/epoch_NNN.npy, sorted by epoch."""
+    d = Path(run_dir) / "fosc"
+    if not d.is_dir():
+        return {}
+    found = {int(m.group(1)): d / f for f in os.listdir(d) if (m := _EPOCH_FILE.match(f))}
+    return dict(sorted(found.items()))
+
+
+def default_epochs(available: list[int]) -> list[int]:
+    """First, middle and last of the available epochs (fewer when fewer exist)."""
+    if not available:
+        return []
+    return sorted({available[0], available[len(available) // 2], available[-1]})
+
+
+def fosc_share(samples, share_range=(0.0, 0.1)) -> float:
+    """Fraction of the finite samples with FOSC in [lo, hi] (the paper's "FOSC density")."""
+    s = np.asarray(samples, float)
+    s = s[np.isfinite(s)]
+    return float(((s >= share_range[0]) & (s <= share_range[1])).mean()) if s.size else float("nan")
+
+
+def fosc_distributions(run_dir: str | os.PathLike, epochs: list[int] | None = None,
+                       grid_points: int = 1024, share_range=(0.0, 0.1)) -> dict:
+    """KDE of the training FOSC at `epochs` (default: first, middle, last available) on one
+    common grid, and the share in `share_range` at every available epoch.
+
+    Returns epochs (chosen), grid, density {epoch: array}, bandwidth {epoch}, n {epoch}
+    (finite samples), share {epoch: fraction} over all available epochs, share_range.
+    Epochs whose file holds no finite FOSC (a run with --no-record-fosc, or unsecured) are
+    left out of `density`.
+    """
+    files = fosc_files(run_dir)
+    available = list(files)
+    chosen = default_epochs(available) if epochs is None else list(epochs)
+    missing = [e for e in chosen if e not in files]
+    if missing:
+        raise ConfigError(f"{run_dir}: no fosc/epoch_{missing[0]:03d}.npy; epochs with FOSC files: "
+                          + (", ".join(map(str, available)) or "none"))
+    data = {e: np.load(files[e], allow_pickle=False).astype(float) for e in chosen}
+    data = {e: v[np.isfinite(v)] for e, v in data.items()}
+    data = {e: v for e, v in data.items() if v.size}
+    share = {}
+    for e in available:
+        v = np.load(files[e], allow_pickle=False)
+        share[e] = fosc_share(v, share_range)
+    out = {"epochs": list(data), "share": share, "share_range": tuple(share_range),
+           "density": {}, "bandwidth": {}, "n": {}, "grid": np.zeros(0)}
+    if not data:
+        return out
+    hs = {e: scott_bandwidth(v) for e, v in data.items()}
+    lo = min(v.min() - 4 * hs[e] for e, v in data.items())
+    hi = max(v.max() + 4 * hs[e] for e, v in data.items())
+    grid = np.linspace(lo, hi, grid_points)
+    out.update(grid=grid, bandwidth=hs, n={e: int(v.size) for e, v in data.items()},
+               density={e: gaussian_kde(v, grid, hs[e]) for e, v in data.items()},
+               quantiles={e: np.quantile(v, [0.01, 0.5, 0.99]).tolist() for e, v in data.items()})
+    return out
+
+
+# --- Fig 4a ------------------------------------------------------------------------------------
+def default_eps_grid(eps: float, points: int = 5) -> np.ndarray:
+    """`points` values from eps/4 to eps (the paper: 2/255 .. 8/255 for eps 8/255)."""
+    return np.linspace(eps / 4, eps, points)
+
+
+def eps_curve(B: Backend, model: Model, data: Dataset, *, eps_grid, limit: int | None = 1000,
+              batch_size: int = 256, seed: int = 0, on_eps=None) -> dict:
+    """Fig 4a: clean accuracy (eps 0) and PGD-10 accuracy at each test eps of `eps_grid`, on
+    the first `limit` test examples; with sanity flags where accuracy rises with eps."""
+    grid = [float(e) for e in eps_grid]
+    clean = evaluate_attacks(B, model, data, eps=grid[-1], attacks=["clean"], limit=limit,
+                             batch_size=batch_size, seed=seed)
+    correct = [clean.correct["clean"]]
+    for e in grid:
+        res = evaluate_attacks(B, model, data, eps=e, attacks=["pgd10"], limit=limit,
+                               batch_size=batch_size, seed=seed)
+        correct.append(res.correct["pgd10"])
+        if on_eps:
+            on_eps(e, 100.0 * float(res.correct["pgd10"].mean()))
+    eps_all = [0.0] + grid
+    return {"eps": np.array(eps_all), "accuracy": np.array([100.0 * c.mean() for c in correct]),
+            "n": int(clean.n), "flags": eps_curve_flags(eps_all, correct)}
+
+
+# --- writing the numbers -------------------------------------------------------------------------
+def write_csv(path: str | os.PathLike, header: list[str], rows) -> None:
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(header)
+        for row in rows:
+            w.writerow([_fmt(v) for v in row])
+    atomic_write(path, write)
+
+
+def _fmt(v):
+    if isinstance(v, (float, np.floating)):
+        return "" if not np.isfinite(v) else repr(float(v))
+    if isinstance(v, (np.integer, np.bool_)):
+        return int(v)
+    return v
+
+
+def jsonable(obj):
+    """numpy arrays and scalars -> lists and numbers; NaN -> None; dict keys -> str."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
+    return obj
+
+
+def write_bins(out: Path, b: dict) -> None:
+    write_csv(out / "fig1a_fosc_bins.csv",
+              ["bin_lo", "bin_hi", "count", "accuracy_pct", "mean_loss", "mean_fosc"],
+              zip(b["edges"][:-1], b["edges"][1:], b["counts"], b["accuracy"], b["loss"], b["fosc"]))
+    ex = b["examples"]
+    write_csv(out / "fig1a_examples.csv", ["example", "fosc", "loss", "correct"],
+              zip(range(len(ex["fosc"])), ex["fosc"], ex["loss"], ex["correct"]))
+
+
+def write_trajectories(out: Path, t: dict) -> None:
+    rows = ((int(i), k, t["fosc"][k, j], t["loss"][k, j])
+            for j, i in enumerate(t["indices"]) for k in range(t["fosc"].shape[0]))
+    write_csv(out / "fig1b_trajectories.csv", ["example", "step", "fosc", "loss"], rows)
+
+
+def write_distributions(out: Path, d: dict) -> None:
+    write_csv(out / "fosc_share.csv", ["epoch", "share_in_range"], d["share"].items())
+    if d["density"]:
+        eps = list(d["density"])
+        write_csv(out / "fosc_kde.csv", ["fosc"] + [f"density_epoch_{e}" for e in eps],
+                  zip(d["grid"], *(d["density"][e] for e in eps)))
+
+
+def write_eps_curve(out: Path, c: dict) -> None:
+    write_csv(out / "fig4a_eps_curve.csv", ["eps", "accuracy_pct"], zip(c["eps"], c["accuracy"]))
+
+
+def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                limit: int | None = 1000, epochs: list[int] | None = None, bins: int = 20,
+                fosc_range=(0.0, 0.1), eps_grid=None, traj_n: int = 20, traj_steps: int = 20,
+                batch_size: int = 256, seed: int = 0, device: str = "auto", plots: bool = True,
+                log: Callable[[str], None] = print, progress=None) -> dict:
+    """Every analysis for the run in `run_dir`; numbers to CSV/JSON and (matplotlib) PNGs in `out`
+    (default RUN_DIR/analysis). Returns the summary written to analysis.json, with "files".
+
+    fosc_range: (lo, hi) or "auto"; the bins of Fig 1a and the "share of training examples
+    with FOSC in range" of the distributions both use it (the paper: [0, 0.1], for CIFAR-10 at
+    eps 8/255; FOSC scales with eps and the input dimension, so other settings need another).
+    """
+    from minidyn.data import load_dataset
+    from minidyn.evaluate import checkpoint_in, load_checkpoint, run_config
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ConfigError(f"{run} is not a run directory")
+    out = Path(out) if out is not None else run / "analysis"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out {out}: {exc.strerror}") from None
+    path = checkpoint_in(run)
+    B, model, meta = load_checkpoint(path, device)
+    cfg = run_config(path)
+    eps = float(meta.get("eps") or cfg.get("eps"))
+    data = load_dataset(meta.get("dataset") or cfg.get("dataset"), "test", cfg.get("data_dir"))
+    eps_grid = default_eps_grid(eps) if eps_grid is None else np.asarray(eps_grid, float)
+    written = []
+
+    bars = progress or (lambda label, total: (None, lambda: None))
+    cb, close = bars("Fig 1a: PGD-10", len(data) if limit is None else min(limit, len(data)))
+    try:
+        b = fosc_bins(B, model, data, eps=eps, limit=limit, bins=bins, fosc_range=fosc_range,
+                      batch_size=batch_size, seed=seed, on_batch=cb)
+    finally:
+        close()
+    write_bins(out, b)
+    written += ["fig1a_fosc_bins.csv", "fig1a_examples.csv"]
+    t = trajectories(B, model, data, eps=eps, n=traj_n, steps=traj_steps, seed=seed)
+    write_trajectories(out, t)
+    written.append("fig1b_trajectories.csv")
+    d = fosc_distributions(run, epochs, share_range=b["fosc_range"])
+    write_distributions(out, d)
+    written += ["fosc_share.csv"] + (["fosc_kde.csv"] if d["density"] else [])
+    c = eps_curve(B, model, data, eps_grid=eps_grid, limit=limit, batch_size=batch_size, seed=seed)
+    write_eps_curve(out, c)
+    written.append("fig4a_eps_curve.csv")
+
+    summary = {
+        "run": str(run), "checkpoint": str(path), "method": meta.get("method") or cfg.get("method"),
+        "model": meta.get("model"), "dataset": data.name, "eps": eps, "seed": seed,
+        "fig1a": {k: b[k] for k in ("edges", "counts", "accuracy", "loss", "fosc", "n", "n_below",
+                                    "n_above", "n_nan", "corr_accuracy", "corr_loss")}
+                 | {"fosc_range": list(b["fosc_range"]), "bins": bins, "attack": "pgd10",
+                    "fosc_quantiles": np.quantile(b["examples"]["fosc"], [0.1, 0.5, 0.9]).tolist(),
+                    "accuracy_all": 100.0 * float(b["examples"]["correct"].mean())},
+        "fig1b": {"indices": t["indices"], "steps": t["steps"],
+                  "median_fosc": np.nanmedian(t["fosc"], axis=1),
+                  "median_loss": np.nanmedian(t["loss"], axis=1)},
+        "fosc_distributions": {k: d[k] for k in ("epochs", "share", "share_range", "bandwidth", "n")}
+                              | {"quantiles": d.get("quantiles", {})},
+        "fig4a": {"eps": c["eps"], "accuracy": c["accuracy"], "n": c["n"]},
+        "flags": c["flags"],
+    }
+    atomic_write(out / "analysis.json", lambda f: json.dump(jsonable(summary), f, indent=2))
+    written.append("analysis.json")
+    if plots:
+        from minidyn import plots as plotting
+
+        if plotting.available():
+            written += plotting.plot_all(out, b, t, d, c, title=f"{summary['method']} {summary['model']}, eps {eps:g}")
+        else:
+            log(plotting.MISSING)
+    summary["files"] = [str(out / f) for f in written]
+    return summary

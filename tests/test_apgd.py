@@ -1,0 +1,111 @@
+"""APGD (minidyn.apgd) and the DLR loss of both backends."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from minidyn.apgd import apgd, checkpoints
+from minidyn.attacks import pgd
+from minidyn.backend import get_backend
+from minidyn.backends import numpy_models as nm
+from minidyn.errors import ConfigError
+
+SHAPE = (1, 5, 5)
+
+
+def linear_two_class(B, n=16, seed=0):
+    """A 2-class softmax model and inputs; the CE-optimal perturbation is known in closed form:
+    the loss grows with <w_other - w_y, x>, so x* = clip(x0 + eps sign(w_other - w_y), 0, 1)."""
+    model = B.make_model("softmax", SHAPE, 2, seed)
+    W = B.get_params(model)["fc1.weight"]  # (2, D)
+    rng = np.random.default_rng(seed)
+    x0 = rng.random((n,) + SHAPE)
+    y = rng.integers(0, 2, n)
+    direction = np.sign(W[1 - y] - W[y]).reshape((n,) + SHAPE)
+    return model, x0, y, direction
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd"])
+@pytest.mark.parametrize("random_start", [False, True])
+def test_finds_the_closed_form_optimum_of_a_linear_model(backend64, attack, random_start):
+    B, eps = backend64, 0.3
+    model, x0, y, direction = linear_two_class(B)
+    optimum = np.clip(np.clip(x0 + eps * direction, x0 - eps, x0 + eps), 0, 1)
+    x, yy = B.asarray(x0), B.asarray(y)
+    if attack == "pgd":
+        res = pgd(model, x, yy, eps=eps, step_size=eps / 4, steps=10, random_start=random_start,
+                  rng=B.rng(1), backend=B)
+        found, loss = res.x_adv, res.loss
+    else:
+        res = apgd(model, x, yy, eps=eps, steps=20, random_start=random_start, rng=B.rng(1), backend=B)
+        found, loss = res.x_best, res.loss_best
+    np.testing.assert_allclose(B.to_numpy(found), optimum, atol=1e-9)
+    best, _ = B.loss_and_grad(model, B.asarray(optimum), yy)
+    np.testing.assert_allclose(B.to_numpy(loss), B.to_numpy(best), rtol=1e-9)
+
+
+def test_checkpoints_follow_croce_and_hein():
+    # p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99: the AutoAttack schedule for 100
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert all(0 < w < 10 for w in checkpoints(10))
+
+
+def test_apgd_beats_or_matches_pgd_and_stopping_changes_no_verdict(backend):
+    B = backend
+    rng = np.random.default_rng(0)
+    model = B.make_model("mlp", SHAPE, 5, 0)
+    x, y = B.asarray(rng.random((24,) + SHAPE)), B.asarray(rng.integers(0, 5, 24))
+    for loss in ("ce", "dlr"):
+        full = apgd(model, x, y, eps=0.05, steps=30, loss=loss, rng=B.rng(3), backend=B)
+        stop = apgd(model, x, y, eps=0.05, steps=30, loss=loss, rng=B.rng(3), backend=B,
+                    stop_when_misclassified=True)
+        np.testing.assert_array_equal(B.to_numpy(full.found), B.to_numpy(stop.found))
+        assert stop.grad_evals <= full.grad_evals == 31 * 24
+        for res in (full, stop):  # x_adv is misclassified exactly where an iterate was
+            wrong = B.to_numpy(B.argmax(B.logits(model, res.x_adv)) != y)
+            np.testing.assert_array_equal(wrong, B.to_numpy(res.found))
+            d = B.to_numpy(res.x_adv) - B.to_numpy(x)
+            assert np.abs(d).max() <= 0.05 + 1e-6
+    ce = apgd(model, x, y, eps=0.05, steps=30, rng=B.rng(3), backend=B)
+    p = pgd(model, x, y, eps=0.05, step_size=0.05 / 4, steps=30, rng=B.rng(3), backend=B)
+    assert B.to_numpy(ce.loss_best).mean() >= B.to_numpy(p.loss).mean() - 1e-4
+
+
+def test_dlr_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(6, 5)) * 3, rng.integers(0, 5, 6)
+    z[0, y[0]] = z[0].max() + 1  # one correctly classified example for certain
+    losses, grad = nm.dlr(np, z, y)
+    h = 1e-6
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            up, down = z.copy(), z.copy()
+            up[i, j] += h
+            down[i, j] -= h
+            fd = (nm.dlr(np, up, y)[0][i] - nm.dlr(np, down, y)[0][i]) / (2 * h)
+            assert fd == pytest.approx(grad[i, j], rel=1e-5, abs=1e-7)
+    # the definition, directly
+    s = np.sort(z, axis=1)[:, ::-1]
+    other = np.where(np.arange(5) == y[:, None], -np.inf, z).max(axis=1)
+    np.testing.assert_allclose(losses, -(z[np.arange(6), y] - other) / (s[:, 0] - s[:, 2] + 1e-12))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_dlr_agrees_between_numpy_and_torch():
+    Bn, Bt = get_backend("numpy", dtype="float64"), get_backend("torch", device="cpu", dtype="float64")
+    mn = Bn.make_model("mlp", SHAPE, 4, 0)
+    mt = Bt.make_model("mlp", SHAPE, 4, 0)
+    Bt.set_params(mt, Bn.get_params(mn))
+    rng = np.random.default_rng(1)
+    x, y = rng.random((8,) + SHAPE), rng.integers(0, 4, 8)
+    ln, gn = Bn.loss_and_grad(mn, Bn.asarray(x), Bn.asarray(y), "dlr")
+    lt, gt = Bt.loss_and_grad(mt, Bt.asarray(x), Bt.asarray(y), "dlr")
+    np.testing.assert_allclose(Bt.to_numpy(lt), ln, rtol=1e-9)
+    np.testing.assert_allclose(Bt.to_numpy(gt), gn, rtol=1e-7, atol=1e-12)
+
+
+def test_dlr_needs_three_classes(backend):
+    model = backend.make_model("softmax", SHAPE, 2, 0)
+    x, y = backend.asarray(np.zeros((2,) + SHAPE)), backend.asarray(np.array([0, 1]))
+    with pytest.raises(ConfigError, match="3 classes"):
+        backend.loss_and_grad(model, x, y, "dlr")
