@@ -28,6 +28,8 @@ import json
 import os
 import base64
 import re
+import warnings
+import zipfile
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -116,9 +118,10 @@ def _load_failure(exc: BaseException) -> str:
     """The useful part of a torch.load error, on one line and without terminal escapes."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     marker = "WeightsUnpickler error:"
-    if marker in text:  # weights_only refused something: say what
-        rest = text.split(marker, 1)[1]
-        lines = [ln.strip() for ln in rest.splitlines() if ln.strip()]
+    if marker in text or text.startswith("Weights only load failed"):  # weights_only refused something: say what
+        rest = text.split(marker, 1)[1] if marker in text else text.partition("\n")[2]
+        lines = [ln.strip() for ln in rest.splitlines()
+                 if ln.strip() and not ln.strip().startswith(("Check the documentation", "Please file an issue"))]
         detail = lines[0].split(". Please use")[0].rstrip(".") if lines else ""
         return f"refused by weights_only unpickling: {detail}" if detail else "refused by weights_only unpickling"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -132,10 +135,15 @@ def _read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict:
     if not os.path.isfile(name):
         raise CheckpointError(f"{name}: no such checkpoint file")
     try:
-        obj = torch.load(name, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": refused below anyway
+            warnings.simplefilter("ignore")
+            obj = torch.load(name, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError (code refused), RuntimeError (not a zip), ...
+        reason = _load_failure(exc)
+        if not reason.startswith("refused") and not zipfile.is_zipfile(name):
+            reason = "truncated or damaged: not a complete zip archive"
         raise CheckpointError(
-            f"{name} is not a minidyn checkpoint or cannot be loaded safely ({_load_failure(exc)})"
+            f"{name} is not a minidyn checkpoint or cannot be loaded safely ({reason})"
         ) from None
     if not (isinstance(obj, dict) and obj.get("format") == _FORMAT and isinstance(obj.get("model"), dict)
             and isinstance(obj.get("meta"), dict) and isinstance(obj["meta"].get("arch"), dict)):

@@ -48,6 +48,9 @@ def _eps_list(ctx, param, value):
 @click.option("--bins", type=int, default=20, show_default=True, help="FOSC bins of Fig 1a.")
 @click.option("--fosc-range", default="0,0.1", show_default=True, callback=_range, help="FOSC range of Fig 1a's bins and of the share of training examples in range; "
                    "'auto': [0, 95th percentile of the test FOSC].")
+@click.option("--fosc-bounds", type=click.Choice(["ball", "clipped"]), default="ball", show_default=True,
+              help="FOSC of Figs 1a/1b: the paper's (max over the eps-ball) or clipped (over the ball "
+                   "and [0, 1]^d, the set PGD searches).")
 @click.option("--eps-grid", callback=_eps_list, help="Test eps of Fig 4a, e.g. 0.1,0.2,0.3.  [default: 5 from eps/4 to eps]")
 @click.option("--trajectories", "traj_n", type=int, default=20, show_default=True, help="Examples in Fig 1b.")
 @click.option("--trajectory-steps", "traj_steps", type=int, default=20, show_default=True, help="PGD steps in Fig 1b.")
@@ -56,8 +59,8 @@ def _eps_list(ctx, param, value):
 @click.option("--device", default="auto", show_default=True, help="torch device.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory.  [default: RUN_DIR/analysis]")
 @click.option("--no-plots", is_flag=True, help="Write only the numbers (CSV/JSON), no PNGs.")
-def analyze_command(run_dir, limit, epochs, bins, fosc_range, eps_grid, traj_n, traj_steps,
-                    batch_size, seed, device, out, no_plots):
+def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_grid, traj_n,
+                    traj_steps, batch_size, seed, device, out, no_plots):
     """Redraw the paper's FOSC figures for the run in RUN_DIR.
 
     Fig 1a (accuracy and loss of PGD-10 test examples per FOSC bin), Fig 1b (FOSC and loss
@@ -65,26 +68,31 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, eps_grid, traj_n, 
     PGD-10 accuracy against the test eps (Fig 4a). Numbers go to CSV and analysis.json, figures
     to PNG (with matplotlib).
     """
-    from minidyn.analysis import analyze_run
+    from minidyn.analysis import analyze_run, describe_corr
     from minidyn.cli.evaluate import progress
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     s = analyze_run(run_dir, out, limit=limit, epochs=epochs, bins=bins, fosc_range=fosc_range,
                     eps_grid=eps_grid, traj_n=traj_n, traj_steps=traj_steps, batch_size=batch_size,
-                    seed=seed, device=device, plots=not no_plots,
+                    seed=seed, device=device, plots=not no_plots, fosc_bounds=fosc_bounds,
                     log=lambda line: click.echo(line), progress=progress)
     f1 = s["fig1a"]
     lo, hi = f1["fosc_range"]
     inside = f1["n"] - f1["n_below"] - f1["n_above"] - f1["n_nan"]
     q10, q50, q90 = f1["fosc_quantiles"]
-    click.echo(f"{s['run']}: {s['model']} ({s['method']}), {s['dataset']}, eps {s['eps']:g}")
+    click.echo(f"{s['run']}: {s['model']} ({s['method']}), {s['dataset']}, eps {s['eps']:g}, "
+               + ("FOSC over the eps-ball (the paper's)" if fosc_bounds == "ball"
+                  else "FOSC over the eps-ball and [0, 1] (clipped) in Figs 1a/1b"))
     click.echo(f"Fig 1a  PGD-10 on {f1['n']} test examples ({f1['accuracy_all']:.1f}% correct): "
                f"FOSC median {q50:.4g} (10%: {q10:.4g}, 90%: {q90:.4g})")
     click.echo(f"        {inside} of {f1['n']} in [{lo:g}, {hi:g}] ({f1['n_below']} below, {f1['n_above']} above), "
                f"{f1['bins']} bins, {int((f1['counts'] > 0).sum())} non-empty")
-    click.echo(f"        Pearson r(bin FOSC, accuracy) = {f1['corr_accuracy']:.3f}, "
-               f"r(bin FOSC, loss) = {f1['corr_loss']:.3f}")
+    click.echo(f"        Pearson r(bin FOSC, accuracy) = {describe_corr(f1, 'accuracy')}, "
+               f"r(bin FOSC, loss) = {describe_corr(f1, 'loss')}")
+    if inside < f1["n"] / 2:
+        click.echo(f"        note: most examples lie outside [{lo:g}, {hi:g}] (FOSC scales with eps and the "
+                   "input size; the paper's range is for CIFAR-10 at 8/255): try --fosc-range auto")
     t = s["fig1b"]
     click.echo(f"Fig 1b  {len(t['indices'])} examples, PGD-{t['steps']}: median FOSC "
                f"{t['median_fosc'][0]:.4g} at step 0 -> {t['median_fosc'][-1]:.4g} at step {t['steps']}; "
@@ -103,9 +111,6 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, eps_grid, traj_n, 
     c = s["fig4a"]
     click.echo(f"Fig 4a  PGD-10 accuracy by test eps ({c['n']} examples): "
                + "  ".join(f"{e:.4g}: {a:.1f}%" for e, a in zip(c["eps"], c["accuracy"])))
-    if inside < f1["n"] / 2:
-        click.echo(f"        note: most examples lie outside [{lo:g}, {hi:g}] (FOSC scales with eps and the "
-                   "input size; the paper's range is for CIFAR-10 at 8/255): try --fosc-range auto")
     if s["flags"]:
         click.echo("sanity flags:")
         for flag in s["flags"]:

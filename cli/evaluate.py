@@ -191,7 +191,7 @@ def compare_command(runs, limit, batch_size, seed, device):
         if ev is not None and ev.get("source") is None and "accuracy" in ev:
             acc, n, eps = ev["accuracy"], ev.get("n"), ev.get("eps")
             method = method or ev.get("method")
-            notes.append(f"{run}: {saved}")
+            notes.append(f"{run}: from {saved}")
         else:
             B, model, meta = load_checkpoint(path, device)
             eps = eps_of(meta, None, str(path))

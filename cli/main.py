@@ -202,12 +202,13 @@ class _EpochProgress:
                    f"(n={r['test_pgd_n']})  {r['seconds']:.1f}s")
 
 
+# The evaluation and analysis commands live in their own modules, registered here.
+from minidyn.cli.analyze import analyze_command  # noqa: E402
+from minidyn.cli.evaluate import compare_command, eval_command  # noqa: E402
+
+main.add_command(eval_command, "eval")
+main.add_command(compare_command, "compare")
+main.add_command(analyze_command, "analyze")
+
 if __name__ == "__main__":
     main()
-
-from minidyn.cli.evaluate import eval_command  # noqa: E402  (registered last: they import nothing from here at import time)
-main.add_command(eval_command, "eval")
-from minidyn.cli.evaluate import compare_command  # noqa: E402
-main.add_command(compare_command, "compare")
-from minidyn.cli.analyze import analyze_command  # noqa: E402
-main.add_command(analyze_command, "analyze")

@@ -29,6 +29,7 @@ from minidyn.data import Dataset
 from minidyn.errors import ConfigError
 from minidyn.evaluate import attack_seed, eps_curve_flags, evaluate_attacks
 from minidyn.fileio import atomic_write
+from minidyn.fosc import fosc
 from minidyn.train import batch_indices, to_backend
 
 
@@ -39,6 +40,19 @@ def pearson(a, b) -> float:
     if a.size < 3 or a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def describe_corr(b: dict, what: str) -> str:
+    """b["corr_<what>"] as text, or why it is undefined (what: "accuracy" or "loss")."""
+    r = b[f"corr_{what}"]
+    if np.isfinite(r):
+        return f"{r:.3f}"
+    full = np.asarray(b["counts"]) > 0
+    values = np.asarray(b[what if what == "accuracy" else "loss"], float)[full]
+    if full.sum() < 3:
+        return f"undefined ({int(full.sum())} non-empty bins)"
+    unit = "%" if what == "accuracy" else ""
+    return f"undefined ({what} is {values[0]:.4g}{unit} in every non-empty bin)"
 
 
 def bin_by_fosc(fosc, loss, correct, bins: int = 20, fosc_range=(0.0, 0.1)) -> dict:
@@ -75,19 +89,32 @@ def bin_by_fosc(fosc, loss, correct, bins: int = 20, fosc_range=(0.0, 0.1)) -> d
     }
 
 
+FOSC_BOUNDS = {"ball": None, "clipped": (0.0, 1.0)}
+
+
+def _fosc_at(B: Backend, model: Model, x_adv, x0, y, eps: float, bounds):
+    """(FOSC, loss) at x_adv; bounds None: the paper's Eq. 4 over the eps-ball; (0, 1): over
+    the ball intersected with the pixel box, the set PGD actually searches."""
+    losses, g = B.loss_and_grad(model, x_adv, y)
+    return fosc(x_adv, x0, g, eps, bounds=bounds), losses
+
+
 def pgd_examples(B: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
                  steps: int = 10, step_size: float | None = None, batch_size: int = 256,
-                 seed: int = 0, on_batch: Callable[[int, int], None] | None = None) -> dict:
+                 seed: int = 0, fosc_bounds=None,
+                 on_batch: Callable[[int, int], None] | None = None) -> dict:
     """PGD-`steps` (step eps/4, random start) on the first `limit` test examples: numpy arrays
-    fosc, loss (at the adversarial example) and correct (classified correctly there)."""
+    fosc, loss (at the adversarial example) and correct (classified correctly there).
+    fosc_bounds: None (the paper's FOSC) or (0, 1) (FOSC over the ball and the pixel box)."""
     n = len(data) if limit is None else min(limit, len(data))
     out = {"fosc": np.empty(n), "loss": np.empty(n), "correct": np.empty(n, bool)}
     for batch, idx in enumerate(batch_indices(np.arange(n), batch_size)):
         x, y = to_backend(B, data, idx)
         res = pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps,
-                  rng=B.rng(attack_seed(seed, "pgd10", 0, batch)), backend=B)
-        out["fosc"][idx] = B.to_numpy(res.fosc)
-        out["loss"][idx] = B.to_numpy(res.loss)
+                  rng=B.rng(attack_seed(seed, "pgd10", 0, batch)), final_stats=False, backend=B)
+        c, losses = _fosc_at(B, model, res.x_adv, x, y, eps, fosc_bounds)
+        out["fosc"][idx] = B.to_numpy(c)
+        out["loss"][idx] = B.to_numpy(losses)
         out["correct"][idx] = B.to_numpy(B.argmax(B.logits(model, res.x_adv)) == y)
         if on_batch:
             on_batch(int(idx[-1]) + 1, n)
@@ -107,11 +134,11 @@ def auto_range(fosc, q: float = 0.95) -> tuple[float, float]:
 
 def fosc_bins(B: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
               bins: int = 20, fosc_range=(0.0, 0.1), steps: int = 10, batch_size: int = 256,
-              seed: int = 0, on_batch=None) -> dict:
+              seed: int = 0, fosc_bounds=None, on_batch=None) -> dict:
     """Fig 1a: PGD-10 test examples binned by FOSC; bin_by_fosc's dict plus "examples" and
     "fosc_range". fosc_range="auto": [0, 95th percentile] (see auto_range)."""
     ex = pgd_examples(B, model, data, eps=eps, limit=limit, steps=steps, batch_size=batch_size,
-                      seed=seed, on_batch=on_batch)
+                      seed=seed, fosc_bounds=fosc_bounds, on_batch=on_batch)
     rng = auto_range(ex["fosc"]) if fosc_range == "auto" else tuple(map(float, fosc_range))
     return {**bin_by_fosc(ex["fosc"], ex["loss"], ex["correct"], bins, rng), "examples": ex,
             "fosc_range": rng}
@@ -119,17 +146,36 @@ def fosc_bins(B: Backend, model: Model, data: Dataset, *, eps: float, limit: int
 
 # --- Fig 1b ------------------------------------------------------------------------------------
 def trajectories(B: Backend, model: Model, data: Dataset, *, eps: float, n: int = 20,
-                 steps: int = 20, step_size: float | None = None, seed: int = 0) -> dict:
+                 steps: int = 20, step_size: float | None = None, seed: int = 0,
+                 fosc_bounds=None) -> dict:
     """Fig 1b: FOSC and loss at x^0 .. x^steps of PGD (step eps/4, random start) for `n`
-    random test examples. Returns indices (n,), fosc and loss (steps+1, n)."""
+    random test examples. Returns indices (n,), fosc and loss (steps+1, n).
+
+    The paper's FOSC comes from pgd(trace=True). The clipped variant (fosc_bounds=(0, 1)) needs
+    the gradient at every x^k, which the trace does not keep: PGD is deterministic given its
+    seed, so x^k is the result of the same PGD run for k steps (k = 1 .. steps; x^0 is the
+    run for one step of size 1e-30), at about (steps + 1)(steps + 2) / 2 gradient evaluations
+    per example.
+    """
     if n < 1 or steps < 1:
         raise ConfigError("trajectories need n >= 1 examples and steps >= 1")
     n = min(n, len(data))
     idx = np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False))
     x, y = to_backend(B, data, idx)
-    res = pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps, trace=True,
-              rng=B.rng(attack_seed(seed, "pgd20", 1, 0)), backend=B)
-    return {"indices": idx, "fosc": res.trace.fosc, "loss": res.trace.loss, "steps": steps}
+    stream = attack_seed(seed, "pgd20", 1, 0)
+    alpha = step_size or eps / 4
+    if fosc_bounds is None:
+        res = pgd(model, x, y, eps=eps, step_size=alpha, steps=steps, trace=True,
+                  rng=B.rng(stream), backend=B)
+        return {"indices": idx, "fosc": res.trace.fosc, "loss": res.trace.loss, "steps": steps}
+    f_all, l_all = np.empty((steps + 1, n)), np.empty((steps + 1, n))
+    for k in range(steps + 1):
+        # k = 0: one step of a vanishing size from the random start, i.e. the start itself
+        xk = pgd(model, x, y, eps=eps, step_size=alpha if k else 1e-30, steps=max(k, 1),
+                 final_stats=False, rng=B.rng(stream), backend=B).x_adv
+        c, losses = _fosc_at(B, model, xk, x, y, eps, fosc_bounds)
+        f_all[k], l_all[k] = B.to_numpy(c), B.to_numpy(losses)
+    return {"indices": idx, "fosc": f_all, "loss": l_all, "steps": steps}
 
 
 # --- Figs 2, 3, 5 ----------------------------------------------------------------------------
@@ -316,10 +362,13 @@ def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
                 limit: int | None = 1000, epochs: list[int] | None = None, bins: int = 20,
                 fosc_range=(0.0, 0.1), eps_grid=None, traj_n: int = 20, traj_steps: int = 20,
                 batch_size: int = 256, seed: int = 0, device: str = "auto", plots: bool = True,
-                log: Callable[[str], None] = print, progress=None) -> dict:
+                fosc_bounds: str = "ball", log: Callable[[str], None] = print, progress=None) -> dict:
     """Every analysis for the run in `run_dir`; numbers to CSV/JSON and (matplotlib) PNGs in `out`
     (default RUN_DIR/analysis). Returns the summary written to analysis.json, with "files".
 
+    fosc_bounds: "ball" (the paper's FOSC, Eq. 4) or "clipped" (the maximum over the ball
+    intersected with [0, 1]^d) for Figs 1a and 1b; the training FOSC files of the
+    distributions are always the paper's (what the training loop records).
     fosc_range: (lo, hi) or "auto"; the bins of Fig 1a and the "share of training examples
     with FOSC in range" of the distributions both use it (the paper: [0, 0.1], for CIFAR-10 at
     eps 8/255; FOSC scales with eps and the input dimension, so other settings need another).
@@ -341,18 +390,22 @@ def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     eps = float(meta.get("eps") or cfg.get("eps"))
     data = load_dataset(meta.get("dataset") or cfg.get("dataset"), "test", cfg.get("data_dir"))
     eps_grid = default_eps_grid(eps) if eps_grid is None else np.asarray(eps_grid, float)
+    if fosc_bounds not in FOSC_BOUNDS:
+        raise ConfigError(f"fosc_bounds must be one of {', '.join(FOSC_BOUNDS)}, got {fosc_bounds!r}")
+    bounds = FOSC_BOUNDS[fosc_bounds]
     written = []
 
     bars = progress or (lambda label, total: (None, lambda: None))
     cb, close = bars("Fig 1a: PGD-10", len(data) if limit is None else min(limit, len(data)))
     try:
         b = fosc_bins(B, model, data, eps=eps, limit=limit, bins=bins, fosc_range=fosc_range,
-                      batch_size=batch_size, seed=seed, on_batch=cb)
+                      batch_size=batch_size, seed=seed, fosc_bounds=bounds, on_batch=cb)
     finally:
         close()
     write_bins(out, b)
     written += ["fig1a_fosc_bins.csv", "fig1a_examples.csv"]
-    t = trajectories(B, model, data, eps=eps, n=traj_n, steps=traj_steps, seed=seed)
+    t = trajectories(B, model, data, eps=eps, n=traj_n, steps=traj_steps, seed=seed,
+                     fosc_bounds=bounds)
     write_trajectories(out, t)
     written.append("fig1b_trajectories.csv")
     d = fosc_distributions(run, epochs, share_range=b["fosc_range"])
@@ -365,6 +418,7 @@ def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     summary = {
         "run": str(run), "checkpoint": str(path), "method": meta.get("method") or cfg.get("method"),
         "model": meta.get("model"), "dataset": data.name, "eps": eps, "seed": seed,
+        "fosc_bounds": fosc_bounds,
         "fig1a": {k: b[k] for k in ("edges", "counts", "accuracy", "loss", "fosc", "n", "n_below",
                                     "n_above", "n_nan", "corr_accuracy", "corr_loss")}
                  | {"fosc_range": list(b["fosc_range"]), "bins": bins, "attack": "pgd10",
@@ -384,7 +438,8 @@ def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
         from minidyn import plots as plotting
 
         if plotting.available():
-            written += plotting.plot_all(out, b, t, d, c, title=f"{summary['method']} {summary['model']}, eps {eps:g}")
+            title = f"{summary['method']} {summary['model']}, eps {eps:g}"
+            written += plotting.plot_all(out, b, t, d, c, title=title, clipped=bounds is not None)
         else:
             log(plotting.MISSING)
     summary["files"] = [str(out / f) for f in written]

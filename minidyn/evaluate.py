@@ -118,9 +118,11 @@ class EvalResult:
 
     def accuracy(self) -> dict[str, float]:
         """{attack: accuracy in percent, ..., "worst-case": percent}."""
-        acc = {name: 100.0 * float(self.correct[name].mean()) if self.n else float("nan")
-               for name in self.attacks}
-        acc[WORST] = 100.0 * float(self.worst_case().mean()) if self.n else float("nan")
+        def pct(mask):  # 100 k / n, correctly rounded (97.8, not 97.80000000000001)
+            return 100.0 * int(mask.sum()) / self.n if self.n else float("nan")
+
+        acc = {name: pct(self.correct[name]) for name in self.attacks}
+        acc[WORST] = pct(self.worst_case())
         return acc
 
     def to_dict(self) -> dict:

@@ -51,8 +51,10 @@ def plot_fosc_bins(b: dict, path: Path, title: str = "") -> str:
     ax2 = ax.twinx()
     ax2.plot(x[full], b["loss"][full], "s--", color="tab:red", label="mean loss")
     ax2.set_ylabel("mean cross-entropy loss", color="tab:red")
-    ax.set_title(f"{title}\nPGD-10 test examples by FOSC: r(FOSC, acc) = {b['corr_accuracy']:.2f}, "
-                 f"r(FOSC, loss) = {b['corr_loss']:.2f}", fontsize=9)
+    from minidyn.analysis import describe_corr
+
+    ax.set_title(f"{title}: PGD-10 test examples by FOSC\nr(FOSC, accuracy) = "
+                 f"{describe_corr(b, 'accuracy')}, r(FOSC, loss) = {describe_corr(b, 'loss')}", fontsize=9)
     width = b["edges"][1] - b["edges"][0]
     axc.bar(x, b["counts"], width=0.9 * width, color="0.6")
     axc.set_ylabel("examples")
@@ -121,10 +123,13 @@ def plot_eps_curve(c: dict, path: Path, title: str = "") -> str:
     return _save(fig, path)
 
 
-def plot_all(out: Path, b: dict, t: dict, d: dict, c: dict, title: str = "") -> list[str]:
-    """Every figure of `minidyn analyze` into `out`; returns the file names."""
+def plot_all(out: Path, b: dict, t: dict, d: dict, c: dict, title: str = "",
+             clipped: bool = False) -> list[str]:
+    """Every figure of `minidyn analyze` into `out`; returns the file names. clipped: Figs 1a/1b
+    show FOSC over the eps-ball and [0, 1] (said in their titles)."""
     out = Path(out)
-    return [plot_fosc_bins(b, out / "fig1a_fosc_bins.png", title),
-            plot_trajectories(t, out / "fig1b_trajectories.png", title),
+    fosc_title = title + (" (FOSC clipped to [0, 1])" if clipped else "")
+    return [plot_fosc_bins(b, out / "fig1a_fosc_bins.png", fosc_title),
+            plot_trajectories(t, out / "fig1b_trajectories.png", fosc_title),
             plot_distributions(d, out / "fosc_distributions.png", title),
             plot_eps_curve(c, out / "fig4a_eps_curve.png", title)]

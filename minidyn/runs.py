@@ -28,7 +28,8 @@ from minidyn.config import TrainConfig
 from minidyn.data import load_dataset
 from minidyn.errors import CheckpointError, ConfigError, NumericalError
 from minidyn.fileio import atomic_write
-from minidyn.train import EpochState, EpochStats, estimate_c_max, evaluate, fit
+from minidyn.epoch_state import EpochState, EpochStats
+from minidyn.train import estimate_c_max, evaluate, fit
 
 CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
 # Options that may change between a run and its resumption without changing its result.
@@ -289,4 +290,10 @@ def _load_resume_point(B: Backend, run: RunDir, cfg: TrainConfig, model, optimiz
         return epoch, None
     if epoch >= cfg.epochs or not isinstance(progress, dict):
         raise CheckpointError(f"{path} holds a mid-epoch state that does not fit the run")
-    return epoch, EpochState.from_meta(B, progress, cfg.seed, epoch, n)
+    try:
+        state = EpochState.from_meta(B, progress, cfg.seed, epoch, n)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if state.batches > -(-n // cfg.batch_size):
+        raise CheckpointError(f"{path} holds a mid-epoch state past the end of the epoch")
+    return epoch, state

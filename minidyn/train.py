@@ -7,15 +7,13 @@ each example once its FOSC <= c_t, then take one SGD step on the adversarial bat
 
 Randomness is explicit and derived from (seed, epoch): the data order and the random starts of
 epoch t depend on nothing else, so resuming at an epoch boundary reproduces the run exactly.
-Within an epoch, `EpochState` holds what a mid-epoch checkpoint must add (the attack
-generator's state, the batches done and the partial statistics), so resuming there is exact too.
+Within an epoch, `EpochState` (epoch_state.py) holds what a mid-epoch checkpoint must add (the
+generators' state, the batches done and the partial statistics), so resuming there is exact too.
 """
 from __future__ import annotations
 
-import base64
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -24,14 +22,10 @@ from minidyn.attacks import fgsm, pgd
 from minidyn.backend import Backend, Model
 from minidyn.config import TrainConfig
 from minidyn.data import Dataset
-from minidyn.errors import CheckpointError, NumericalError
+from minidyn.epoch_state import EpochState, EpochStats, epoch_seed
+from minidyn.errors import NumericalError
 from minidyn.methods import AttackPlan, attack_plan
 from minidyn.schedules import StepLR
-
-
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """An independent 32-bit seed for (run seed, epoch, stream): 0 data order, 1 attacks, 2 eval."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
 def to_backend(B: Backend, data: Dataset, idx: np.ndarray):
@@ -42,102 +36,6 @@ def to_backend(B: Backend, data: Dataset, idx: np.ndarray):
 def batch_indices(order: np.ndarray, batch_size: int):
     for i in range(0, len(order), batch_size):
         yield order[i:i + batch_size]
-
-
-@dataclass
-class EpochStats:
-    """What one epoch of training measured; fosc/steps are per training example (dataset order)."""
-
-    loss: float
-    acc: float
-    grad_evals: int
-    fosc: np.ndarray   # (N,) float32, FOSC of the example trained on; NaN where not recorded
-    steps: np.ndarray  # (N,) int, PGD steps each example took
-
-
-# The generators an epoch draws from, with their epoch_seed streams (0 is the data order, 2 the
-# evaluation). A mid-epoch checkpoint saves the state of each one; add new ones here.
-RNG_STREAMS = {"attack": 1}
-
-
-@dataclass
-class EpochState:
-    """An epoch in progress: its random generators and what the batches so far measured.
-
-    This is everything a mid-epoch checkpoint must hold besides the model and optimiser (the
-    data order is derived from (seed, epoch) again): `to_meta` makes it JSON, `from_meta`
-    restores it, and training continues at batch `batches` exactly as if never interrupted.
-    """
-
-    rngs: dict           # the epoch's backend generators, by name (see RNG_STREAMS)
-    fosc: np.ndarray     # (N,) float32, NaN where not recorded (yet)
-    steps: np.ndarray    # (N,) int64
-    batches: int = 0     # mini-batches trained so far
-    loss_sum: float = 0.0
-    correct: int = 0
-    grad_evals: int = 0
-
-    @classmethod
-    def begin(cls, B: Backend, seed: int, t: int, n: int) -> "EpochState":
-        rngs = {name: B.rng(epoch_seed(seed, t, stream)) for name, stream in RNG_STREAMS.items()}
-        return cls(rngs, np.full(n, np.nan, dtype=np.float32), np.zeros(n, dtype=np.int64))
-
-    def record_attack(self, B: Backend, idx: np.ndarray, adv) -> None:
-        self.grad_evals += adv.grad_evals
-        self.steps[idx] = B.to_numpy(adv.steps)
-        if adv.fosc is not None:
-            self.fosc[idx] = B.to_numpy(adv.fosc)
-
-    def record_step(self, batch_loss: float, batch_correct: int) -> None:
-        self.loss_sum += batch_loss
-        self.correct += batch_correct
-        self.batches += 1
-
-    def stats(self) -> EpochStats:
-        n = len(self.steps)
-        return EpochStats(self.loss_sum / n, 100.0 * self.correct / n, self.grad_evals,
-                          self.fosc, self.steps)
-
-    def to_meta(self, B: Backend) -> dict:
-        """JSON-able: counters, the generator state, and fosc/steps as base64 bytes (exact)."""
-        return {"batches": self.batches, "loss_sum": self.loss_sum, "correct": self.correct,
-                "grad_evals": self.grad_evals,
-                "rngs": {name: B.rng_state(rng) for name, rng in self.rngs.items()},
-                "fosc": pack_array(self.fosc), "steps": pack_array(self.steps)}
-
-    @classmethod
-    def from_meta(cls, B: Backend, meta: dict, seed: int, t: int, n: int) -> "EpochState":
-        """The state to_meta saved, checked against an epoch of n examples; CheckpointError if not."""
-        state = cls.begin(B, seed, t, n)
-        try:
-            fosc, steps = unpack_array(meta["fosc"]), unpack_array(meta["steps"])
-            state.batches, state.loss_sum = int(meta["batches"]), float(meta["loss_sum"])
-            state.correct, state.grad_evals = int(meta["correct"]), int(meta["grad_evals"])
-            rng_states = dict(meta["rngs"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"the checkpoint's mid-epoch state is damaged ({type(exc).__name__}: {exc})") from None
-        if fosc.shape != (n,) or fosc.dtype != np.float32 or steps.shape != (n,) or steps.dtype != np.int64 \
-                or state.batches < 0 or set(rng_states) != set(state.rngs):
-            raise CheckpointError(f"the checkpoint's mid-epoch state is not one of an epoch of {n} examples")
-        for name, rng in state.rngs.items():
-            B.set_rng_state(rng, rng_states[name])
-        state.fosc[:], state.steps[:] = fosc, steps
-        return state
-
-
-def pack_array(a: np.ndarray) -> dict:
-    """A numpy array as JSON: dtype, shape and its bytes in base64 (bit-exact, NaN included)."""
-    a = np.ascontiguousarray(a)
-    return {"dtype": a.dtype.str, "shape": list(a.shape), "base64": base64.b64encode(a.tobytes()).decode("ascii")}
-
-
-def unpack_array(d: dict) -> np.ndarray:
-    """The array pack_array encoded; ValueError/TypeError/KeyError if `d` is not one."""
-    dtype = np.dtype(d["dtype"])
-    if dtype.kind not in "fiub":
-        raise ValueError(f"unexpected dtype {dtype}")
-    raw = base64.b64decode(d["base64"], validate=True)
-    return np.frombuffer(raw, dtype=dtype).reshape([int(s) for s in d["shape"]]).copy()
 
 
 def check_finite_loss(batch_loss: float, t: int, batch: int) -> None:
@@ -161,6 +59,8 @@ def train_epoch(B: Backend, model: Model, optimizer, data: Dataset, cfg: TrainCo
         if batch < state.batches:
             continue  # trained before the checkpoint this epoch resumed from
         x, y = to_backend(B, data, idx)
+        if cfg.augment:  # random crop and flip (CIFAR-10), before the attack
+            x = B.crop_flip(x, state.rngs["augment"])
         if plan is not None:  # adversarial examples; each one stops once its FOSC <= c_t
             adv = pgd(model, x, y, eps=cfg.eps, step_size=plan.step_size, steps=plan.steps,
                       random_start=plan.random_start, stop_fosc=plan.stop_fosc,

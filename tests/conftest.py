@@ -4,10 +4,17 @@
 GPU is present); tests build inputs with numpy and move them with `backend.asarray`.
 """
 import importlib.util
+import os
 
-import pytest
+# The tests run tiny arrays: one BLAS/OpenMP thread avoids oversubscribing CI's 2 cores (set
+# before torch or numpy's BLAS start their thread pools; subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from minidyn.backend import get_backend
+import pytest  # noqa: E402
+
+from minidyn.backend import get_backend  # noqa: E402
 
 
 def _cuda_cupy() -> bool:

@@ -57,3 +57,18 @@ def test_fosc_distributions_of_a_run_directory(tmp_path):
     assert fosc_distributions(tmp_path, epochs=[1])["epochs"] == [1]
     with pytest.raises(ConfigError, match="epoch_009"):
         fosc_distributions(tmp_path, epochs=[9])
+
+
+def test_clipped_trajectories_follow_the_same_points():
+    from minidyn.analysis import trajectories
+    from minidyn.backend import get_backend
+    from minidyn.data import Dataset
+
+    B = get_backend("numpy", dtype="float64")
+    rng = np.random.default_rng(0)
+    data = Dataset("t", rng.integers(0, 256, (30, 1, 4, 4), dtype=np.uint8), rng.integers(0, 3, 30), 3, "test")
+    model = B.make_model("mlp", (1, 4, 4), 3, 0)
+    paper = trajectories(B, model, data, eps=0.2, n=5, steps=4)
+    clipped = trajectories(B, model, data, eps=0.2, n=5, steps=4, fosc_bounds=(0.0, 1.0))
+    np.testing.assert_allclose(clipped["loss"], paper["loss"], rtol=1e-9)  # the same x^k
+    assert (clipped["fosc"] <= paper["fosc"] + 1e-12).all()  # a max over a subset of the ball

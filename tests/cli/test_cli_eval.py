@@ -18,7 +18,7 @@ def run(*args):
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     r = run("train", "--backend", "numpy", "--limit", "256", "--epochs", "2", "--eval-limit", "64",
-            "--eval-steps", "2", "--out", out)
+            "--eval-steps", "2", "--batch-size", "256", "--out", out)
     assert r.exit_code == 0, r.output
     return out
 

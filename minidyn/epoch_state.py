@@ -1,0 +1,119 @@
+"""An epoch in progress, as a mid-epoch checkpoint stores it.
+
+Randomness is derived from (seed, epoch, stream), so the data order of an epoch is recomputed on
+resume; what a checkpoint taken inside an epoch must add is held by `EpochState`: the state of
+the epoch's generators, the mini-batches already trained and the partial statistics.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+
+from minidyn.backend import Backend
+from minidyn.errors import CheckpointError
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """An independent 32-bit seed for (run seed, epoch, stream): 0 data order, 1 attacks,
+    2 evaluation, 3 augmentation."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+@dataclass
+class EpochStats:
+    """What one epoch of training measured; fosc/steps are per training example (dataset order)."""
+
+    loss: float
+    acc: float
+    grad_evals: int
+    fosc: np.ndarray   # (N,) float32, FOSC of the example trained on; NaN where not recorded
+    steps: np.ndarray  # (N,) int, PGD steps each example took
+
+
+# The generators an epoch draws from, with their epoch_seed streams (0 is the data order, 2 the
+# evaluation). A mid-epoch checkpoint saves the state of each one; add new ones here.
+RNG_STREAMS = {"attack": 1, "augment": 3}
+
+
+@dataclass
+class EpochState:
+    """An epoch in progress: its random generators and what the batches so far measured.
+
+    This is everything a mid-epoch checkpoint must hold besides the model and optimiser (the
+    data order is derived from (seed, epoch) again): `to_meta` makes it JSON, `from_meta`
+    restores it, and training continues at batch `batches` exactly as if never interrupted.
+    """
+
+    rngs: dict           # the epoch's backend generators, by name (see RNG_STREAMS)
+    fosc: np.ndarray     # (N,) float32, NaN where not recorded (yet)
+    steps: np.ndarray    # (N,) int64
+    batches: int = 0     # mini-batches trained so far
+    loss_sum: float = 0.0
+    correct: int = 0
+    grad_evals: int = 0
+
+    @classmethod
+    def begin(cls, B: Backend, seed: int, t: int, n: int) -> "EpochState":
+        rngs = {name: B.rng(epoch_seed(seed, t, stream)) for name, stream in RNG_STREAMS.items()}
+        return cls(rngs, np.full(n, np.nan, dtype=np.float32), np.zeros(n, dtype=np.int64))
+
+    def record_attack(self, B: Backend, idx: np.ndarray, adv) -> None:
+        self.grad_evals += adv.grad_evals
+        self.steps[idx] = B.to_numpy(adv.steps)
+        if adv.fosc is not None:
+            self.fosc[idx] = B.to_numpy(adv.fosc)
+
+    def record_step(self, batch_loss: float, batch_correct: int) -> None:
+        self.loss_sum += batch_loss
+        self.correct += batch_correct
+        self.batches += 1
+
+    def stats(self) -> EpochStats:
+        n = len(self.steps)
+        return EpochStats(self.loss_sum / n, 100.0 * self.correct / n, self.grad_evals,
+                          self.fosc, self.steps)
+
+    def to_meta(self, B: Backend) -> dict:
+        """JSON-able: counters, the generator state, and fosc/steps as base64 bytes (exact)."""
+        return {"batches": self.batches, "loss_sum": self.loss_sum, "correct": self.correct,
+                "grad_evals": self.grad_evals,
+                "rngs": {name: B.rng_state(rng) for name, rng in self.rngs.items()},
+                "fosc": pack_array(self.fosc), "steps": pack_array(self.steps)}
+
+    @classmethod
+    def from_meta(cls, B: Backend, meta: dict, seed: int, t: int, n: int) -> "EpochState":
+        """The state to_meta saved, checked against an epoch of n examples; CheckpointError if not."""
+        state = cls.begin(B, seed, t, n)
+        try:
+            fosc, steps = unpack_array(meta["fosc"]), unpack_array(meta["steps"])
+            state.batches, state.loss_sum = int(meta["batches"]), float(meta["loss_sum"])
+            state.correct, state.grad_evals = int(meta["correct"]), int(meta["grad_evals"])
+            rng_states = dict(meta["rngs"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the checkpoint's mid-epoch state is damaged ({type(exc).__name__}: {exc})") from None
+        if fosc.shape != (n,) or fosc.dtype != np.float32 or steps.shape != (n,) or steps.dtype != np.int64 \
+                or state.batches < 0 or set(rng_states) != set(state.rngs):
+            raise CheckpointError(f"the checkpoint's mid-epoch state is not one of an epoch of {n} examples")
+        for name, rng in state.rngs.items():
+            B.set_rng_state(rng, rng_states[name])
+        state.fosc[:], state.steps[:] = fosc, steps
+        return state
+
+
+def pack_array(a: np.ndarray) -> dict:
+    """A numpy array as JSON: dtype, shape and its bytes in base64 (bit-exact, NaN included)."""
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "base64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def unpack_array(d: dict) -> np.ndarray:
+    """The array pack_array encoded; ValueError/TypeError/KeyError if `d` is not one."""
+    dtype = np.dtype(d["dtype"])
+    if dtype.kind not in "fiub":
+        raise ValueError(f"unexpected dtype {dtype}")
+    raw = base64.b64decode(d["base64"], validate=True)
+    return np.frombuffer(raw, dtype=dtype).reshape([int(s) for s in d["shape"]]).copy()
+
+
