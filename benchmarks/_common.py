@@ -62,6 +62,18 @@ def fmt(values: Sequence[float], digits: int = 3, pct: bool = False) -> str:
     return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
+def verdict(values: Sequence[float], target: float, at_most: bool = True) -> str:
+    """'met' if the median meets the target; 'missed' if every repeat misses it; otherwise
+    'unresolved' (the median misses, but the min-max range reaches the target: noise)."""
+    med, lo, hi = stats(values)
+    if med != med:
+        return "n/a"
+    ok = (lambda v: v <= target) if at_most else (lambda v: v >= target)
+    if ok(med):
+        return "met"
+    return "unresolved" if ok(lo if at_most else hi) else "missed"
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -82,11 +94,18 @@ def machine_line(device: str = "cpu") -> str:
              f"python {platform.python_version()}"]
     if device.startswith("cuda") and torch.cuda.is_available():
         parts.insert(0, f"gpu: {torch.cuda.get_device_name(torch.device(device))}")
+    line = "machine: " + ", ".join(parts)
     try:
-        parts.append(f"load average {os.getloadavg()[0]:.2f}")
+        load = os.getloadavg()[0]
     except OSError:
-        pass
-    return "machine: " + ", ".join(parts)
+        return line
+    line += f", load average {load:.2f}"
+    cores = os.cpu_count() or 1
+    if torch.get_num_threads() > 1 and load > cores / 2 and not device.startswith("cuda"):
+        line += (f"\nnote: other processes are using the CPU (load {load:.1f} on {cores} cores); with "
+                 f"{torch.get_num_threads()} torch threads every parallel region waits for its slowest "
+                 "thread, so timings swing widely: --threads 1 gives steadier ratios")
+    return line
 
 
 def set_threads(threads: int | None) -> None:

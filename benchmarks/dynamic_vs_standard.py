@@ -37,6 +37,7 @@ MALLOC_TUNED = C.tune_malloc_like_the_cli()  # before torch allocates anything
 import numpy as np  # noqa: E402
 
 from minidyn import get_backend, pgd  # noqa: E402
+from minidyn.errors import MinidynError  # noqa: E402
 from minidyn.config import TrainConfig  # noqa: E402
 from minidyn.data import load_dataset  # noqa: E402
 from minidyn.methods import AttackPlan  # noqa: E402
@@ -129,9 +130,12 @@ def main(argv=None) -> int:
     med = C.stats(realised)[0] if realised else float("nan")
     C.say(f"\nSUMMARY dynamic_vs_standard: grad evals/example {e_std:.2f} -> {e_dyn:.2f} "
           f"(-{100 * eval_saving:.1f}%), wall time -{100 * C.stats(wall_saving)[0]:.1f}%, "
-          f"realised={med:.3f} -> {'met' if med >= 0.80 else 'NOT met'} (target >= 0.80)")
+          f"realised={med:.3f} -> target {C.verdict(realised, 0.80, at_most=False)} (>= 0.80)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MinidynError as exc:  # e.g. --device cuda without a GPU
+        sys.exit(f"error: {exc}")

@@ -5,10 +5,12 @@
 
 mallopt must be set before the buffers it is meant for are allocated, so every measurement runs
 in its own subprocess: `MINIDYN_MALLOC_TUNING=1` (the CLI's default: M_MMAP_MAX=0,
-M_TRIM_THRESHOLD=-1, M_TOP_PAD=256 MiB) or `=0` (glibc's stock behaviour). The two settings
-alternate (tuned first in even repeats, stock first in odd ones); each child times --runs
-PGD-K attacks per model after one warm-up and reports its median time and the minor page faults
-per attack. Printed per model, as median (min-max) over the repeats:
+M_TRIM_THRESHOLD=-1, M_TOP_PAD=256 MiB) or `=0` (glibc's stock behaviour). A child attacks one
+model only: glibc's stock allocator adapts its mmap threshold to the blocks freed before (up to
+32 MiB), so a cnn8 run would change what a later cnn4 run in the same process measures. The two
+settings alternate (tuned first in even repeats, stock first in odd ones); each child times
+--runs PGD-K attacks after one warm-up and reports its median time and the minor page faults per
+attack. Printed per model, as median (min-max) over the repeats:
 
     ratio tuned/stock   the tuned child's time / the paired stock child's time
 """
@@ -67,9 +69,9 @@ def child(args) -> None:
     print("RESULT " + json.dumps({"tuned": tuned, "models": result}), flush=True)
 
 
-def run_child(tuned: bool, args) -> dict:
+def run_child(tuned: bool, model: str, args) -> dict:
     env = dict(os.environ, MINIDYN_MALLOC_TUNING="1" if tuned else "0")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--models", args.models,
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--models", model,
            "--batch", str(args.batch), "--steps", str(args.steps), "--runs", str(args.runs)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -80,7 +82,7 @@ def run_child(tuned: bool, args) -> dict:
     data = json.loads(lines[-1][7:])
     if data["tuned"] != tuned:
         sys.exit(f"the child's malloc tuning is {data['tuned']}, expected {tuned} (not Linux/glibc?)")
-    return data["models"]
+    return data["models"][model]
 
 
 def main(argv=None) -> int:
@@ -101,20 +103,21 @@ def main(argv=None) -> int:
 
     C.set_threads(args.threads)
     C.say(C.machine_line("cpu"))
-    C.say(f"PGD-{args.steps}, batch {args.batch}, {args.repeats} pairs of fresh processes, "
-          f"median of {args.runs} attacks per model in each")
+    C.say(f"PGD-{args.steps}, batch {args.batch}, {args.repeats} pairs of fresh processes per model, "
+          f"median of {args.runs} attacks in each")
     del torch
     models = [m for m in args.models.split(",") if m]
-    res = {True: [], False: []}
+    res = {(m, tuned): [] for m in models for tuned in (True, False)}
     for r in range(args.repeats):
-        for tuned in ((True, False) if r % 2 == 0 else (False, True)):
-            res[tuned].append(run_child(tuned, args))
+        for m in models:
+            for tuned in ((True, False) if r % 2 == 0 else (False, True)):
+                res[m, tuned].append(run_child(tuned, m, args))
     parts = []
     for m in models:
-        t_on = [d[m]["seconds"] for d in res[True]]
-        t_off = [d[m]["seconds"] for d in res[False]]
-        f_on = [d[m]["faults"] for d in res[True]]
-        f_off = [d[m]["faults"] for d in res[False]]
+        t_on = [d["seconds"] for d in res[m, True]]
+        t_off = [d["seconds"] for d in res[m, False]]
+        f_on = [d["faults"] for d in res[m, True]]
+        f_off = [d["faults"] for d in res[m, False]]
         ratio = [a / b for a, b in zip(t_on, t_off)]
         C.say(f"  {m}: stock {C.fmt(t_off, 4)} s, {C.stats(f_off)[0]:,.0f} page faults per attack; "
               f"tuned {C.fmt(t_on, 4)} s, {C.stats(f_on)[0]:,.0f} page faults per attack")

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     C.say(f"ratio numpy/torch = {C.fmt(ratio)}   (target <= 2.00)")
     med = C.stats(ratio)[0]
     C.say(f"\nSUMMARY numpy_vs_torch: {args.model} PGD-{K} numpy/torch time ratio={med:.3f} "
-          f"-> {'met' if med <= 2.0 else 'NOT met'} (target <= 2.00)")
+          f"-> target {C.verdict(ratio, 2.0)} (<= 2.00)")
     return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """PGD throughput: minidyn's `pgd` (torch backend) vs torchattacks' PGD vs the hardware limit.
 
-    python benchmarks/pgd_throughput.py                      # CPU, cnn4 + cnn8, batch 128, ~1 min
+    python benchmarks/pgd_throughput.py                      # CPU, cnn4 (batch 128) + cnn8 (batch 32), ~1 min
+    python benchmarks/pgd_throughput.py --batch 128 --repeats 5          # the issue's setting (minutes on 2 cores)
     python benchmarks/pgd_throughput.py --device cuda --models cnn8,wrn-34-10 --batch 512 --amp bf16 \\
         --channels-last --compile
 
@@ -48,9 +49,13 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from minidyn import get_backend, pgd  # noqa: E402
+from minidyn.errors import MinidynError  # noqa: E402
 
 VARIANTS = ("limit", "torchattacks", "plain", "fosc_each_step", "final_stats")
 MINIDYN = ("plain", "fosc_each_step", "final_stats")
+# Without --batch: 128 for cnn4, 32 for the others, so that the default run stays near a minute on
+# two CPU cores (one cnn8 forward+backward at batch 128 is ~68 GFLOP, ~0.5-1 s there).
+QUICK_BATCH = {"cnn4": 128, "mlp": 128, "softmax": 128}
 
 
 def input_setup(model: str) -> tuple[tuple[int, int, int], float]:
@@ -144,7 +149,8 @@ def bench_model(name: str, args, ta_cls, time_it, peaks: dict) -> dict:
     shape, eps = input_setup(name)
     eps = args.eps if args.eps is not None else eps
     step = eps / 4
-    K, n = args.steps, args.batch
+    K = args.steps
+    n = args.batch or QUICK_BATCH.get(name, 32)
     B = get_backend("torch", device=args.device, amp="bf16" if args.amp == "bf16" else None,
                     channels_last=args.channels_last)
     model = B.make_model(name, shape, 10, seed=0).eval()
@@ -160,7 +166,9 @@ def bench_model(name: str, args, ta_cls, time_it, peaks: dict) -> dict:
         y = torch.randint(0, 10, (n,), generator=gen).to(B.device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    bare = Bare(model, B.device, args.amp == "bf16", args.channels_last)
+    # eval mode everywhere: torchattacks puts a model that was in train mode back into it
+    # (every submodule, BatchNorm included) after each attack
+    bare = Bare(model, B.device, args.amp == "bf16", args.channels_last).eval()
     if args.compile:
         # the same compiled module serves all three implementations
         bare = torch.compile(bare, mode=args.compile_mode)
@@ -193,18 +201,21 @@ def bench_model(name: str, args, ta_cls, time_it, peaks: dict) -> dict:
         "final_stats": lambda: run_minidyn(None, True),
     }
     names = [v for v in VARIANTS if fns[v] is not None]
-    evals = {}
-    for v in names:  # warm-up (and compilation), and the evaluation counts
-        out = fns[v]()
-        if v in MINIDYN:
-            evals[v] = out.grad_evals / n
-    for _ in range(args.warmup - 1):
+    for _ in range(2):  # eager warm-up: kernels, allocator, oneDNN primitives for this shape
+        forward_backward(bare, x, y)
+    warmup = args.warmup if args.warmup is not None else (1 if args.compile else 0)
+    for _ in range(warmup):  # whole attacks (compilation)
         for v in names:
             fns[v]()
-    times = {v: [] for v in names}
+    times, evals = {v: [] for v in names}, {}
     for _, order in C.rotations(names, args.repeats):
         for v in order:
-            times[v].append(time_it(fns[v]))
+            out = {}
+            times[v].append(time_it(lambda: out.setdefault("r", fns[v]())))
+            if v in MINIDYN:
+                evals[v] = out["r"].grad_evals / n
+    if any(m.training for m in bare.modules()):
+        raise RuntimeError("a variant left the model in train mode")
 
     def per_repeat(a, b, scale=1.0):
         return [ta / (tb * scale) for ta, tb in zip(times[a], times[b])] if b in times else []
@@ -239,7 +250,7 @@ def bench_model(name: str, args, ta_cls, time_it, peaks: dict) -> dict:
     med_plain = C.stats(times["plain"])[0]
     images = n / med_plain
     flops = pass_flops(bare if not args.compile else Bare(model, B.device, args.amp == "bf16",
-                                                          args.channels_last), x, y)
+                                                          args.channels_last).eval(), x, y)
     line = f"throughput: {images:,.0f} images/s (minidyn plain PGD-{K})"
     if flops:
         dtype = torch.bfloat16 if args.amp == "bf16" else torch.float32
@@ -259,11 +270,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="cnn4,cnn8", help="comma-separated (default cnn4,cnn8)")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size for every model (default: 128 for cnn4, 32 for the others)")
     p.add_argument("--steps", type=int, default=10, help="K (default 10)")
     p.add_argument("--eps", type=float, default=None, help="default 0.3 (cnn4) or 8/255")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per variant (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs per variant (default 1)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed whole attacks per variant (default 0 eager, 1 with --compile)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--amp", choices=("none", "bf16"), default="none")
@@ -271,11 +284,19 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (all variants)")
     p.add_argument("--compile-mode", default="default",
                    help="torch.compile mode; reduce-overhead uses CUDA graphs (default: default)")
+    p.add_argument("--tf32", action="store_true",
+                   help="CUDA: allow TF32 in float32 matmuls and convolutions (and in the peak)")
     args = p.parse_args(argv)
     C.set_threads(args.threads)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     ta_cls, ta_note = load_torchattacks_pgd()
     C.say(C.machine_line(args.device))
     C.say(f"glibc malloc tuning (as the CLI applies it): {'on' if MALLOC_TUNED else 'off'}; {ta_note}")
+    if args.device.startswith("cuda"):
+        C.say(f"TF32: matmul {torch.backends.cuda.matmul.allow_tf32}, "
+              f"cuDNN convolutions {torch.backends.cudnn.allow_tf32}")
     time_it = C.timer(args.device)
     peaks: dict = {}
     results = [bench_model(m.strip(), args, ta_cls, time_it, peaks) for m in args.models.split(",") if m.strip()]
@@ -283,18 +304,32 @@ def main(argv=None) -> int:
     def med(values):
         return C.stats(values)[0] if values else float("nan")
 
-    parts, ok = [], True
+    def num(v):
+        return "n/a" if v != v else f"{v:.3f}"
+
+    parts, verdicts = [], []
     for r in results:
         ta, lim, fo = med(r["vs_ta"]["plain"]), med(r["vs_limit"]["plain"]), med(r["fosc_overhead"])
         ta_f = med(r["vs_ta"]["fosc_each_step"])
-        ok &= (ta != ta or ta <= 1.00) and lim <= 1.05 and fo <= 1.03
-        parts.append(f"{r['name']}: ratio_vs_torchattacks={ta:.3f} ratio_vs_limit={lim:.3f} "
-                     f"(with FOSC each step {ta_f:.3f} / {med(r['vs_limit']['fosc_each_step']):.3f}) "
-                     f"fosc_overhead={(fo - 1) * 100:+.1f}% images/s={r['images_per_s']:,.0f}")
+        checks = [("vs_torchattacks", C.verdict(r["vs_ta"]["plain"], 1.00)),
+                  ("vs_torchattacks[fosc]", C.verdict(r["vs_ta"]["fosc_each_step"], 1.00)),
+                  ("vs_limit", C.verdict(r["vs_limit"]["plain"], 1.05)),
+                  ("vs_limit[fosc]", C.verdict(r["vs_limit"]["fosc_each_step"], 1.05)),
+                  ("fosc_overhead", C.verdict(r["fosc_overhead"], 1.03))]
+        verdicts += [v for _, v in checks if v != "n/a"]
+        parts.append(f"{r['name']}: ratio_vs_torchattacks={num(ta)} ratio_vs_limit={num(lim)} "
+                     f"(with FOSC each step {num(ta_f)} / {num(med(r['vs_limit']['fosc_each_step']))}) "
+                     f"fosc_overhead={(fo - 1) * 100:+.1f}% images/s={r['images_per_s']:,.0f} "
+                     f"[{', '.join(f'{k} {v}' for k, v in checks if v != 'met') or 'all met'}]")
+    overall = ("missed" if "missed" in verdicts else "unresolved" if "unresolved" in verdicts else "met")
     C.say("\nSUMMARY pgd_throughput (medians; targets: vs torchattacks <= 1.00, vs limit <= 1.05, "
-          f"FOSC overhead <= 3%): " + " | ".join(parts) + f" -> {'all met' if ok else 'NOT all met'}")
+          "FOSC overhead <= 3%; 'unresolved' = the median misses but the min-max range reaches the "
+          "target): " + " | ".join(parts) + f" -> targets {overall}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MinidynError as exc:  # e.g. --device cuda without a GPU
+        sys.exit(f"error: {exc}")

@@ -37,7 +37,7 @@ class TrainConfig:
     model: str | None = None            # None: cnn4 on torch, mlp on numpy/cupy
     method: str = "dynamic"
     epochs: int = 50
-    batch_size: int = 128
+    batch_size: int = 32                # the paper gives none; see README (quickstart)
     eps: float = 0.3
     step_size: float | None = None      # None: eps / 4
     steps: int = 10                     # K, PGD steps while training
@@ -51,7 +51,7 @@ class TrainConfig:
     lr_milestones: list[int] | None = None  # None: [round(0.4 * epochs), round(0.8 * epochs)]
     seed: int = 0
     limit: int | None = None            # first N training examples
-    eval_limit: int | None = 1000       # test examples attacked after each epoch (None: all)
+    eval_limit: int | None = 500        # test examples attacked after each epoch (None: all)
     eval_steps: int = 20                # PGD steps of the per-epoch and final robust accuracy
     augment: bool | None = None         # random crop + flip; None: on for cifar10 only
     record_fosc: bool = True            # write fosc/epoch_NNN.npy (one extra grad eval per example)
