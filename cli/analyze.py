@@ -3,16 +3,8 @@ from __future__ import annotations
 
 import click
 
+from minidyn.cli.params import epoch_list
 from minidyn.errors import ConfigError
-
-
-def _epochs(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of epochs") from None
 
 
 def _range(ctx, param, value):
@@ -44,7 +36,7 @@ def _eps_list(ctx, param, value):
 @click.command("analyze")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--limit", type=int, default=1000, show_default=True, help="Test examples attacked (Figs 1a, 4a).")
-@click.option("--epochs", callback=_epochs, help="Epochs for the FOSC KDE, e.g. 0,10,19.  [default: first, middle, last]")
+@click.option("--epochs", callback=epoch_list, help="Epochs for the FOSC KDE, e.g. 0,10,19.  [default: first, middle, last]")
 @click.option("--bins", type=int, default=20, show_default=True, help="FOSC bins of Fig 1a.")
 @click.option("--fosc-range", default="0,0.1", show_default=True, callback=_range, help="FOSC range of Fig 1a's bins and of the share of training examples in range; "
                    "'auto': [0, 95th percentile of the test FOSC].")

@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
+from minidyn.cli.params import Eps
 from minidyn.errors import ConfigError
-
-
-class LazyEps(click.ParamType):
-    """cli.main's Eps, looked up when used (cli.main imports this module at its end)."""
-
-    name = "EPS"
-
-    def convert(self, value, param, ctx):
-        from minidyn.cli.main import Eps
-
-        return Eps().convert(value, param, ctx)
 
 
 def progress(label: str, total: int):
@@ -63,7 +52,7 @@ def eps_of(meta: dict, eps: float | None, checkpoint: str) -> float:
 @click.argument("checkpoint", type=click.Path())
 @click.option("--attacks", help="Comma-separated: clean, fgsm, pgd10, pgd20, cw, apgd-ce, apgd-dlr.  "
                                 "[default: clean,fgsm,pgd10,pgd20,cw,apgd-ce]")
-@click.option("--eps", type=LazyEps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: the checkpoint's]")
+@click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: the checkpoint's]")
 @click.option("--dataset", help="Test set to use.  [default: the checkpoint's]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset files are.  [default: the run's]")
 @click.option("--limit", type=int, help="Evaluate the first N test examples.  [default: all]")

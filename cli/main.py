@@ -12,9 +12,12 @@ from pathlib import Path
 import click
 
 from minidyn import __version__
-from minidyn.config import METHODS, PRESETS, TrainConfig, load_preset, parse_eps
+from minidyn.cli.analyze import analyze_command
+from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
-from minidyn.errors import ConfigError, MinidynError
+from minidyn.cli.params import CMax, Eps, epoch_list
+from minidyn.config import METHODS, PRESETS, TrainConfig, load_preset
+from minidyn.errors import MinidynError
 
 
 class UserError(click.ClickException):
@@ -33,49 +36,6 @@ class Group(click.Group):
             return super().invoke(ctx)
         except MinidynError as error:
             raise UserError(error) from None
-
-
-class Eps(click.ParamType):
-    """A perturbation budget in (0, 1]: '0.3' or a fraction such as '8/255'."""
-
-    name = "EPS"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            eps = parse_eps(value)
-        except ConfigError as error:
-            self.fail(str(error), param, ctx)
-        if not 0 < eps <= 1:
-            self.fail(f"eps must be in (0, 1], got {value}", param, ctx)
-        return eps
-
-
-class CMax(click.ParamType):
-    """c_max: a number >= 0, or 'auto' (mean FOSC of FGSM examples on a batch)."""
-
-    name = "C_MAX|auto"
-
-    def convert(self, value, param, ctx):
-        if value == "auto" or isinstance(value, float):
-            return value
-        try:
-            c = float(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
-        if c < 0:
-            self.fail(f"c_max must be >= 0, got {value}", param, ctx)
-        return c
-
-
-def _milestones(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of epochs") from None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,7 +66,7 @@ def main():
 @click.option("--curriculum-epochs", type=int, help="Curriculum: epochs to ramp PGD steps 1 -> K.  [default: T']")
 @click.option("--fgsm-epochs", type=int, help="FGSM-PGD: epochs trained with FGSM.  [default: 0.4 * epochs]")
 @click.option("--lr", type=float, help="Initial learning rate (SGD, momentum 0.9, weight decay 1e-4).  [default: 0.01]")
-@click.option("--lr-milestones", callback=_milestones, help="Epochs at which lr /= 10, e.g. 20,40.  [default: 0.4 and 0.8 * epochs]")
+@click.option("--lr-milestones", callback=epoch_list, help="Epochs at which lr /= 10, e.g. 20,40.  [default: 0.4 and 0.8 * epochs]")
 @click.option("--seed", type=int, help="Seed of every random choice.  [default: 0]")
 @click.option("--limit", type=int, help="Train on the first N training examples.")
 @click.option("--eval-limit", type=int, help="Test examples attacked after each epoch (the final summary attacks all).  [default: 500]")
@@ -201,10 +161,6 @@ class _EpochProgress:
                    f"test clean {r['test_clean_acc']:.1f}%  pgd{self.cfg.eval_steps} {r['test_pgd_acc']:.1f}% "
                    f"(n={r['test_pgd_n']})  {r['seconds']:.1f}s")
 
-
-# The evaluation and analysis commands live in their own modules, registered here.
-from minidyn.cli.analyze import analyze_command  # noqa: E402
-from minidyn.cli.evaluate import compare_command, eval_command  # noqa: E402
 
 main.add_command(eval_command, "eval")
 main.add_command(compare_command, "compare")
