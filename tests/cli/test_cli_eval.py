@@ -61,6 +61,7 @@ def test_eval_reports_bad_input_in_one_line(tmp_path, tiny_run):
 
 
 def test_analyze_writes_numbers_and_figures(tiny_run, tmp_path):
+    pytest.importorskip("matplotlib")  # the `plot` extra; without it see the test below
     out = tmp_path / "an"
     r = run("analyze", tiny_run, "--limit", "40", "--trajectories", "5", "--trajectory-steps", "4",
             "--out", out)
