@@ -56,7 +56,7 @@ ITERATIVE = ("pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr")
 LABELS = {"clean": "clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf",
           "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "worst-case": "worst case"}
 WORST = "worst-case"
-_EVAL_STREAM = 3  # seeds: train.epoch_seed uses streams 0-2
+_EVAL_STREAM = 3  # seed lists [seed, 3, attack, restart, batch] never equal epoch_seed's [seed, epoch, stream]
 
 
 def parse_attacks(spec: str | list[str] | tuple[str, ...]) -> list[str]:

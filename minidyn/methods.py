@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minidyn.config import TrainConfig
+from minidyn.errors import ConfigError
 from minidyn.schedules import CurriculumSchedule, DynamicSchedule, FgsmPgdSchedule
 
 
@@ -41,5 +42,7 @@ def attack_plan(cfg: TrainConfig, t: int, c_max: float | None = None) -> AttackP
         if FgsmPgdSchedule(cfg.fgsm_epochs).use_fgsm(t):
             return AttackPlan(1, cfg.eps, random_start=False)
         return pgd_k
-    schedule = DynamicSchedule(c_max if c_max is not None else cfg.c_max, cfg.dynamic_epochs)
-    return AttackPlan(cfg.steps, cfg.step_size, random_start=True, stop_fosc=schedule.c_t(t))
+    if cfg.method == "dynamic":
+        schedule = DynamicSchedule(c_max if c_max is not None else cfg.c_max, cfg.dynamic_epochs)
+        return AttackPlan(cfg.steps, cfg.step_size, random_start=True, stop_fosc=schedule.c_t(t))
+    raise ConfigError(f"unknown method {cfg.method!r}")

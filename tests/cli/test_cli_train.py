@@ -73,6 +73,8 @@ def test_bad_options_are_usage_errors(tmp_path, args, message):
     (["--step-size", "0"], "step size must be > 0"),
     (["--batch-size", "0"], "batch size must be >= 1"),
     (["--dynamic-epochs", "0"], "T'"),
+    (["--eval-steps", "0"], "--eval-steps must be >= 1"),
+    (["--curriculum-epochs", "0"], "--curriculum-epochs must be > 0"),
     (["--model", "cnn4"], "cnn4"),
     (["--dataset", "imagenet"], "imagenet"),
     (["--limit", "9000"], "9000"),
