@@ -25,6 +25,7 @@ class ArrayBackend:
         self._dtypes = {"float": self.float_dtype, "int": np.dtype(np.int64),
                         "bool": np.dtype(bool), "uint8": np.dtype(np.uint8)}
         self._asnumpy = getattr(xp, "asnumpy", np.asarray)  # cupy.asnumpy copies to the host
+        self.rank, self.world_size = 0, 1  # one process (torchrun needs the torch backend)
 
     def __repr__(self) -> str:
         return f"<{self.name} backend, {self.float_dtype.name}>"
@@ -144,6 +145,10 @@ class ArrayBackend:
             raise CheckpointError(f"the saved random generator state is damaged ({type(exc).__name__})") from None
 
     # --- the model side ------------------------------------------------------------------------
+
+    def all_reduce_sum(self, a):
+        """One process: the sum over ranks is the array itself."""
+        return a
 
     def crop_flip(self, x, rng, pad=4):
         """Standard CIFAR augmentation, per example: zero-pad `pad` pixels, crop back to H x W

@@ -70,6 +70,20 @@ def resolve_device(device: str = "auto") -> str:
     return str(dev)
 
 
+def _init_distributed(device: str) -> tuple[int, int]:
+    """(rank, world size): joins the process group when started by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        gpu = str(device).strip().lower() != "cpu" and torch.cuda.is_available()
+        if gpu:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend="nccl" if gpu else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 @contextlib.contextmanager
 def _modes(model: nn.Module, train: bool) -> Iterator[None]:
     """Put every submodule in train/eval mode, then restore each one's previous mode."""
@@ -188,8 +202,12 @@ class TorchBackend:
 
     def __init__(self, device: str = "auto", attack_mode: str = "eval", channels_last: bool = False,
                  amp: str | None = None, dtype: str = "float32"):
+        self.rank, self.world_size = _init_distributed(device)
+        if self.world_size > 1 and str(device).strip().lower() in ("auto", "cuda") and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process
         self.device = resolve_device(device)
         self._dev = torch.device(self.device)
+        self._ddp: dict[int, nn.Module] = {}  # id(model) -> its DistributedDataParallel wrapper
         if dtype not in _FLOATS:
             raise ConfigError(f"the torch backend computes in float32 or float64, not {dtype!r}")
         self.float_dtype = dtype
@@ -407,7 +425,7 @@ class TorchBackend:
         y = self._labels(y, x.device)
         with _modes(model, True), torch.enable_grad():
             optimizer.zero_grad(set_to_none=True)
-            z = self._forward(model, x)
+            z = self._forward(self._trainer(model), x)
             losses = F.cross_entropy(z, y, reduction="none")
             losses.mean().backward()
             optimizer.step()
@@ -415,6 +433,26 @@ class TorchBackend:
             total = float(losses.detach().sum().item())
             correct = int((z.detach().argmax(dim=1) == y).sum().item())
         return total, correct
+
+    def _trainer(self, model: nn.Module) -> nn.Module:
+        """The module the SGD step runs: under torchrun a DistributedDataParallel wrapper, which
+        averages the parameter gradients over the ranks (attacks use the plain module, so their
+        input gradients stay per example and cost no communication)."""
+        if self.world_size == 1:
+            return model
+        if id(model) not in self._ddp:
+            from torch.nn.parallel import DistributedDataParallel
+            ids = [self._dev.index] if self._dev.type == "cuda" else None
+            self._ddp[id(model)] = DistributedDataParallel(model, device_ids=ids)
+        return self._ddp[id(model)]
+
+    def all_reduce_sum(self, a: np.ndarray) -> np.ndarray:
+        """Element-wise sum of a host array over the ranks (the array itself with one process)."""
+        if self.world_size == 1:
+            return a
+        t = torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64)).to(self._dev)
+        torch.distributed.all_reduce(t)
+        return t.cpu().numpy()
 
     # --- construction and persistence --------------------------------------------------------
     def make_model(self, name: str, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:

@@ -5,6 +5,7 @@ starting `Error:`); 2 a usage error (unknown option, bad value); 3 training dive
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,9 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, **options):
     cfg = TrainConfig(**values, extras=extras).resolved()
     if out is None:
         out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{cfg.model}"
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for everyone
+        train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every)
+        return
     click.echo(f"minidyn {__version__}: {cfg.method} training of {cfg.model} on {cfg.dataset} "
                f"({cfg.backend} backend), eps {cfg.eps:g}, {cfg.epochs} epochs -> {out}")
     bar = _EpochProgress(cfg)

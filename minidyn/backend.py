@@ -24,6 +24,8 @@ class Backend(Protocol):
     """The operations the algorithms need. See `docs/backends.md` for how to add one."""
 
     name: str
+    rank: int        # this process's rank under torchrun (0 otherwise)
+    world_size: int  # number of training processes (1 without torchrun)
 
     # --- arrays: creation and transfer -----------------------------------------------------
     def asarray(self, a: Any, dtype: str | None = None) -> Array:
@@ -67,6 +69,9 @@ class Backend(Protocol):
 
     def count(self, mask: Array) -> int:
         """Number of True entries, as a Python int (a host synchronisation on a GPU)."""
+
+    def all_reduce_sum(self, a: Any) -> Any:
+        """A host numpy array summed element-wise over the ranks (itself with one process)."""
 
     # --- explicit random generators ----------------------------------------------------------
     def rng(self, seed: int) -> Any:

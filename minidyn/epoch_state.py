@@ -15,10 +15,11 @@ from minidyn.backend import Backend
 from minidyn.errors import CheckpointError
 
 
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+def epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
     """An independent 32-bit seed for (run seed, epoch, stream): 0 data order, 1 attacks,
-    2 evaluation, 3 augmentation."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+    2 evaluation, 3 augmentation. Ranks > 0 of a torchrun job get streams of their own."""
+    key = [seed, epoch, stream] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
 @dataclass
@@ -56,7 +57,7 @@ class EpochState:
 
     @classmethod
     def begin(cls, B: Backend, seed: int, t: int, n: int) -> "EpochState":
-        rngs = {name: B.rng(epoch_seed(seed, t, stream)) for name, stream in RNG_STREAMS.items()}
+        rngs = {name: B.rng(epoch_seed(seed, t, stream, B.rank)) for name, stream in RNG_STREAMS.items()}
         return cls(rngs, np.full(n, np.nan, dtype=np.float32), np.zeros(n, dtype=np.int64))
 
     def record_attack(self, B: Backend, idx: np.ndarray, adv) -> None:
@@ -70,10 +71,18 @@ class EpochState:
         self.correct += batch_correct
         self.batches += 1
 
-    def stats(self) -> EpochStats:
-        n = len(self.steps)
-        return EpochStats(self.loss_sum / n, 100.0 * self.correct / n, self.grad_evals,
-                          self.fosc, self.steps)
+    def stats(self, B: Backend) -> EpochStats:
+        """The epoch's statistics, summed over the ranks of a torchrun job (each rank trained on
+        its own share of every batch, so each example's FOSC and steps come from one rank)."""
+        n, seen = len(self.steps), np.isfinite(self.fosc)
+        packed = np.concatenate([[self.loss_sum, self.correct, self.grad_evals], self.steps,
+                                 seen, np.where(seen, self.fosc, 0.0)])
+        total = B.all_reduce_sum(packed)
+        loss_sum, correct, evals = total[:3]
+        steps, seen, fosc = total[3:3 + n], total[3 + n:3 + 2 * n], total[3 + 2 * n:]
+        fosc = np.where(seen > 0, fosc, np.nan).astype(np.float32)
+        return EpochStats(float(loss_sum) / n, 100.0 * float(correct) / n, int(evals), fosc,
+                          steps.astype(np.int64))
 
     def to_meta(self, B: Backend) -> dict:
         """JSON-able: counters, the generator state, and fosc/steps as base64 bytes (exact)."""

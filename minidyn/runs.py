@@ -39,7 +39,8 @@ RESUMABLE_CHANGES = {"data_dir", "device"}
 class RunDir:
     """The files of one run under `path`."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, writable: bool = True):
+        self.writable = writable  # False on ranks > 0 of a torchrun job: only rank 0 writes
         self.path = Path(path)
         self.config = self.path / "config.json"
         self.metrics = self.path / "metrics.jsonl"
@@ -74,6 +75,8 @@ class RunDir:
 
         `resume` where no run was started yet (killed before it wrote config.json) starts one.
         """
+        if not self.writable:
+            return
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} is a file, not a directory")
         if resume and not self.has_run() and not self.leftovers_only():
@@ -91,6 +94,8 @@ class RunDir:
 
     def remove_temporary_files(self) -> None:
         """Delete the temporary files of writes that a crash interrupted (never the real files)."""
+        if not self.writable:
+            return
         for folder in (self.path, self.fosc_dir):
             if folder.is_dir():
                 for entry in folder.iterdir():
@@ -98,6 +103,8 @@ class RunDir:
                         entry.unlink(missing_ok=True)
 
     def write_json(self, path: Path, obj: dict) -> None:
+        if not self.writable:
+            return
         atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True))
 
     def read_json(self, path: Path) -> dict:
@@ -112,6 +119,8 @@ class RunDir:
 
     def log(self, record: dict) -> None:
         """Append one epoch's record: the whole file is rewritten atomically (never a torn line)."""
+        if not self.writable:
+            return
         records = self.read_metrics() + [record]
         atomic_write(self.metrics, lambda f: f.writelines(json.dumps(r) + "\n" for r in records))
 
@@ -137,12 +146,16 @@ class RunDir:
 
     def keep_metrics_before(self, epoch: int) -> None:
         """Drop metric lines of epochs >= epoch (logged after the last checkpoint was written)."""
+        if not self.writable:
+            return
         records = self.read_metrics()
         kept = [r for r in records if r["epoch"] < epoch]
         if kept != records or not self.metrics.exists():
             atomic_write(self.metrics, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept))
 
     def save_fosc(self, t: int, fosc: np.ndarray) -> None:
+        if not self.writable:
+            return
         atomic_write(self.fosc_dir / f"epoch_{t:03d}.npy", lambda f: np.save(f, fosc), mode="wb")
 
 
@@ -194,7 +207,9 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
     test_set = load_dataset(cfg.dataset, "test", cfg.data_dir)
     model = B.make_model(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes, cfg.seed)
     optimizer = B.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    run = RunDir(out) if out is not None else None
+    if B.world_size > 1 and checkpoint_every is not None:
+        raise ConfigError("--checkpoint-every is not supported under torchrun (checkpoints are per epoch)")
+    run = RunDir(out, writable=B.rank == 0) if out is not None else None
     say = log or (lambda line: None)
     start_epoch, resume_state = 0, None
     if resume and run is None:
@@ -244,7 +259,8 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
                 "num_classes": train_set.num_classes, "method": cfg.method}
         if state is not None:
             meta["progress"] = state.to_meta(B)
-        B.save_checkpoint(str(run.checkpoint(cfg.backend)), model, optimizer, meta)
+        if run.writable:
+            B.save_checkpoint(str(run.checkpoint(cfg.backend)), model, optimizer, meta)
 
     def after_step(t: int, state: EpochState) -> None:
         step = t * batches_per_epoch + state.batches  # SGD steps since the start of the run

@@ -58,7 +58,8 @@ def train_epoch(B: Backend, model: Model, optimizer, data: Dataset, cfg: TrainCo
     for batch, idx in enumerate(batch_indices(order, cfg.batch_size)):
         if batch < state.batches:
             continue  # trained before the checkpoint this epoch resumed from
-        x, y = to_backend(B, data, idx)
+        mine = np.array_split(idx, B.world_size)[B.rank]  # this process's share (torchrun)
+        x, y = to_backend(B, data, mine)
         if cfg.augment:  # random crop and flip (CIFAR-10), before the attack
             x = B.crop_flip(x, state.rngs["augment"])
         if plan is not None:  # adversarial examples; each one stops once its FOSC <= c_t
@@ -66,7 +67,7 @@ def train_epoch(B: Backend, model: Model, optimizer, data: Dataset, cfg: TrainCo
                       random_start=plan.random_start, stop_fosc=plan.stop_fosc,
                       final_stats=cfg.record_fosc, rng=state.rngs["attack"], backend=B)
             x = adv.x_adv
-            state.record_attack(B, idx, adv)
+            state.record_attack(B, mine, adv)
         batch_loss, batch_correct = B.train_step(model, optimizer, x, y)  # SGD on the batch
         check_finite_loss(batch_loss, t, batch)
         state.record_step(batch_loss, batch_correct)
@@ -74,7 +75,7 @@ def train_epoch(B: Backend, model: Model, optimizer, data: Dataset, cfg: TrainCo
             on_step(state)
         if on_batch:
             on_batch(len(idx), len(data))
-    return state.stats()
+    return state.stats(B)
 
 
 def evaluate(B: Backend, model: Model, data: Dataset, *, eps: float, steps: int, batch_size: int,
