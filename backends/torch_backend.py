@@ -28,6 +28,7 @@ import json
 import os
 import base64
 import re
+import sys
 import warnings
 import zipfile
 from typing import Any, Iterator, Sequence
@@ -201,13 +202,15 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, device: str = "auto", attack_mode: str = "eval", channels_last: bool = False,
-                 amp: str | None = None, dtype: str = "float32"):
+                 amp: str | None = None, dtype: str = "float32", compile: bool = False):
         self.rank, self.world_size = _init_distributed(device)
         if self.world_size > 1 and str(device).strip().lower() in ("auto", "cuda") and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process
         self.device = resolve_device(device)
         self._dev = torch.device(self.device)
         self._ddp: dict[int, nn.Module] = {}  # id(model) -> its DistributedDataParallel wrapper
+        self.compile = bool(compile)
+        self._compiled: dict[int, Any] = {}  # id(model) -> torch.compile'd attack loss, or None
         if dtype not in _FLOATS:
             raise ConfigError(f"the torch backend computes in float32 or float64, not {dtype!r}")
         self.float_dtype = dtype
@@ -410,10 +413,38 @@ class TorchBackend:
         x = self._prep_x(x).detach().requires_grad_(True)
         y = self._labels(y, x.device)
         with _modes(model, self.attack_mode == "train"), torch.enable_grad():
-            z = self._forward(model, x)
-            losses = self._per_example_loss(z, y, loss)
+            losses = self._attack_loss(model)(x, y, loss)
             (grad,) = torch.autograd.grad(losses.sum(), x)
         return losses.detach(), grad.detach()
+
+    def _attack_loss(self, model: nn.Module):
+        """(x, y, loss) -> per-example losses; torch.compile'd with compile=True.
+
+        Compiled with dynamic shapes, since the active sub-batch shrinks as examples stop.
+        If compilation fails (no compiler, an unsupported platform) the first call says so
+        once on stderr and the attack runs eagerly from then on.
+        """
+        def eager(x, y, loss):
+            return self._per_example_loss(self._forward(model, x), y, loss)
+
+        if not self.compile:
+            return eager
+        key = id(model)
+        if key not in self._compiled:
+            compiled = torch.compile(eager, dynamic=True)
+
+            def first_call(x, y, loss):
+                try:
+                    out = compiled(x, y, loss)
+                except Exception as exc:  # torch._dynamo / inductor errors vary by version
+                    print(f"minidyn: --compile failed ({_first_line(exc)}); attacking eagerly",
+                          file=sys.stderr)
+                    self._compiled[key] = eager
+                    return eager(x, y, loss)
+                self._compiled[key] = compiled
+                return out
+            self._compiled[key] = first_call
+        return self._compiled[key]
 
     def logits(self, model: nn.Module, x: Any) -> torch.Tensor:
         x = self._prep_x(x)
@@ -533,14 +564,15 @@ class TorchBackend:
 
 
 def torch_backend(device: str = "auto", attack_mode: str = "eval", channels_last: bool = False,
-                  amp: str | None = None, dtype: str = "float32") -> TorchBackend:
+                  amp: str | None = None, dtype: str = "float32", compile: bool = False) -> TorchBackend:
     """The factory `minidyn.backend.get_backend("torch", ...)` calls.
 
     device: "auto" | "cpu" | "cuda" | "cuda:N". attack_mode: "eval" | "train" (the mode of the
     model during loss_and_grad). channels_last: NHWC memory order. amp: None | "bf16".
     dtype: "float32" (default) | "float64" (models and float arrays; for exact comparisons).
+    compile: torch.compile the attack's forward+backward (falls back to eager if it fails).
     """
-    return TorchBackend(device=device, attack_mode=attack_mode, channels_last=channels_last,
+    return TorchBackend(device=device, attack_mode=attack_mode, channels_last=channels_last, compile=compile,
                         amp=amp, dtype=dtype)
 
 

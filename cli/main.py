@@ -75,11 +75,12 @@ def main():
 @click.option("--attack-mode", type=click.Choice(["eval", "train"]), help="Model mode while attacking (BatchNorm).  [default: eval]")
 @click.option("--amp", type=click.Choice(["bf16"]), help="torch: bf16 autocast.")
 @click.option("--channels-last", is_flag=True, default=None, help="torch: channels-last memory format.")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch: torch.compile the attack (falls back to eager if unsupported).")
 @click.option("--no-record-fosc", "record_fosc", flag_value=False, default=None, help="Do not write fosc/epoch_NNN.npy (saves one gradient evaluation per example).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/<time>-<method>-<model>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (exactly; starts it if nothing was saved yet).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also checkpoint every N SGD steps (a checkpoint is always written after every epoch).")
-def train(preset, out, resume, checkpoint_every, amp, channels_last, **options):
+def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, **options):
     """Train a model with one of the five methods and write a run directory.
 
     Defaults are the paper's MNIST settings (eps 0.3, PGD-10 with step eps/4, SGD lr 0.01,
@@ -90,7 +91,7 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, **options):
     values = {"epochs": 15}
     values.update(load_preset(preset) if preset else {})
     values.update({k: v for k, v in options.items() if v is not None})
-    extras = {k: v for k, v in (("amp", amp), ("channels_last", channels_last)) if v}
+    extras = {k: v for k, v in (("amp", amp), ("channels_last", channels_last), ("compile", compile_)) if v}
     cfg = TrainConfig(**values, extras=extras).resolved()
     if out is None:
         out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{cfg.model}"
