@@ -90,7 +90,8 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
         last = k == steps
         if last and not (final_stats or trace):
             break
-        xa, x0a, ya = B.take(xk, active), B.take(x0, active), B.take(y, active)
+        everyone = int(active.shape[0]) == n  # nobody stopped yet: no gather/scatter needed
+        xa, x0a, ya = (xk, x0, y) if everyone else (B.take(xk, active), B.take(x0, active), B.take(y, active))
         losses, g = B.loss_and_grad(model, xa, ya, loss)
         evals += int(active.shape[0])
         if stop_fosc is not None or trace or last:
@@ -108,8 +109,12 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
                     break
         if last:
             break
-        B.put(xk, active, project(xa + step_size * B.sign(g), x0a, eps, bounds, B))
-        B.put(taken, active, B.take(taken, active) + 1)
+        stepped = project(xa + step_size * B.sign(g), x0a, eps, bounds, B)
+        if int(active.shape[0]) == n:
+            xk, taken = stepped, taken + 1
+        else:
+            B.put(xk, active, stepped)
+            B.put(taken, active, B.take(taken, active) + 1)
     done = final_stats or trace
     return AttackResult(xk, c_out if done else None, loss_out if done else None, taken, evals, tr)
 
