@@ -145,3 +145,14 @@ def say(*args) -> None:
 
 def warn(msg: str) -> None:
     print(f"note: {msg}", file=sys.stderr, flush=True)
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Run a script's main(): exit with its return code, or with a one-line error for a
+    MinidynError (e.g. --device cuda without a GPU) instead of a traceback."""
+    from minidyn.errors import MinidynError
+
+    try:
+        sys.exit(main())
+    except MinidynError as exc:
+        sys.exit(f"error: {exc}")

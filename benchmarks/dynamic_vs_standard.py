@@ -37,7 +37,6 @@ MALLOC_TUNED = C.tune_malloc_like_the_cli()  # before torch allocates anything
 import numpy as np  # noqa: E402
 
 from minidyn import get_backend, pgd  # noqa: E402
-from minidyn.errors import MinidynError  # noqa: E402
 from minidyn.config import TrainConfig  # noqa: E402
 from minidyn.data import load_dataset  # noqa: E402
 from minidyn.methods import AttackPlan  # noqa: E402
@@ -135,7 +134,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MinidynError as exc:  # e.g. --device cuda without a GPU
-        sys.exit(f"error: {exc}")
+    C.run(main)

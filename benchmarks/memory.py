@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import early_threads, tune_malloc_like_the_cli  # noqa: E402
+from _common import early_threads, run, tune_malloc_like_the_cli  # noqa: E402
 
 MODELS = {"numpy": "mlp", "torch": "cnn4"}
 
@@ -123,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -49,7 +49,6 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from minidyn import get_backend, pgd  # noqa: E402
-from minidyn.errors import MinidynError  # noqa: E402
 
 VARIANTS = ("limit", "torchattacks", "plain", "fosc_each_step", "final_stats")
 MINIDYN = ("plain", "fosc_each_step", "final_stats")
@@ -329,7 +328,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MinidynError as exc:  # e.g. --device cuda without a GPU
-        sys.exit(f"error: {exc}")
+    C.run(main)
