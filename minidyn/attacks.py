@@ -94,7 +94,8 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
         xa, x0a, ya = (xk, x0, y) if everyone else (B.take(xk, active), B.take(x0, active), B.take(y, active))
         losses, g = B.loss_and_grad(model, xa, ya, loss)
         evals += int(active.shape[0])
-        if stop_fosc is not None or trace or last:
+        # FOSC is needed for the stop check (after a step), the trace, and at the final point
+        if (stop_fosc is not None and k > 0) or trace or last:
             c = fosc(xa, x0a, g, eps)
             B.put(c_out, active, c)
             B.put(loss_out, active, losses)
