@@ -21,7 +21,7 @@ import numpy as np
 from minidyn.backend import Array, Backend, Model, backend_for
 from minidyn.errors import ConfigError
 from minidyn.fosc import fosc
-from minidyn.projection import project
+from minidyn.projection import feasible_box
 
 
 @dataclass
@@ -77,12 +77,13 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
     _check(eps, step_size, steps)
     B = backend or backend_for(x)
     n = int(x.shape[0])
-    x0 = x
-    start = x0 + B.uniform(rng if rng is not None else B.rng(0), tuple(x.shape), -eps, eps) \
-        if random_start else x0
-    xk = project(start, x0, eps, bounds, B)
-    active = B.arange(n)                       # rows still moving
-    taken = B.zeros((n,), dtype="int")
+    box = feasible_box(x, eps, bounds, B)    # the ball around x_0 = x, intersected with the pixel box
+    start = x + B.uniform(rng if rng is not None else B.rng(0), tuple(x.shape), -eps, eps) \
+        if random_start else x
+    # The active rows, compacted: x^k, x_0, y and the box of each example still moving.
+    active = B.arange(n)
+    x_adv, taken = B.clip(start, *box), B.zeros((n,), dtype="int")  # x^0; rows written as they stop
+    xa, x0a, ya, lower, upper = x_adv, x, y, *box
     c_out, loss_out = B.full((n,), float("nan")), B.full((n,), float("nan"))
     tr = Trace(np.full((steps + 1, n), np.nan), np.full((steps + 1, n), np.nan)) if trace else None
     evals = 0
@@ -90,8 +91,6 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
         last = k == steps
         if last and not (final_stats or trace):
             break
-        everyone = int(active.shape[0]) == n  # nobody stopped yet: no gather/scatter needed
-        xa, x0a, ya = (xk, x0, y) if everyone else (B.take(xk, active), B.take(x0, active), B.take(y, active))
         losses, g = B.loss_and_grad(model, xa, ya, loss)
         evals += int(active.shape[0])
         # FOSC is needed for the stop check (after a step), the trace, and at the final point
@@ -103,21 +102,24 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
                 idx = B.to_numpy(active)
                 tr.fosc[k, idx], tr.loss[k, idx] = B.to_numpy(c), B.to_numpy(losses)
             if stop_fosc is not None and k > 0 and not last:
-                keep = B.nonzero(c > stop_fosc)  # V = 0 where FOSC <= c_t
+                keep = B.nonzero(c > stop_fosc)  # V = 0 where FOSC <= c_t: those rows stop here
                 if int(keep.shape[0]) < int(active.shape[0]):
-                    active, xa, x0a, g = (B.take(a, keep) for a in (active, xa, x0a, g))
+                    B.put(x_adv, active, xa)
+                    B.put(taken, active, k)
+                    active, xa, x0a, ya, lower, upper, g = (
+                        B.take(a, keep) for a in (active, xa, x0a, ya, lower, upper, g))
                 if int(active.shape[0]) == 0:
                     break
         if last:
             break
-        stepped = project(xa + step_size * B.sign(g), x0a, eps, bounds, B)
-        if int(active.shape[0]) == n:
-            xk, taken = stepped, taken + 1
-        else:
-            B.put(xk, active, stepped)
-            B.put(taken, active, B.take(taken, active) + 1)
+        xa = B.clip(xa + step_size * B.sign(g), lower, upper)  # x^{k+1} = project(x^k + alpha sign(g))
+    if int(active.shape[0]) == n:              # nobody stopped: no scatter needed
+        x_adv, taken = xa, B.full((n,), steps, dtype="int")
+    elif int(active.shape[0]) > 0:             # the rows that never stopped took every step
+        B.put(x_adv, active, xa)
+        B.put(taken, active, steps)
     done = final_stats or trace
-    return AttackResult(xk, c_out if done else None, loss_out if done else None, taken, evals, tr)
+    return AttackResult(x_adv, c_out if done else None, loss_out if done else None, taken, evals, tr)
 
 
 def fgsm(model: Model, x: Array, y: Array, *, eps: float, loss: str = "ce",

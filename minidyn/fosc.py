@@ -13,6 +13,7 @@ See docs/fosc.md for the derivation.
 from __future__ import annotations
 
 from minidyn.backend import Array, backend_for
+from minidyn.projection import feasible_box
 
 
 def fosc(x: Array, x0: Array, grad: Array, eps: float, bounds: tuple[float, float] | None = None) -> Array:
@@ -30,8 +31,6 @@ def fosc(x: Array, x0: Array, grad: Array, eps: float, bounds: tuple[float, floa
     B = backend_for(x)
     if bounds is None:
         return eps * B.sum_per_example(B.abs(grad)) - B.sum_per_example((x - x0) * grad)
-    lo, hi = bounds
-    upper = B.clip(x0 + eps, lo, hi)
-    lower = B.clip(x0 - eps, lo, hi)
+    lower, upper = feasible_box(x0, eps, bounds, B)
     corner = B.where(grad > 0, upper, lower)
     return B.sum_per_example((corner - x) * grad)

@@ -2,17 +2,31 @@
 
 The set is the l_inf ball of radius eps around x0 intersected with the pixel box [lo, hi]^d
 (images live in [0, 1]). Both are boxes, so their intersection is the box
-[max(x0 - eps, lo), min(x0 + eps, hi)] and the Euclidean projection onto it is a coordinate-wise
-clip. It is non-empty whenever x0 itself lies in [lo, hi].
+
+    [lower, upper] = [max(x0 - eps, lo), min(x0 + eps, hi)]      (for x0 in [lo, hi]^d)
+
+and the Euclidean projection onto it is a coordinate-wise clip. Attacks compute the box once
+(`feasible_box`) and clip into it at every step.
 """
 from __future__ import annotations
 
 from minidyn.backend import Array, Backend, backend_for
 
 
+def feasible_box(x0: Array, eps: float, bounds: tuple[float, float] = (0.0, 1.0),
+                 backend: Backend | None = None) -> tuple[Array, Array]:
+    """(lower, upper), each of x0's shape (B, ...): the feasible set as per-coordinate bounds.
+
+    Computed as clip(x0 -+ eps, lo, hi), which equals the formula above whenever x0 is in the
+    pixel box and keeps lower <= upper (a non-empty box inside [lo, hi]^d) even when it is not.
+    """
+    B = backend or backend_for(x0)
+    lo, hi = bounds
+    return B.clip(x0 - eps, lo, hi), B.clip(x0 + eps, lo, hi)
+
+
 def project(x: Array, x0: Array, eps: float, bounds: tuple[float, float] = (0.0, 1.0),
             backend: Backend | None = None) -> Array:
     """Clip x (B, ...) into {z : ||z - x0||_inf <= eps} intersected with [lo, hi]^d."""
     B = backend or backend_for(x)
-    lo, hi = bounds
-    return B.clip(B.clip(x, x0 - eps, x0 + eps), lo, hi)
+    return B.clip(x, *feasible_box(x0, eps, bounds, B))

@@ -4,6 +4,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from minidyn import project
+from minidyn.projection import feasible_box
 
 
 @st.composite
@@ -48,3 +49,18 @@ def test_projection_is_the_nearest_feasible_point(backend64, p, seed):
     dz = np.linalg.norm((z - x).reshape(len(x), -1), axis=1)
     df = np.linalg.norm((feasible - x).reshape(16, len(x), -1), axis=2)
     assert np.all(dz <= df.min(axis=0) + 1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(points())
+def test_feasible_box_is_the_ball_cut_by_the_pixel_box(backend64, p):
+    """For x0 in [0, 1]^d: lower = max(x0 - eps, 0) <= x0 <= upper = min(x0 + eps, 1), and
+    clipping into [lower, upper] is the projection."""
+    x, x0, eps = p
+    B = backend64
+    lower, upper = (B.to_numpy(a) for a in feasible_box(B.asarray(x0), eps, backend=B))
+    np.testing.assert_allclose(lower, np.maximum(x0 - eps, 0), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(upper, np.minimum(x0 + eps, 1), rtol=0, atol=1e-15)
+    assert np.all((lower <= x0) & (x0 <= upper))
+    np.testing.assert_array_equal(np.clip(x, lower, upper),
+                                  B.to_numpy(project(B.asarray(x), B.asarray(x0), eps)))
