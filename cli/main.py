@@ -18,7 +18,7 @@ from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
 from minidyn.cli.params import CMax, Eps, epoch_list
 from minidyn.config import METHODS, PRESETS, TrainConfig, load_preset
-from minidyn.errors import MinidynError
+from minidyn.errors import MinidynError, NumericalError
 
 
 class UserError(click.ClickException):
@@ -95,8 +95,14 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
     cfg = TrainConfig(**values, extras=extras).resolved()
     if out is None:
         out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{cfg.model}"
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for everyone
-        train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every)
+    rank = os.environ.get("RANK", "0")
+    if rank != "0":  # torchrun: rank 0 reports for everyone
+        try:
+            train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every)
+        except NumericalError as error:  # found on every rank at the same batch: rank 0 says it
+            sys.exit(error.exit_code)
+        except MinidynError as error:  # this rank's own problem
+            raise type(error)(f"rank {rank}: {error}") from None
         return
     click.echo(f"minidyn {__version__}: {cfg.method} training of {cfg.model} on {cfg.dataset} "
                f"({cfg.backend} backend), eps {cfg.eps:g}, {cfg.epochs} epochs -> {out}")

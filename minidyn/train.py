@@ -69,7 +69,9 @@ def train_epoch(B: Backend, model: Model, optimizer, data: Dataset, cfg: TrainCo
             x = adv.x_adv
             state.record_attack(B, mine, adv)
         batch_loss, batch_correct = B.train_step(model, optimizer, x, y)  # SGD on the batch
-        check_finite_loss(batch_loss, t, batch)
+        # summed over the ranks under torchrun, so that every rank stops at the same batch
+        # (a rank that stopped alone would leave the others waiting in the next all-reduce)
+        check_finite_loss(float(B.all_reduce_sum(np.array([batch_loss]))[0]), t, batch)
         state.record_step(batch_loss, batch_correct)
         if on_step:
             on_step(state)
