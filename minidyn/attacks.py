@@ -8,9 +8,10 @@ Every attack is PGD with different settings, so there is one loop, `pgd`:
 With `stop_fosc=c_t` it is the inner loop of Algorithm 1 (Dynamic Adversarial Training): after
 each step the FOSC of every example is computed from the gradient that the next step needs
 anyway, and an example with c(x^k) <= c_t stops where it is. Stopped examples cost nothing:
-the loop gathers the still-active rows into a smaller batch, so gradients are evaluated only for
-them. Because the backend's gradients are per example (attacks run the model in eval mode), the
-result is identical to the paper's masked full-batch update x + V * alpha * sign(g).
+when some stop, the loop writes their points to the output and keeps working on the smaller
+batch of the still-active rows, so gradients are evaluated only for them. Because the
+backend's gradients are per example (attacks run the model in eval mode), the result is
+identical to the paper's masked full-batch update x + V * alpha * sign(g).
 """
 from __future__ import annotations
 
@@ -93,25 +94,25 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
             break
         losses, g = B.loss_and_grad(model, xa, ya, loss)
         evals += int(active.shape[0])
-        # FOSC is needed for the stop check (after a step), the trace, and at the final point
-        if (stop_fosc is not None and k > 0) or trace or last:
+        check = stop_fosc is not None and 0 < k < steps  # Algorithm 1's stop check, after a step
+        if check or trace or last:
             c = fosc(xa, x0a, g, eps)
-            B.put(c_out, active, c)
-            B.put(loss_out, active, losses)
             if tr is not None:
                 idx = B.to_numpy(active)
                 tr.fosc[k, idx], tr.loss[k, idx] = B.to_numpy(c), B.to_numpy(losses)
-            if stop_fosc is not None and k > 0 and not last:
-                keep = B.nonzero(c > stop_fosc)  # V = 0 where FOSC <= c_t: those rows stop here
-                if int(keep.shape[0]) < int(active.shape[0]):
-                    B.put(x_adv, active, xa)
-                    B.put(taken, active, k)
-                    active, xa, x0a, ya, lower, upper, g = (
-                        B.take(a, keep) for a in (active, xa, x0a, ya, lower, upper, g))
+            keep = B.nonzero(c > stop_fosc) if check else None  # V = 0 where FOSC <= c_t
+            if last or (keep is not None and int(keep.shape[0]) < int(active.shape[0])):
+                # rows stop here (at the end: all of them): keep x^k's FOSC and loss
+                B.put(c_out, active, c)
+                B.put(loss_out, active, losses)
+                if last:
+                    break
+                B.put(x_adv, active, xa)
+                B.put(taken, active, k)
+                active, xa, x0a, ya, lower, upper, g = (
+                    B.take(a, keep) for a in (active, xa, x0a, ya, lower, upper, g))
                 if int(active.shape[0]) == 0:
                     break
-        if last:
-            break
         xa = B.clip(xa + step_size * B.sign(g), lower, upper)  # x^{k+1} = project(x^k + alpha sign(g))
     if int(active.shape[0]) == n:              # nobody stopped: no scatter needed
         x_adv, taken = xa, B.full((n,), steps, dtype="int")
