@@ -99,8 +99,10 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
     if rank != "0":  # torchrun: rank 0 reports for everyone
         try:
             train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every)
-        except NumericalError as error:  # found on every rank at the same batch: rank 0 says it
-            sys.exit(error.exit_code)
+        except NumericalError:
+            # Found on every rank at the same batch. Rank 0 reports it and exits 3; a non-zero
+            # exit here could make torchrun stop rank 0 before it has said why.
+            sys.exit(0)
         except MinidynError as error:  # this rank's own problem
             raise type(error)(f"rank {rank}: {error}") from None
         return
