@@ -102,7 +102,8 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
                 tr.fosc[k, idx], tr.loss[k, idx] = B.to_numpy(c), B.to_numpy(losses)
             keep = B.nonzero(c > stop_fosc) if check else None  # V = 0 where FOSC <= c_t
             if last or (keep is not None and int(keep.shape[0]) < int(active.shape[0])):
-                # rows stop here (at the end: all of them): keep x^k's FOSC and loss
+                # some rows stop here (at the end: all): record x^k, its FOSC and loss for every
+                # active row; rows that go on overwrite theirs when they stop or at the end
                 B.put(c_out, active, c)
                 B.put(loss_out, active, losses)
                 if last:
