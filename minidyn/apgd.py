@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from minidyn.attacks import _check
 from minidyn.backend import Array, Backend, Model, backend_for
-from minidyn.projection import project
+from minidyn.projection import feasible_box
 
 MOMENTUM = 0.75
 RHO = 0.75
@@ -101,10 +101,10 @@ def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss
     B = backend or backend_for(x)
     n, nd = int(x.shape[0]), len(x.shape)
     w_list = checkpoints(steps)
-    x0 = x
-    start = x0 + B.uniform(rng if rng is not None else B.rng(0), tuple(x.shape), -eps, eps) \
-        if random_start else x0
-    xk = project(start, x0, eps, bounds, B)
+    lower, upper = feasible_box(x, eps, bounds, B)  # P is the clip into this box
+    start = x + B.uniform(rng if rng is not None else B.rng(0), tuple(x.shape), -eps, eps) \
+        if random_start else x
+    xk = B.clip(start, lower, upper)
 
     # outputs, over the whole batch
     out_adv, out_best = xk + 0, xk + 0
@@ -115,7 +115,7 @@ def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss
     active = B.arange(n)
     losses, g = B.loss_and_grad(model, xk, y, loss)
     evals = n
-    ya, x0a = y, x0
+    ya = y
     found = _misclassified(B, model, xk, ya, losses, loss)
     s = {  # per-example state of the active rows
         "x": xk, "x_prev": xk, "g": g, "f": losses, "f_best": losses, "x_best": xk, "g_best": g,
@@ -132,16 +132,16 @@ def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss
                 _write(B, active, done, s, out_adv, out_best, out_loss, out_found, out_steps)
                 active = B.take(active, keep)
                 s = {name: B.take(v, keep) for name, v in s.items()}
-                ya, x0a = B.take(ya, keep), B.take(x0a, keep)
+                ya, lower, upper = (B.take(a, keep) for a in (ya, lower, upper))
             if int(active.shape[0]) == 0:
                 break
         xc, eta = s["x"], _rows(s["eta"], nd)
-        z = project(xc + eta * B.sign(s["g"]), x0a, eps, bounds, B)
+        z = B.clip(xc + eta * B.sign(s["g"]), lower, upper)
         if k == 0:
             x_new = z
         else:
-            x_new = project(xc + momentum * (z - xc) + (1 - momentum) * (xc - s["x_prev"]),
-                            x0a, eps, bounds, B)
+            x_new = B.clip(xc + momentum * (z - xc) + (1 - momentum) * (xc - s["x_prev"]),
+                           lower, upper)
         f_new, g_new = B.loss_and_grad(model, x_new, ya, loss)
         evals += int(active.shape[0])
         s["taken"] = s["taken"] + 1
