@@ -139,6 +139,19 @@ def rotations(names: Sequence[str], repeats: int):
         yield r, names[k:] + names[:k]
 
 
+def time_rotated(fns: dict, repeats: int, time_it) -> tuple[dict, dict]:
+    """Time every function in fns once per repeat, in rotated order (see `rotations`).
+
+    Returns ({name: [seconds per repeat]}, {name: what its last call returned})."""
+    times, results = {name: [] for name in fns}, {}
+    for _, order in rotations(list(fns), repeats):
+        for name in order:
+            out = {}
+            times[name].append(time_it(lambda: out.setdefault("r", fns[name]())))
+            results[name] = out["r"]
+    return times, results
+
+
 def say(*args) -> None:
     print(*args, flush=True)
 

@@ -69,10 +69,7 @@ def main(argv=None) -> int:
     time_it = C.timer("cpu")
     for f in fns.values():
         f()
-    times = {k: [] for k in fns}
-    for _, order in C.rotations(list(fns), args.repeats):
-        for k in order:
-            times[k].append(time_it(fns[k]))
+    times, _ = C.time_rotated(fns, args.repeats, time_it)
     ratio = [a / b for a, b in zip(times["numpy"], times["torch"])]
     C.say(f"model {args.model} (same weights), batch {args.batch}, PGD-{K} eps {args.eps}, "
           f"{args.repeats} repeats; same point: max |loss diff| {dl:.2e}, max |grad diff| / max |grad| {dg:.2e}")

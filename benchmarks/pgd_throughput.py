@@ -144,6 +144,15 @@ def matmul_peak(device: str, dtype: torch.dtype, time_it, n: int | None = None) 
     return 2 * n ** 3 / best
 
 
+def minidyn_variants(model, x, y, eps: float, steps: int, B) -> dict:
+    """The three minidyn PGD variants timed (step eps/4, random start from a fixed seed)."""
+    def run(stop, final):
+        return lambda: pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, stop_fosc=stop,
+                           final_stats=final, rng=B.rng(0), backend=B)
+    return {"plain": run(None, False), "fosc_each_step": run(0.0, False),
+            "final_stats": run(None, True)}
+
+
 def bench_model(name: str, args, ta_cls, time_it, peaks: dict) -> dict:
     shape, eps = input_setup(name)
     eps = args.eps if args.eps is not None else eps
@@ -188,16 +197,10 @@ def bench_model(name: str, args, ta_cls, time_it, peaks: dict) -> dict:
 
     atk = ta_cls(bare, eps=eps, alpha=step, steps=K, random_start=True) if ta_cls else None
 
-    def run_minidyn(stop, final):
-        return pgd(attack_model, x, y, eps=eps, step_size=step, steps=K, stop_fosc=stop,
-                   final_stats=final, rng=B.rng(0), backend=B)
-
     fns = {
         "limit": run_limit,
         "torchattacks": (lambda: atk(x, y)) if atk else None,
-        "plain": lambda: run_minidyn(None, False),
-        "fosc_each_step": lambda: run_minidyn(0.0, False),
-        "final_stats": lambda: run_minidyn(None, True),
+        **minidyn_variants(attack_model, x, y, eps, K, B),
     }
     names = [v for v in VARIANTS if fns[v] is not None]
     for _ in range(2):  # eager warm-up: kernels, allocator, oneDNN primitives for this shape
@@ -206,13 +209,8 @@ def bench_model(name: str, args, ta_cls, time_it, peaks: dict) -> dict:
     for _ in range(warmup):  # whole attacks (compilation)
         for v in names:
             fns[v]()
-    times, evals = {v: [] for v in names}, {}
-    for _, order in C.rotations(names, args.repeats):
-        for v in order:
-            out = {}
-            times[v].append(time_it(lambda: out.setdefault("r", fns[v]())))
-            if v in MINIDYN:
-                evals[v] = out["r"].grad_evals / n
+    times, last = C.time_rotated({v: fns[v] for v in names}, args.repeats, time_it)
+    evals = {v: last[v].grad_evals / n for v in MINIDYN}
     if any(m.training for m in bare.modules()):
         raise RuntimeError("a variant left the model in train mode")
 
@@ -283,17 +281,13 @@ def bench_overhead(name: str, n: int, args, ta_cls, time_it, repeats: int = 40) 
     y = torch.randint(0, 10, (n,), generator=gen).to(B.device)
     K = args.steps
     atk = ta_cls(model, eps=eps, alpha=eps / 4, steps=K, random_start=True)
+    variants = minidyn_variants(model, x, y, eps, K, B)
     fns = {"torchattacks": lambda: atk(x, y),
-           "plain": lambda: pgd(model, x, y, eps=eps, step_size=eps / 4, steps=K,
-                                final_stats=False, rng=B.rng(0), backend=B),
-           "fosc_each_step": lambda: pgd(model, x, y, eps=eps, step_size=eps / 4, steps=K,
-                                         stop_fosc=0.0, final_stats=False, rng=B.rng(0), backend=B)}
+           "plain": variants["plain"], "fosc_each_step": variants["fosc_each_step"]}
     for fn in fns.values():
         fn()
-    times = {v: [] for v in fns}
-    for _, order in C.rotations(list(fns), repeats):
-        for v in order:
-            times[v].append(time_it(fns[v]) / K * 1e6)
+    seconds, _ = C.time_rotated(fns, repeats, time_it)
+    times = {v: [t / K * 1e6 for t in ts] for v, ts in seconds.items()}
     C.say(f"per-step work outside the model (a 1-layer linear model on the same input and batch), "
           f"microseconds per step, median (min-max) over {repeats} repeats:")
     for v in fns:
