@@ -199,6 +199,8 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
     B = backend_from_config(cfg)
+    if B.world_size > 1 and checkpoint_every is not None:
+        raise ConfigError("--checkpoint-every is not supported under torchrun (checkpoints are per epoch)")
     if checkpoint_every is not None:
         B.rng_state(B.rng(0))  # ConfigError now where the backend cannot save its generator
     train_set = load_dataset(cfg.dataset, "train", cfg.data_dir)
@@ -207,8 +209,6 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
     test_set = load_dataset(cfg.dataset, "test", cfg.data_dir)
     model = B.make_model(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes, cfg.seed)
     optimizer = B.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    if B.world_size > 1 and checkpoint_every is not None:
-        raise ConfigError("--checkpoint-every is not supported under torchrun (checkpoints are per epoch)")
     run = RunDir(out, writable=B.rank == 0) if out is not None else None
     say = log or (lambda line: None)
     start_epoch, resume_state = 0, None
