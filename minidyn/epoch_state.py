@@ -2,11 +2,13 @@
 
 Randomness is derived from (seed, epoch, stream), so the data order of an epoch is recomputed on
 resume; what a checkpoint taken inside an epoch must add is held by `EpochState`: the state of
-the epoch's generators, the mini-batches already trained and the partial statistics.
+the epoch's generators, the mini-batches already trained and the partial statistics. Under
+torchrun every rank has its own generators and statistics; the checkpoint holds all of them.
 """
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,15 +87,18 @@ class EpochState:
                           steps.astype(np.int64))
 
     def to_meta(self, B: Backend) -> dict:
-        """JSON-able: counters, the generator state, and fosc/steps as base64 bytes (exact)."""
-        return {"batches": self.batches, "loss_sum": self.loss_sum, "correct": self.correct,
-                "grad_evals": self.grad_evals,
-                "rngs": {name: B.rng_state(rng) for name, rng in self.rngs.items()},
-                "fosc": pack_array(self.fosc), "steps": pack_array(self.steps)}
+        """JSON-able: counters, the generator state, and fosc/steps as base64 bytes (exact).
+        Under torchrun every rank must call it: the result holds every rank's state, by rank."""
+        own = {"batches": self.batches, "loss_sum": self.loss_sum, "correct": self.correct,
+               "grad_evals": self.grad_evals,
+               "rngs": {name: B.rng_state(rng) for name, rng in self.rngs.items()},
+               "fosc": pack_array(self.fosc), "steps": pack_array(self.steps)}
+        return own if B.world_size == 1 else {"ranks": gather_json(B, own)}
 
     @classmethod
     def from_meta(cls, B: Backend, meta: dict, seed: int, t: int, n: int) -> "EpochState":
         """The state to_meta saved, checked against an epoch of n examples; CheckpointError if not."""
+        meta = _own_share(B, meta)
         state = cls.begin(B, seed, t, n)
         try:
             fosc, steps = unpack_array(meta["fosc"]), unpack_array(meta["steps"])
@@ -109,6 +114,39 @@ class EpochState:
             B.set_rng_state(rng, rng_states[name])
         state.fosc[:], state.steps[:] = fosc, steps
         return state
+
+
+def _own_share(B: Backend, meta: dict) -> dict:
+    """This rank's entry of a mid-epoch state: each rank trained its own share of the batches with
+    its own generators, so a state can only be resumed by as many processes as saved it."""
+    ranks = meta.get("ranks")
+    saved = len(ranks) if isinstance(ranks, list) else 1
+    if saved != B.world_size:
+        how = "without torchrun" if saved == 1 else f"with torchrun --nproc_per_node={saved}"
+        raise CheckpointError(f"saved in the middle of an epoch by {_processes(saved)}; resume it {how}, "
+                              f"not with {_processes(B.world_size)}")
+    return meta if ranks is None else ranks[B.rank]
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
+
+
+def gather_json(B: Backend, obj) -> list:
+    """`obj` (JSON-able) from every rank, in rank order; each rank calls it.
+
+    all_reduce_sum is the protocol's one collective: a gather is a sum in which each rank fills
+    only its own slot, here of the UTF-8 bytes of its JSON (exact in float64).
+    """
+    data = np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
+    sizes = np.zeros(B.world_size)
+    sizes[B.rank] = data.size
+    sizes = B.all_reduce_sum(sizes).astype(np.int64)
+    ends = np.cumsum(sizes)
+    buf = np.zeros(int(ends[-1]))
+    buf[ends[B.rank] - data.size:ends[B.rank]] = data
+    raw = B.all_reduce_sum(buf).astype(np.uint8).tobytes()
+    return [json.loads(raw[end - size:end]) for size, end in zip(sizes, ends)]
 
 
 def pack_array(a: np.ndarray) -> dict:

@@ -199,8 +199,6 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
     B = backend_from_config(cfg)
-    if B.world_size > 1 and checkpoint_every is not None:
-        raise ConfigError("--checkpoint-every is not supported under torchrun (checkpoints are per epoch)")
     if checkpoint_every is not None:
         B.rng_state(B.rng(0))  # ConfigError now where the backend cannot save its generator
     train_set = load_dataset(cfg.dataset, "train", cfg.data_dir)

@@ -5,7 +5,8 @@ averages the parameter gradients, which for equal halves is the gradient of the 
 mean loss. FGSM (no random start) and an MLP (no BatchNorm) make both runs deterministic, so
 the final weights must agree to float rounding, and the per-epoch metrics (summed over ranks)
 must agree too. A two-process run killed (every process, SIGKILL) after an epoch and resumed
-ends bit-identical to the uninterrupted one, and a NaN on one rank stops every rank cleanly.
+ends bit-identical to the uninterrupted one, from an epoch or a mid-epoch checkpoint, and a NaN
+on one rank stops every rank cleanly.
 """
 import json
 import os
@@ -87,27 +88,37 @@ def descendants(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in /proc")
-def test_a_killed_torchrun_job_resumes_bit_identical(tmp_path, ddp_reference):
-    """SIGKILL torchrun and both workers once the first epoch checkpoint is on disk (they are
-    SIGSTOPped while it is read), resume with torchrun, and compare with the uninterrupted job."""
+@pytest.mark.parametrize("every", [None, 3], ids=["epoch-checkpoint", "mid-epoch-checkpoint"])
+def test_a_killed_torchrun_job_resumes_bit_identical(tmp_path, ddp_reference, every):
+    """SIGKILL torchrun and both workers once the first checkpoint is on disk (they are SIGSTOPped
+    while it is read), resume with torchrun, and compare with the uninterrupted job. With
+    --checkpoint-every 3 that checkpoint is taken after batch 3 of epoch 1 and holds both ranks'
+    generators and partial statistics, so only two processes may resume it."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, *TORCHRUN, "-m", "minidyn", *RESUME_ARGS, "--out", str(out)],
+    extra = ["--checkpoint-every", str(every)] if every else []
+    proc = subprocess.Popen([sys.executable, *TORCHRUN, "-m", "minidyn", *RESUME_ARGS, *extra, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    checkpoint, epoch = out / "checkpoint.pt", None
+    checkpoint, meta = out / "checkpoint.pt", None
     while proc.poll() is None:
         time.sleep(0.005)
         if checkpoint.exists():
             pids = [proc.pid, *descendants(proc.pid)]
             for pid in pids:
                 os.kill(pid, signal.SIGSTOP)
-            epoch = torch.load(checkpoint, weights_only=True)["meta"]["epoch"]
+            meta = torch.load(checkpoint, weights_only=True)["meta"]
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
             proc.wait()
             break
-    assert epoch is not None and epoch < 3, "the job ended before it could be killed"
-    resumed = run([*TORCHRUN, "-m", "minidyn"], out, RESUME_ARGS, "--resume")
-    assert f"resuming {out} at epoch {epoch + 1}" in resumed.stdout
+    assert meta is not None and meta["epoch"] < 3, "the job ended before it could be killed"
+    where = f"epoch {meta['epoch'] + 1}"
+    if every:
+        assert len(meta["progress"]["ranks"]) == 2
+        where += f", batch {meta['progress']['ranks'][0]['batches'] + 1}"
+        alone = run(["-m", "minidyn"], out, RESUME_ARGS, *extra, "--resume", expect=1)
+        assert "by 2 processes; resume it with torchrun --nproc_per_node=2, not with 1 process" in alone.stderr
+    resumed = run([*TORCHRUN, "-m", "minidyn"], out, RESUME_ARGS, *extra, "--resume")
+    assert f"resuming {out} at {where}\n" in resumed.stdout
     a, b = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (ddp_reference, out))
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
