@@ -178,16 +178,21 @@ class ArrayBackend:
         """(B, ...) -> (B, C). These models have no train/eval difference."""
         return model.forward(x)[0]
 
-    def train_step(self, model, optimizer, x, y):
+    def train_step(self, model, optimizer, x, y, batch_size=None):
         """One SGD step on the batch-mean cross-entropy -> (sum of the B losses, correct count).
 
-        Losses and accuracy are those of the weights before the step.
+        Losses and accuracy are those of the weights before the step (one process: batch_size
+        is len(x)).
         """
         logits, cache = model.forward(x)
         losses, dlogits = nm.cross_entropy(self.xp, logits, y)
-        _, grads = model.backward(cache, dlogits / x.shape[0], input_grad=False)
+        _, grads = model.backward(cache, dlogits / (batch_size or x.shape[0]), input_grad=False)
         optimizer.step(grads)
         return float(losses.sum()), self.count(logits.argmax(axis=1) == y)
+
+    def min_train_batch(self, model):
+        """softmax and mlp have no batch statistics: one example trains."""
+        return 1
 
     # --- construction and persistence ----------------------------------------------------------
     def make_model(self, name, input_shape, num_classes, seed):

@@ -457,19 +457,23 @@ class TorchBackend:
             return eager
         key = id(model)
         if key not in self._compiled:
-            compiled = torch.compile(eager, dynamic=True)
+            def fall_back(exc: Exception) -> None:  # said once; every later call is eager
+                print(f"minidyn: --compile failed ({_first_line(exc)}); attacking eagerly", file=sys.stderr)
+                self._compiled[key] = eager
 
-            def first_call(x, y, loss):
-                try:
-                    out = compiled(x, y, loss)
-                except Exception as exc:  # torch._dynamo / inductor errors vary by version
-                    print(f"minidyn: --compile failed ({_first_line(exc)}); attacking eagerly",
-                          file=sys.stderr)
-                    self._compiled[key] = eager
+            try:  # torch._dynamo / inductor errors vary by version, Python version and platform
+                compiled = torch.compile(eager, dynamic=True)
+            except Exception as exc:
+                fall_back(exc)
+                return eager
+
+            def guarded(x, y, loss):
+                try:  # any call may compile: a new sub-batch size can recompile
+                    return compiled(x, y, loss)
+                except Exception as exc:
+                    fall_back(exc)
                     return eager(x, y, loss)
-                self._compiled[key] = compiled
-                return out
-            self._compiled[key] = first_call
+            self._compiled[key] = guarded
         return self._compiled[key]
 
     def logits(self, model: nn.Module, x: Any) -> torch.Tensor:
@@ -477,19 +481,28 @@ class TorchBackend:
         with _modes(model, False), torch.no_grad():
             return self._forward(model, x)
 
-    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any) -> tuple[float, int]:
+    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any,
+                   batch_size: int | None = None) -> tuple[float, int]:
         x = self._prep_x(x).detach()
         y = self._labels(y, x.device)
+        # DDP averages the ranks' gradients, so each rank's loss is its part of the global-batch
+        # mean: sum / (batch_size / world). That is the rank's own mean when the batch splits
+        # evenly; a last batch that does not split evenly needs the sum.
+        share = (batch_size or len(y)) / self.world_size
         with _modes(model, True), torch.enable_grad():
             optimizer.zero_grad(set_to_none=True)
             z = self._forward(self._trainer(model), x)
             losses = F.cross_entropy(z, y, reduction="none")
-            losses.mean().backward()
+            (losses.mean() if len(y) == share else losses.sum() / share).backward()
             optimizer.step()
         with torch.no_grad():
             total = float(losses.detach().sum().item())
             correct = int((z.detach().argmax(dim=1) == y).sum().item())
         return total, correct
+
+    def min_train_batch(self, model: nn.Module) -> int:
+        """2 when the model has BatchNorm (train mode needs more than one value per channel)."""
+        return 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
 
     def _trainer(self, model: nn.Module) -> nn.Module:
         """The module the SGD step runs: under torchrun a DistributedDataParallel wrapper, which

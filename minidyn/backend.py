@@ -104,8 +104,14 @@ class Backend(Protocol):
     def logits(self, model: Model, x: Array) -> Array:
         """(B, ...) -> (B, C), in inference mode."""
 
-    def train_step(self, model: Model, optimizer: Any, x: Array, y: Array) -> tuple[float, int]:
-        """One SGD step on the batch-mean cross-entropy; returns (sum of losses, correct count)."""
+    def train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
+                   batch_size: int | None = None) -> tuple[float, int]:
+        """One SGD step on the mean cross-entropy over the global batch of `batch_size` examples
+        (default len(x); under torchrun x is this rank's share); returns (sum of this rank's
+        losses, its correct count)."""
+
+    def min_train_batch(self, model: Model) -> int:
+        """The fewest examples one process can train on (2 where BatchNorm needs batch statistics)."""
 
     # --- construction and persistence --------------------------------------------------------
     def make_model(self, name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> Model: ...

@@ -68,7 +68,7 @@ class TrainConfig:
         c.augment = c.augment if c.augment is not None else c.dataset == "cifar10"
         c.fgsm_epochs = c.fgsm_epochs if c.fgsm_epochs is not None else round(0.4 * c.epochs)
         if c.lr_milestones is None:
-            c.lr_milestones = [round(0.4 * c.epochs), round(0.8 * c.epochs)]
+            c.lr_milestones = [max(1, round(0.4 * c.epochs)), max(1, round(0.8 * c.epochs))]  # never before epoch 1
         c.validate()
         return c
 
@@ -94,6 +94,8 @@ class TrainConfig:
             (self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}"),
             (self.eval_limit is None or self.eval_limit >= 1, f"--eval-limit must be >= 1, got {self.eval_limit}"),
             (self.attack_mode in ("eval", "train"), f"attack mode must be eval or train, got {self.attack_mode!r}"),
+            (self.backend == "torch" or not self.extras,
+             f"--{next(iter(self.extras), '').replace('_', '-')} needs --backend torch (the {self.backend} backend has no such option)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -170,6 +170,18 @@ def backend_from_config(cfg: TrainConfig) -> Backend:
     return get_backend(cfg.backend, **cfg.extras)
 
 
+def check_batch_shares(B: Backend, model, cfg: TrainConfig, n: int) -> None:
+    """ConfigError if some process would get fewer examples of a batch than the model trains on
+    (a BatchNorm model needs 2); the smallest share is that of the last rank in the last batch."""
+    size = min(cfg.batch_size, n - (-(-n // cfg.batch_size) - 1) * cfg.batch_size)
+    share, need = size // B.world_size, B.min_train_batch(model)
+    if share < need:
+        split = "" if B.world_size == 1 else f" split over {B.world_size} processes gives one of them {share}"
+        raise ConfigError(f"a batch of {size} example{'s' * (size != 1)}{split}, and {cfg.model}'s "
+                          f"BatchNorm needs at least {need} per process to train; change --batch-size "
+                          f"or --limit ({n} training examples)")
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Names of the options whose values differ between a saved config and the current one."""
     keys = (set(saved) | set(current)) - RESUMABLE_CHANGES - {"c_max_used", "version"}
@@ -199,6 +211,8 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
     B = backend_from_config(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and B.world_size == 1:
+        raise ConfigError(f"torchrun trains with --backend torch; the {cfg.backend} backend runs in one process")
     if checkpoint_every is not None:
         B.rng_state(B.rng(0))  # ConfigError now where the backend cannot save its generator
     train_set = load_dataset(cfg.dataset, "train", cfg.data_dir)
@@ -206,6 +220,7 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
         train_set = train_set.subset(cfg.limit)
     test_set = load_dataset(cfg.dataset, "test", cfg.data_dir)
     model = B.make_model(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes, cfg.seed)
+    check_batch_shares(B, model, cfg, len(train_set))
     optimizer = B.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     run = RunDir(out, writable=B.rank == 0) if out is not None else None
     say = log or (lambda line: None)

@@ -68,7 +68,7 @@ def train_epoch(B: Backend, model: Model, optimizer, data: Dataset, cfg: TrainCo
                       final_stats=cfg.record_fosc, rng=state.rngs["attack"], backend=B)
             x = adv.x_adv
             state.record_attack(B, mine, adv)
-        batch_loss, batch_correct = B.train_step(model, optimizer, x, y)  # SGD on the batch
+        batch_loss, batch_correct = B.train_step(model, optimizer, x, y, len(idx))  # SGD on the batch
         # summed over the ranks under torchrun, so that every rank stops at the same batch
         # (a rank that stopped alone would leave the others waiting in the next all-reduce)
         check_finite_loss(float(B.all_reduce_sum(np.array([batch_loss]))[0]), t, batch)
@@ -99,10 +99,13 @@ def evaluate(B: Backend, model: Model, data: Dataset, *, eps: float, steps: int,
 
 
 def estimate_c_max(B: Backend, model: Model, data: Dataset, cfg: TrainConfig) -> float:
-    """The paper's estimate of c_max: the mean FOSC of FGSM examples on one batch."""
+    """The paper's estimate of c_max: the mean FOSC of FGSM examples on one batch. Under torchrun
+    every rank gets rank 0's estimate (a sum to which only rank 0 adds), so c_t agrees on every
+    rank even where GPU kernels are not deterministic."""
     x, y = to_backend(B, data, np.arange(min(cfg.batch_size, len(data))))
     adv = fgsm(model, x, y, eps=cfg.eps, final_stats=True, backend=B)
-    return float(B.to_numpy(adv.fosc).mean())
+    c_max = float(B.to_numpy(adv.fosc).mean())
+    return float(B.all_reduce_sum(np.array([c_max if B.rank == 0 else 0.0]))[0])
 
 
 def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, stats: EpochStats,

@@ -325,6 +325,13 @@ CASES = [
          run="torch"),
     Case("device-unknown", on_torch_run("--device", "tpu"), ("unknown device 'tpu'",), run="torch"),
     Case("backend-cupy-without-gpu", on_run("--backend", "cupy"), ("--backend cupy needs CuPy and a CUDA GPU",)),
+    Case("amp-on-numpy", lambda c: tiny_args(c.tiny) + ["--amp", "bf16", "--out", c.fresh],
+         "--amp needs --backend torch"),
+    Case("channels-last-on-numpy", lambda c: tiny_args(c.tiny) + ["--channels-last", "--out", c.fresh],
+         "--channels-last needs --backend torch"),
+    Case("batchnorm-batch-of-one", lambda c: tiny_args(c.tiny, "torch") + ["--model", "cnn8", "--batch-size", "95",
+                                                                           "--out", c.fresh],
+         ("a batch of 1 example,", "cnn8's BatchNorm needs at least 2", "96 training examples"), run="torch"),
 ]
 
 
@@ -382,6 +389,16 @@ def test_an_unwritable_out_is_refused(tiny_mnist, tmp_path):
         parent.chmod(0o700)
     assert r.exit_code == 1 and r.stderr.count("\n") == 1
     assert r.stderr.startswith("Error: cannot create --out") and "Permission denied" in r.stderr
+
+
+def test_torchrun_with_the_numpy_backend_is_refused(tiny_mnist, tmp_path, monkeypatch):
+    """Every process of the job would be rank 0 of a job of one, and all would write --out."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    r = CliRunner().invoke(main, tiny_args(tiny_mnist) + ["--out", str(tmp_path / "run")],
+                           catch_exceptions=False)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("Error: torchrun trains with --backend torch; the numpy backend runs in one process")
+    assert not (tmp_path / "run").exists()
 
 
 def test_there_are_at_least_25_cases():

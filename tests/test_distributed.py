@@ -48,9 +48,14 @@ def ddp_reference(tmp_path_factory):
     return out
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
-    ddp = run([*TORCHRUN, "-m", "minidyn"], tmp_path / "ddp")
-    run(["-m", "minidyn"], tmp_path / "single")
+@pytest.mark.parametrize("batch_size", [32, 33], ids=["even-split", "uneven-split"])
+def test_two_gloo_processes_match_one_process(tmp_path, batch_size):
+    """With batch size 33 every batch splits 17/16 (the last one, of 29, 15/14): each rank's
+    loss must be its part of the global-batch mean, not its own mean, for DDP's average of
+    the ranks' gradients to be the gradient of the global batch."""
+    size = ["--batch-size", str(batch_size)]
+    ddp = run([*TORCHRUN, "-m", "minidyn"], tmp_path / "ddp", ARGS, *size)
+    run(["-m", "minidyn"], tmp_path / "single", ARGS, *size)
     assert ddp.stdout.count("test accuracy on") == 1  # only rank 0 reports
     a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)["model"]

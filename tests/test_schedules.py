@@ -59,3 +59,11 @@ def test_paper_defaults_scale_with_epochs():
     c = TrainConfig(epochs=50).resolved()
     assert (c.lr_milestones, c.dynamic_epochs, c.fgsm_epochs) == ([20, 40], 40, 20)
     assert c.step_size == pytest.approx(0.075)
+
+
+@pytest.mark.parametrize("epochs, milestones", [(1, [1, 1]), (2, [1, 2]), (3, [1, 2]), (15, [6, 12])])
+def test_the_learning_rate_is_never_decayed_before_the_first_epoch(epochs, milestones):
+    """The milestones 0.4T and 0.8T round to epoch 0 for T = 1; the configured lr must be used."""
+    c = TrainConfig(epochs=epochs).resolved()
+    assert c.lr_milestones == milestones
+    assert StepLR(c.lr, tuple(c.lr_milestones)).at(0) == c.lr
