@@ -65,14 +65,15 @@ def _check(eps: float, step_size: float, steps: int) -> None:
 
 def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps: int,
         random_start: bool = True, loss: str = "ce", stop_fosc: float | None = None,
-        final_stats: bool = True, trace: bool = False, bounds: tuple[float, float] = (0.0, 1.0),
+        final_stats: bool = False, trace: bool = False, bounds: tuple[float, float] = (0.0, 1.0),
         rng=None, backend: Backend | None = None) -> AttackResult:
     """Projected gradient ascent on `loss` within the eps-ball of x (B, ...) and [0, 1]^d.
 
     stop_fosc: None runs every example for `steps` steps (Madry's PGD); a number c_t stops each
                example after the first step at which FOSC <= c_t (Algorithm 1).
-    final_stats: also return FOSC and loss at x_adv. Plain PGD spends exactly B * steps
-               gradient evaluations; final_stats adds one more for examples that never stopped.
+    final_stats: also return FOSC and loss at x_adv (off by default, as in fgsm and cw). Plain
+               PGD spends exactly B * steps gradient evaluations; final_stats adds one more
+               for examples that never stopped.
     rng:       the backend generator for the random start (default: a fixed seed 0).
     """
     _check(eps, step_size, steps)

@@ -34,7 +34,7 @@ def test_finds_the_closed_form_optimum_of_a_linear_model(backend64, attack, rand
     x, yy = B.asarray(x0), B.asarray(y)
     if attack == "pgd":
         res = pgd(model, x, yy, eps=eps, step_size=eps / 4, steps=10, random_start=random_start,
-                  rng=B.rng(1), backend=B)
+                  final_stats=True, rng=B.rng(1), backend=B)
         found, loss = res.x_adv, res.loss
     else:
         res = apgd(model, x, yy, eps=eps, steps=20, random_start=random_start, rng=B.rng(1), backend=B)
@@ -67,7 +67,7 @@ def test_apgd_beats_or_matches_pgd_and_stopping_changes_no_verdict(backend):
             d = B.to_numpy(res.x_adv) - B.to_numpy(x)
             assert np.abs(d).max() <= 0.05 + 1e-6
     ce = apgd(model, x, y, eps=0.05, steps=15, rng=B.rng(3), backend=B)
-    p = pgd(model, x, y, eps=0.05, step_size=0.05 / 4, steps=15, rng=B.rng(3), backend=B)
+    p = pgd(model, x, y, eps=0.05, step_size=0.05 / 4, steps=15, rng=B.rng(3), final_stats=True, backend=B)
     assert B.to_numpy(ce.loss_best).mean() >= B.to_numpy(p.loss).mean() - 1e-4
 
 

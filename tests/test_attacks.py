@@ -48,7 +48,7 @@ def test_compacted_equals_masked_full_batch(backend64):
     eps, step, steps = 0.3, 0.05, 8
     c_t = c_t_between(B, model, x, y, eps, step, steps)
     res = pgd(model, x, y, eps=eps, step_size=step, steps=steps, random_start=False,
-              stop_fosc=c_t, backend=B)
+              stop_fosc=c_t, final_stats=True, backend=B)
     ref_x, ref_c, ref_steps, ref_evals = masked_pgd(B, model, x, y, eps, step, steps, c_t)
     np.testing.assert_array_equal(B.to_numpy(res.steps), ref_steps)
     np.testing.assert_allclose(B.to_numpy(res.x_adv), ref_x, rtol=0, atol=1e-12)
@@ -64,7 +64,7 @@ def test_stopped_examples_never_move(backend64):
     eps, step, steps = 0.3, 0.05, 8
     c_t = c_t_between(B, model, x, y, eps, step, steps)
     res = pgd(model, x, y, eps=eps, step_size=step, steps=steps, random_start=False,
-              stop_fosc=c_t, backend=B)
+              stop_fosc=c_t, final_stats=True, backend=B)
     taken, x_adv = B.to_numpy(res.steps), B.to_numpy(res.x_adv)
     for s in sorted(set(taken.tolist())):
         plain = pgd(model, x, y, eps=eps, step_size=step, steps=s, random_start=False,
@@ -104,9 +104,9 @@ def test_pgd_never_leaves_the_ball_or_the_pixel_box(backend, eps, frac, steps, s
 def test_plain_pgd_costs_exactly_k_gradient_evaluations(backend):
     B = backend
     model, x, y = setup(B, n=10)
-    plain = pgd(model, x, y, eps=0.3, step_size=0.075, steps=7, final_stats=False, backend=B)
-    assert plain.grad_evals == 10 * 7 and plain.fosc is None
-    stats = pgd(model, x, y, eps=0.3, step_size=0.075, steps=7, backend=B)
+    plain = pgd(model, x, y, eps=0.3, step_size=0.075, steps=7, backend=B)  # nothing more asked for
+    assert plain.grad_evals == 10 * 7 and plain.fosc is None and plain.loss is None
+    stats = pgd(model, x, y, eps=0.3, step_size=0.075, steps=7, final_stats=True, backend=B)
     assert stats.grad_evals == 10 * 8  # plus the one at the final point, for FOSC and loss
     np.testing.assert_array_equal(B.to_numpy(stats.steps), 7)
 
@@ -123,7 +123,7 @@ def test_pgd_increases_the_loss(backend):
     B = backend
     model, x, y = setup(B, n=32)
     clean, _ = B.loss_and_grad(model, x, y)
-    res = pgd(model, x, y, eps=0.3, step_size=0.075, steps=10, rng=B.rng(0), backend=B)
+    res = pgd(model, x, y, eps=0.3, step_size=0.075, steps=10, rng=B.rng(0), final_stats=True, backend=B)
     assert B.to_numpy(res.loss).mean() > B.to_numpy(clean).mean()
 
 
