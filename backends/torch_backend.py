@@ -447,8 +447,9 @@ class TorchBackend:
         """(x, y, loss) -> per-example losses; torch.compile'd with compile=True.
 
         Compiled with dynamic shapes, since the active sub-batch shrinks as examples stop.
-        If compilation fails (no compiler, an unsupported platform) the first call says so
-        once on stderr and the attack runs eagerly from then on.
+        If compilation fails (no compiler, an unsupported platform, a failed recompilation for
+        a new size), that call says so once on stderr and the attack runs eagerly from then on.
+        Running out of GPU memory is not a compilation failure and is raised as it is.
         """
         def eager(x, y, loss):
             return self._per_example_loss(self._forward(model, x), y, loss)
@@ -470,6 +471,8 @@ class TorchBackend:
             def guarded(x, y, loss):
                 try:  # any call may compile: a new sub-batch size can recompile
                     return compiled(x, y, loss)
+                except torch.cuda.OutOfMemoryError:
+                    raise
                 except Exception as exc:
                     fall_back(exc)
                     return eager(x, y, loss)
@@ -487,8 +490,8 @@ class TorchBackend:
         y = self._labels(y, x.device)
         # DDP averages the ranks' gradients, so each rank's loss is its part of the global-batch
         # mean: sum / (batch_size / world). That is the rank's own mean when the batch splits
-        # evenly; a last batch that does not split evenly needs the sum.
-        share = (batch_size or len(y)) / self.world_size
+        # evenly (or batch_size is not given); a batch that does not split evenly needs the sum.
+        share = batch_size / self.world_size if batch_size else len(y)
         with _modes(model, True), torch.enable_grad():
             optimizer.zero_grad(set_to_none=True)
             z = self._forward(self._trainer(model), x)

@@ -106,9 +106,9 @@ class Backend(Protocol):
 
     def train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
                    batch_size: int | None = None) -> tuple[float, int]:
-        """One SGD step on the mean cross-entropy over the global batch of `batch_size` examples
-        (default len(x); under torchrun x is this rank's share); returns (sum of this rank's
-        losses, its correct count)."""
+        """One SGD step on the mean cross-entropy over the global batch of `batch_size` examples,
+        of which x is this rank's share under torchrun (default: x's own mean, which is right
+        when every rank has len(x)); returns (sum of this rank's losses, its correct count)."""
 
     def min_train_batch(self, model: Model) -> int:
         """The fewest examples one process can train on (2 where BatchNorm needs batch statistics)."""

@@ -177,9 +177,9 @@ def check_batch_shares(B: Backend, model, cfg: TrainConfig, n: int) -> None:
     share, need = size // B.world_size, B.min_train_batch(model)
     if share < need:
         split = "" if B.world_size == 1 else f" split over {B.world_size} processes gives one of them {share}"
-        raise ConfigError(f"a batch of {size} example{'s' * (size != 1)}{split}, and {cfg.model}'s "
-                          f"BatchNorm needs at least {need} per process to train; change --batch-size "
-                          f"or --limit ({n} training examples)")
+        why = f"{cfg.model}'s BatchNorm needs at least {need}" if need > 1 else "every process needs at least 1"
+        raise ConfigError(f"a batch of {size} example{'s' * (size != 1)}{split}, and {why} to train; "
+                          f"change --batch-size or --limit ({n} training examples)")
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
