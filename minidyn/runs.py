@@ -15,6 +15,7 @@ lines logged after it are dropped, and training continues from it (see docs/reli
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -34,6 +35,16 @@ from minidyn.train import estimate_c_max, evaluate, fit
 CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
 # Options that may change between a run and its resumption without changing its result.
 RESUMABLE_CHANGES = {"data_dir", "device"}
+
+
+def _writes(method):
+    """A RunDir method that writes files: it does nothing where the RunDir is not writable
+    (ranks > 0 of a torchrun job; rank 0 writes for all)."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if self.writable:
+            method(self, *args, **kwargs)
+    return guarded
 
 
 class RunDir:
@@ -70,13 +81,12 @@ class RunDir:
             return False
         return True
 
+    @_writes
     def prepare(self, resume: bool) -> None:
         """Create the directory; refuse to overwrite a run unless resuming, or to resume nothing.
 
         `resume` where no run was started yet (killed before it wrote config.json) starts one.
         """
-        if not self.writable:
-            return
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} is a file, not a directory")
         if resume and not self.has_run() and not self.leftovers_only():
@@ -92,19 +102,17 @@ class RunDir:
         if not os.access(self.path, os.W_OK) or not os.access(self.fosc_dir, os.W_OK):
             raise ConfigError(f"cannot write to --out {self.path}: permission denied")
 
+    @_writes
     def remove_temporary_files(self) -> None:
         """Delete the temporary files of writes that a crash interrupted (never the real files)."""
-        if not self.writable:
-            return
         for folder in (self.path, self.fosc_dir):
             if folder.is_dir():
                 for entry in folder.iterdir():
                     if _is_temporary(entry) and entry.is_file():
                         entry.unlink(missing_ok=True)
 
+    @_writes
     def write_json(self, path: Path, obj: dict) -> None:
-        if not self.writable:
-            return
         atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True))
 
     def read_json(self, path: Path) -> dict:
@@ -117,10 +125,9 @@ class RunDir:
             raise ConfigError(f"{path} is not a minidyn run file (not a JSON object)")
         return obj
 
+    @_writes
     def log(self, record: dict) -> None:
         """Append one epoch's record: the whole file is rewritten atomically (never a torn line)."""
-        if not self.writable:
-            return
         records = self.read_metrics() + [record]
         atomic_write(self.metrics, lambda f: f.writelines(json.dumps(r) + "\n" for r in records))
 
@@ -144,18 +151,16 @@ class RunDir:
             records.append(record)
         return records
 
+    @_writes
     def keep_metrics_before(self, epoch: int) -> None:
         """Drop metric lines of epochs >= epoch (logged after the last checkpoint was written)."""
-        if not self.writable:
-            return
         records = self.read_metrics()
         kept = [r for r in records if r["epoch"] < epoch]
         if kept != records or not self.metrics.exists():
             atomic_write(self.metrics, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept))
 
+    @_writes
     def save_fosc(self, t: int, fosc: np.ndarray) -> None:
-        if not self.writable:
-            return
         atomic_write(self.fosc_dir / f"epoch_{t:03d}.npy", lambda f: np.save(f, fosc), mode="wb")
 
 
@@ -173,7 +178,7 @@ def backend_from_config(cfg: TrainConfig) -> Backend:
 def check_batch_shares(B: Backend, model, cfg: TrainConfig, n: int) -> None:
     """ConfigError if some process would get fewer examples of a batch than the model trains on
     (a BatchNorm model needs 2); the smallest share is that of the last rank in the last batch."""
-    size = min(cfg.batch_size, n - (-(-n // cfg.batch_size) - 1) * cfg.batch_size)
+    size = (n - 1) % cfg.batch_size + 1  # the last batch's
     share, need = size // B.world_size, B.min_train_batch(model)
     if share < need:
         split = "" if B.world_size == 1 else f" split over {B.world_size} processes gives one of them {share}"
