@@ -48,7 +48,7 @@ def describe_corr(b: dict, what: str) -> str:
     if np.isfinite(r):
         return f"{r:.3f}"
     full = np.asarray(b["counts"]) > 0
-    values = np.asarray(b[what if what == "accuracy" else "loss"], float)[full]
+    values = np.asarray(b[what], float)[full]
     if full.sum() < 3:
         return f"undefined ({int(full.sum())} non-empty bins)"
     unit = "%" if what == "accuracy" else ""

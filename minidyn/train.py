@@ -22,7 +22,7 @@ from minidyn.attacks import fgsm, pgd
 from minidyn.backend import Backend, Model
 from minidyn.config import TrainConfig
 from minidyn.data import Dataset
-from minidyn.epoch_state import EpochState, EpochStats, epoch_seed
+from minidyn.epoch_state import EpochState, EpochStats, epoch_seed, gather_json
 from minidyn.errors import NumericalError
 from minidyn.methods import AttackPlan, attack_plan
 from minidyn.schedules import StepLR
@@ -100,12 +100,11 @@ def evaluate(B: Backend, model: Model, data: Dataset, *, eps: float, steps: int,
 
 def estimate_c_max(B: Backend, model: Model, data: Dataset, cfg: TrainConfig) -> float:
     """The paper's estimate of c_max: the mean FOSC of FGSM examples on one batch. Under torchrun
-    every rank gets rank 0's estimate (a sum to which only rank 0 adds), so c_t agrees on every
-    rank even where GPU kernels are not deterministic."""
+    every rank takes rank 0's estimate, so c_t agrees on every rank even where GPU kernels are
+    not deterministic."""
     x, y = to_backend(B, data, np.arange(min(cfg.batch_size, len(data))))
     adv = fgsm(model, x, y, eps=cfg.eps, final_stats=True, backend=B)
-    c_max = float(B.to_numpy(adv.fosc).mean())
-    return float(B.all_reduce_sum(np.array([c_max if B.rank == 0 else 0.0]))[0])
+    return gather_json(B, float(B.to_numpy(adv.fosc).mean()))[0]
 
 
 def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, stats: EpochStats,
