@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """PGD throughput: minidyn's `pgd` (torch backend) vs torchattacks' PGD vs the hardware limit.
 
-    python benchmarks/pgd_throughput.py                      # CPU, cnn4 (batch 128) + cnn8 (batch 32), ~1 min
+    python benchmarks/pgd_throughput.py                      # CPU, cnn4 (batch 128) + cnn8 (batch 32), under a minute
     python benchmarks/pgd_throughput.py --batch 128 --repeats 5          # the issue's setting (minutes on 2 cores)
     python benchmarks/pgd_throughput.py --device cuda --models cnn8,wrn-34-10 --batch 512 --amp bf16 \\
         --channels-last --compile
@@ -52,7 +52,7 @@ from minidyn import get_backend, pgd  # noqa: E402
 
 VARIANTS = ("limit", "torchattacks", "plain", "fosc_each_step", "final_stats")
 MINIDYN = ("plain", "fosc_each_step", "final_stats")
-# Without --batch: 128 for cnn4, 32 for the others, so that the default run stays near a minute on
+# Without --batch: 128 for cnn4, mlp and softmax, 32 for the larger models, so that the default run stays near a minute on
 # two CPU cores (one cnn8 forward+backward at batch 128 is ~68 GFLOP, ~0.5-1 s there).
 QUICK_BATCH = {"cnn4": 128, "mlp": 128, "softmax": 128}
 
