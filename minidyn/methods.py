@@ -2,7 +2,7 @@
 
     unsecured   natural training: no attack
     standard    Madry et al.: PGD-K, step eps/4, random start, every epoch
-    curriculum  Cai et al.: PGD whose number of steps grows over training (CurriculumSchedule)
+    curriculum  Cai et al.: PGD whose number of steps grows from 0 (clean) to K (CurriculumSchedule)
     fgsm-pgd    Section 3.2: FGSM (one step of size eps) first, PGD-K afterwards
     dynamic     Algorithm 1: PGD-K where each example stops once FOSC <= c_t (DynamicSchedule)
 """
@@ -37,7 +37,7 @@ def attack_plan(cfg: TrainConfig, t: int, c_max: float | None = None) -> AttackP
         return pgd_k
     if cfg.method == "curriculum":
         steps = CurriculumSchedule(cfg.steps, cfg.curriculum_epochs).steps(t)
-        return AttackPlan(steps, cfg.step_size, random_start=True)
+        return AttackPlan(steps, cfg.step_size, random_start=True) if steps else None
     if cfg.method == "fgsm-pgd":
         if FgsmPgdSchedule(cfg.fgsm_epochs).use_fgsm(t):
             return AttackPlan(1, cfg.eps, random_start=False)

@@ -1,7 +1,9 @@
 """Per-epoch schedules: the Dynamic FOSC criterion, the curriculum, FGSM-then-PGD, the lr steps.
 
-Each is a small frozen dataclass with one method of the epoch t (counted from 0), so a schedule
-is a pure function of t: a resumed run recomputes it instead of storing it.
+Each is a small frozen dataclass with one method of the epoch t (counted from 0, the paper's t in
+c_t), so a schedule is a pure function of t: a resumed run recomputes it instead of storing it.
+Settings that name an epoch (lr milestones) count from 1, as the paper's text does ("the 60-th
+epoch") and as every epoch minidyn prints does: epoch number t + 1 is the epoch of index t.
 """
 from __future__ import annotations
 
@@ -40,7 +42,9 @@ class CurriculumSchedule:
 
     Cai et al. move to the next strength when accuracy against the current one stops improving;
     minidyn uses a deterministic linear ramp so that runs are reproducible and resumable:
-    steps_t = min(K, 1 + floor(t * (K - 1) / ramp_epochs)), i.e. 1 step at t = 0 and K steps
+    steps_t = min(K, floor(t * K / ramp_epochs)), i.e. 0 steps (clean examples: the paper's
+    Figure 5 says Curriculum "trains without adversarial examples at early epochs") from t = 0
+    until t * K >= ramp_epochs, then one more step every ramp_epochs / K epochs, and K steps
     from t = ramp_epochs on.
     """
 
@@ -52,12 +56,13 @@ class CurriculumSchedule:
             raise ConfigError(f"curriculum ramp epochs must be > 0, got {self.ramp_epochs}")
 
     def steps(self, t: int) -> int:
-        return min(self.max_steps, 1 + (t * (self.max_steps - 1)) // self.ramp_epochs)
+        return min(self.max_steps, (t * self.max_steps) // self.ramp_epochs)
 
 
 @dataclass(frozen=True)
 class FgsmPgdSchedule:
-    """Section 3.2: FGSM (one step of size eps) for the first `switch_epoch` epochs, then PGD."""
+    """Section 3.2: FGSM (one step of size eps) for the first `switch_epoch` epochs, then PGD
+    (the paper: the first 20 of 120 CIFAR-10 epochs)."""
 
     switch_epoch: int = 20
 
@@ -67,7 +72,13 @@ class FgsmPgdSchedule:
 
 @dataclass(frozen=True)
 class StepLR:
-    """lr_t = lr * gamma ** (number of milestones <= t); the paper: /10 at epochs 20 and 40."""
+    """lr_t = lr * gamma ** (number of milestones m <= t + 1): milestones are epoch numbers
+    counted from 1, and epoch m is the first to run at the lower rate.
+
+    This is the authors' reading of "divided by 10 at the 60-th and 100-th epoch"
+    (`train_models.py` of YisenWang/dynamic_adv_training divides before the epoch whose 0-based
+    index ep has ep + 1 == 60): 0-based epochs 0-58 run at 0.01 and 59-98 at 0.001.
+    """
 
     lr: float
     milestones: tuple[int, ...]
@@ -78,4 +89,4 @@ class StepLR:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
 
     def at(self, t: int) -> float:
-        return self.lr * self.gamma ** sum(t >= m for m in self.milestones)
+        return self.lr * self.gamma ** sum(t + 1 >= m for m in self.milestones)

@@ -23,17 +23,34 @@ def test_dynamic_c_t_falls_linearly_to_zero(c_max, T, t):
 
 
 @given(st.integers(1, 40), st.integers(1, 100))
-def test_curriculum_steps_grow_from_one_to_k(K, ramp):
+def test_curriculum_steps_grow_from_zero_to_k(K, ramp):
+    """Figure 5: Curriculum trains on clean examples (0 steps) first; K steps from the ramp's end,
+    never more than one step added per epoch more than linear growth K t / ramp allows."""
     s = CurriculumSchedule(K, ramp)
     steps = [s.steps(t) for t in range(ramp + 5)]
-    assert steps[0] == 1 and steps[ramp] == K
+    assert steps[0] == 0 and steps[ramp] == K and steps[-1] == K
     assert all(a <= b for a, b in zip(steps, steps[1:]))
+    assert all(st_ <= K * t / ramp for t, st_ in enumerate(steps))
+
+
+def test_the_curriculum_trains_clean_at_the_start():
+    cfg = TrainConfig(method="curriculum", epochs=50).resolved()   # K = 10, ramp T' = 40
+    assert attack_plan(cfg, 0) is None and attack_plan(cfg, 3) is None
+    assert attack_plan(cfg, 4).steps == 1 and attack_plan(cfg, 39).steps == 9
 
 
 def test_fgsm_pgd_and_lr_steps():
     assert FgsmPgdSchedule(20).use_fgsm(19) and not FgsmPgdSchedule(20).use_fgsm(20)
-    lr = StepLR(0.01, (20, 40))
-    assert [lr.at(t) for t in (0, 19, 20, 40)] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
+
+
+def test_lr_milestones_count_epochs_from_one_as_the_authors_code():
+    """train_models.py divides the lr before the 0-based epoch ep with ep + 1 == 60 (and 100):
+    0-based epochs 0-58 at 0.01, 59-98 at 0.001, 99-119 at 0.0001."""
+    lr = StepLR(0.01, (60, 100))
+    rates = [lr.at(t) for t in range(120)]
+    assert rates[:59] == [0.01] * 59
+    assert rates[59:99] == pytest.approx([0.001] * 40)
+    assert rates[99:] == pytest.approx([0.0001] * 21)
 
 
 @pytest.mark.parametrize("kw", [dict(c_max=-0.1), dict(dynamic_epochs=0)])
@@ -47,23 +64,35 @@ def test_each_method_trains_on_its_attack():
     assert attack_plan(cfg("unsecured"), 0) is None
     std = attack_plan(cfg("standard"), 7)
     assert (std.steps, std.step_size, std.random_start, std.stop_fosc) == (10, 0.075, True, None)
-    assert attack_plan(cfg("curriculum"), 0).steps == 1 and attack_plan(cfg("curriculum"), 40).steps == 10
-    fg = attack_plan(cfg("fgsm-pgd"), 19)
+    assert attack_plan(cfg("curriculum"), 0) is None and attack_plan(cfg("curriculum"), 40).steps == 10
+    fg = attack_plan(cfg("fgsm-pgd"), 7)   # FGSM for round(50 / 6) = 8 epochs
     assert (fg.steps, fg.step_size, fg.random_start) == (1, 0.3, False)
-    assert attack_plan(cfg("fgsm-pgd"), 20).steps == 10
+    assert attack_plan(cfg("fgsm-pgd"), 8).steps == 10
     assert attack_plan(cfg("dynamic"), 0).stop_fosc == 0.5
     assert attack_plan(cfg("dynamic"), 40).stop_fosc == 0.0
 
 
 def test_paper_defaults_scale_with_epochs():
     c = TrainConfig(epochs=50).resolved()
-    assert (c.lr_milestones, c.dynamic_epochs, c.fgsm_epochs) == ([20, 40], 40, 20)
+    assert (c.lr_milestones, c.dynamic_epochs) == ([20, 40], 40)
     assert c.step_size == pytest.approx(0.075)
+    # Section 3.2: FGSM for the first 20 of 120 epochs
+    assert TrainConfig(epochs=120).resolved().fgsm_epochs == 20
 
 
-@pytest.mark.parametrize("epochs, milestones", [(1, [1, 1]), (2, [1, 2]), (3, [1, 2]), (15, [6, 12])])
+@pytest.mark.parametrize("preset", ["paper-cifar10", "paper-wrn"])
+def test_cifar_presets_are_the_papers_schedules(preset):
+    from minidyn.config import load_preset
+    c = TrainConfig(**load_preset(preset)).resolved()
+    assert (c.epochs, c.fgsm_epochs, c.lr_milestones, c.dynamic_epochs) == (120, 20, [60, 100], 100)
+    rates = [StepLR(c.lr, tuple(c.lr_milestones)).at(t) for t in (58, 59)]
+    assert rates == pytest.approx([0.01, 0.001])
+
+
+@pytest.mark.parametrize("epochs, milestones", [(1, [2, 2]), (2, [2, 2]), (3, [2, 2]), (15, [6, 12])])
 def test_the_learning_rate_is_never_decayed_before_the_first_epoch(epochs, milestones):
-    """The milestones 0.4T and 0.8T round to epoch 0 for T = 1; the configured lr must be used."""
+    """The milestones 0.4T and 0.8T round to epoch 1 or 0 for small T; the first epoch must use
+    the configured lr."""
     c = TrainConfig(epochs=epochs).resolved()
     assert c.lr_milestones == milestones
     assert StepLR(c.lr, tuple(c.lr_milestones)).at(0) == c.lr

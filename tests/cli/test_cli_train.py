@@ -75,6 +75,7 @@ def test_bad_options_are_usage_errors(tmp_path, args, message):
     (["--dynamic-epochs", "0"], "T'"),
     (["--eval-steps", "0"], "--eval-steps must be >= 1"),
     (["--curriculum-epochs", "0"], "--curriculum-epochs must be > 0"),
+    (["--lr-milestones", "0,2"], "epoch numbers >= 1"),
     (["--model", "cnn4"], "cnn4"),
     (["--dataset", "imagenet"], "imagenet"),
     (["--limit", "9000"], "9000"),
