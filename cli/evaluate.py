@@ -143,7 +143,7 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
         for flag in flags:
             click.echo(f"  ! {flag}")
     else:
-        done = checks_applied(result.attacks, white_box is not None)
+        done = checks_applied(result, white_box is not None)
         click.echo("sanity checks passed (differences beyond noise would be flagged): " + "; ".join(done)
                    if done else "sanity checks: none applies to these attacks")
 

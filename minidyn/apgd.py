@@ -7,9 +7,8 @@ APGD is PGD with momentum and a step size that adapts itself per example (their 
     x^{k+1} = P(x^k + alpha (z^{k+1} - x^k) + (1 - alpha) (x^k - x^{k-1})),   alpha = 0.75
 
 with P the projection onto the eps-ball intersected with [0, 1]^d, eta^0 = 2 eps, and the best
-point x_max (highest loss seen) tracked throughout. At the checkpoints w_j = ceil(p_j N) with
-p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), the step size of an
-example is halved, and the example restarts from its best point x_max, when
+point x_max (highest loss seen) tracked throughout. At the checkpoints w_j (below) the step
+size of an example is halved, and the example restarts from its best point x_max, when
 
     1. the loss increased in fewer than rho (w_j - w_{j-1}) of the steps since the last
        checkpoint (rho = 0.75), or
@@ -24,6 +23,12 @@ masking for the cross-entropy). Both backends implement it in `loss_and_grad`.
 Deviations from the paper's Algorithm 1 (and where the authors' code, AutoAttack's
 `autopgd_base.py`, differs from both):
 
+- Checkpoints: by default those of the authors' code, in whole iterations: the first after
+  int(0.22 N), each next interval int(0.03 N) shorter than the last but never below int(0.06 N)
+  (each at least 1). The paper writes w_j = ceil(p_j N) with p_0 = 0, p_1 = 0.22,
+  p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (`checkpoint_rule="paper"`); the two agree for
+  N = 100 and differ for most other N (N = 10, 20, 50), so the default keeps results equal to
+  AutoAttack's at any number of iterations.
 - Random start: uniform in the eps-ball (as `minidyn.pgd`), then projected. The authors' code
   starts at x_0 + eps t / ||t||_inf with t uniform in [-1, 1]^d (one coordinate on the sphere).
 - Condition 1 is the paper's strict "< rho (w_j - w_{j-1})" (the authors' code uses "<="), and
@@ -34,8 +39,11 @@ Deviations from the paper's Algorithm 1 (and where the authors' code, AutoAttack
   counts as broken if *any* iterate was misclassified, so `x_adv` is a misclassified iterate
   where one was found and x_max otherwise; `x_best` is always x_max. With
   `stop_when_misclassified=True` (what `minidyn eval` uses) an example stops as soon as it is
-  misclassified, which saves its remaining gradient evaluations and changes no accuracy
-  (gradients are per example, so the others' iterates are unchanged). Misclassification is
+  misclassified, which saves its remaining gradient evaluations and changes no accuracy *of
+  the model attacked* (gradients are per example, so the others' iterates are unchanged). It
+  does change what a transfer (black-box) attack carries to another model: the first iterate
+  that crossed the surrogate's boundary barely fools it and transfers poorly, so minidyn.evaluate
+  runs APGD to the end on a surrogate and transfers x_best. Misclassification is
   read from the loss where the loss says it (CW, DLR: loss > 0; CE: loss < log 2 means the
   true class has probability > 1/2, so still correct) and from a forward pass otherwise.
 - The same N_iter + 1 gradient evaluations as the authors' code (x^0 .. x^N); the loss of the
@@ -48,6 +56,7 @@ from dataclasses import dataclass
 
 from minidyn.attacks import _check
 from minidyn.backend import Array, Backend, Model, backend_for
+from minidyn.errors import ConfigError
 from minidyn.projection import feasible_box
 
 MOMENTUM = 0.75
@@ -71,8 +80,18 @@ class ApgdResult:
     grad_evals: int
 
 
-def checkpoints(n_iter: int) -> list[int]:
-    """The iterations w_1 < w_2 < ... (< n_iter) after which the step size may be halved."""
+CHECKPOINT_RULES = ("autoattack", "paper")
+
+
+def checkpoints(n_iter: int, rule: str = "autoattack") -> list[int]:
+    """The iterations w_1 < w_2 < ... (< n_iter) after which the step size may be halved.
+
+    rule "autoattack": the integer intervals of `autopgd_base.py`; "paper": ceil(p_j n_iter).
+    """
+    if rule == "autoattack":
+        return _autoattack_checkpoints(n_iter)
+    if rule != "paper":
+        raise ConfigError(f"unknown APGD checkpoint rule {rule!r}; choose {' or '.join(CHECKPOINT_RULES)}")
     p = [0.0, 0.22]
     while True:
         nxt = p[-1] + max(p[-1] - p[-2] - 0.03, 0.06)
@@ -84,6 +103,18 @@ def checkpoints(n_iter: int) -> list[int]:
     return [wj for wj in w if 0 < wj < n_iter]
 
 
+def _autoattack_checkpoints(n_iter: int) -> list[int]:
+    """First interval int(0.22 N); each next one int(0.03 N) shorter, never below int(0.06 N)."""
+    interval = max(int(0.22 * n_iter), 1)
+    shrink, shortest = max(int(0.03 * n_iter), 1), max(int(0.06 * n_iter), 1)
+    w, at = [], interval
+    while at < n_iter:  # a check after the last iteration would change nothing
+        w.append(at)
+        interval = max(interval - shrink, shortest)
+        at += interval
+    return w
+
+
 def _rows(a: Array, ndim: int) -> Array:
     """(B,) -> (B, 1, ..., 1) so that it broadcasts against (B, ...) arrays."""
     return a.reshape((-1,) + (1,) * (ndim - 1))
@@ -92,15 +123,17 @@ def _rows(a: Array, ndim: int) -> Array:
 def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss: str = "ce",
          random_start: bool = True, momentum: float = MOMENTUM, rho: float = RHO,
          stop_when_misclassified: bool = False, bounds: tuple[float, float] = (0.0, 1.0),
-         rng=None, backend: Backend | None = None) -> ApgdResult:
+         checkpoint_rule: str = "autoattack", rng=None,
+         backend: Backend | None = None) -> ApgdResult:
     """APGD with `steps` iterations (N_iter) on `loss` ("ce", "dlr", or "cw") in the eps-ball.
 
+    checkpoint_rule: "autoattack" (default) or "paper", see `checkpoints`.
     rng: the backend generator for the random start (default: a fixed seed 0).
     """
     _check(eps, 2 * eps, steps)
     B = backend or backend_for(x)
     n, nd = int(x.shape[0]), len(x.shape)
-    w_list = checkpoints(steps)
+    w_list = checkpoints(steps, checkpoint_rule)
     lower, upper = feasible_box(x, eps, bounds, B)  # P is the clip into this box
     start = x + B.uniform(rng if rng is not None else B.rng(0), tuple(x.shape), -eps, eps) \
         if random_start else x

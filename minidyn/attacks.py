@@ -55,9 +55,11 @@ class AttackResult:
 
 
 def _check(eps: float, step_size: float, steps: int) -> None:
-    if not 0 < eps <= 1:
-        raise ConfigError(f"eps must be in (0, 1], got {eps}")
-    if not step_size > 0:
+    # eps 0 is allowed (with step size 0): every attack must then return x itself, which is
+    # what the eps-0 sanity check of minidyn.evaluate verifies
+    if not 0 <= eps <= 1:
+        raise ConfigError(f"eps must be in [0, 1], got {eps}")
+    if not (step_size > 0 or step_size == eps == 0):
         raise ConfigError(f"step size must be > 0, got {step_size}")
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
@@ -69,11 +71,25 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
         rng=None, backend: Backend | None = None) -> AttackResult:
     """Projected gradient ascent on `loss` within the eps-ball of x (B, ...) and [0, 1]^d.
 
+    x: (B, ...) natural examples x_0 in `bounds`; y: (B,) integer labels; eps, step_size: in
+    the units of x (pixels in [0, 1]); steps: K.
+
     stop_fosc: None runs every example for `steps` steps (Madry's PGD); a number c_t stops each
                example after the first step at which FOSC <= c_t (Algorithm 1).
     final_stats: also return FOSC and loss at x_adv (off by default, as in fgsm and cw). Plain
                PGD spends exactly B * steps gradient evaluations; final_stats adds one more
                for examples that never stopped.
+    trace:     also return `Trace`: FOSC and loss of every example at every point x^0 .. x^K,
+               numpy arrays (K + 1, B), row k at x^k (NaN after an example stopped). Costs
+               the one extra gradient evaluation of the last point, like final_stats.
+    bounds:    the pixel box (lo, hi) the iterates are projected into, with the eps-ball.
+
+    FOSC here (the stop rule, final_stats and the trace) is always the paper's Eq. 4 over the
+    eps-ball alone, c(x^k) = eps ||g||_1 - <x^k - x_0, g>, whatever `bounds` is: the box
+    changes where PGD may go, not how FOSC is measured. The FOSC over the set PGD actually
+    searches, the ball intersected with the box, is `minidyn.fosc(..., bounds=(0, 1))`; it is
+    never larger, and much smaller where pixels sit on the box's faces (MNIST's are mostly 0 or
+    1), because the box removes the vertices that push pixels outside [0, 1] (docs/fosc.md).
     rng:       the backend generator for the random start (default: a fixed seed 0).
     """
     _check(eps, step_size, steps)

@@ -44,10 +44,47 @@ def test_finds_the_closed_form_optimum_of_a_linear_model(backend64, attack, rand
     np.testing.assert_allclose(B.to_numpy(loss), B.to_numpy(best), rtol=1e-9)
 
 
+def reference_checkpoints(n_iter):
+    """The iterations after which autopgd_base.py's loop halves step sizes, transcribed from its
+    counter logic: counter3 counts iterations i = 0 .. n_iter-1; at counter3 == k the check runs
+    (after i + 1 iterations), then k = max(k - size_decr, n_iter_min) and counter3 = 0."""
+    k, size_decr, n_iter_min = max(int(0.22 * n_iter), 1), max(int(0.03 * n_iter), 1), max(int(0.06 * n_iter), 1)
+    counter3, out = 0, []
+    for i in range(n_iter):
+        counter3 += 1
+        if counter3 == k:
+            out.append(i + 1)
+            k, counter3 = max(k - size_decr, n_iter_min), 0
+    return [w for w in out if w < n_iter]  # a check after the last iteration changes nothing
+
+
 def test_checkpoints_follow_croce_and_hein():
     # p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99: the AutoAttack schedule for 100
-    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(100) == checkpoints(100, "paper") == [22, 41, 57, 70, 80, 87, 93, 99]
     assert all(0 < w < 10 for w in checkpoints(10))
+
+
+@pytest.mark.parametrize("n_iter", [1, 2, 3, 5, 10, 20, 33, 50, 100, 250, 1000])
+def test_default_checkpoints_are_autoattacks_for_any_number_of_iterations(n_iter):
+    assert checkpoints(n_iter) == reference_checkpoints(n_iter)
+
+
+def test_the_papers_checkpoint_rule_differs_from_the_reference_except_at_100():
+    for n_iter in (10, 20, 50):
+        assert checkpoints(n_iter, "paper") != checkpoints(n_iter)
+    assert checkpoints(10, "paper") == [3, 5, 6, 7, 8, 9]  # ceil(0.22 * 10), ceil(0.41 * 10), ...
+    with pytest.raises(ConfigError, match="checkpoint rule"):
+        checkpoints(10, "other")
+
+
+def test_the_checkpoint_rule_reaches_the_attack(backend64):
+    B = backend64
+    rng = np.random.default_rng(0)
+    model = B.make_model("mlp", SHAPE, 5, 0)
+    x, y = B.asarray(rng.random((12,) + SHAPE)), B.asarray(rng.integers(0, 5, 12))
+    runs = {rule: apgd(model, x, y, eps=0.1, steps=10, checkpoint_rule=rule, rng=B.rng(3), backend=B)
+            for rule in ("autoattack", "paper")}
+    assert not np.array_equal(B.to_numpy(runs["autoattack"].x_best), B.to_numpy(runs["paper"].x_best))
 
 
 def test_apgd_beats_or_matches_pgd_and_stopping_changes_no_verdict(backend):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minidyn import fgsm, fosc, pgd
+from minidyn import cw_inf, fgsm, fosc, pgd
 
 
 def setup(B, n=12, seed=0, shape=(1, 4, 4), classes=3):
@@ -140,7 +140,7 @@ def test_trace_records_every_point_and_stops_with_the_example(backend64):
         assert res.trace.fosc[s, i] == pytest.approx(B.to_numpy(res.fosc)[i])
 
 
-@pytest.mark.parametrize("bad", [dict(eps=0.0), dict(eps=1.5), dict(step_size=0.0), dict(steps=0)])
+@pytest.mark.parametrize("bad", [dict(eps=-0.1), dict(eps=1.5), dict(step_size=0.0), dict(steps=0)])
 def test_bad_attack_settings_are_refused(backend, bad):
     from minidyn.errors import ConfigError
     B = backend
@@ -148,3 +148,20 @@ def test_bad_attack_settings_are_refused(backend, bad):
     kw = dict(eps=0.3, step_size=0.075, steps=3, backend=B) | bad
     with pytest.raises(ConfigError):
         pgd(model, x, y, **kw)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "fgsm", "cw", "apgd"])
+def test_every_attack_with_eps_0_returns_its_input(backend, attack):
+    """The fact minidyn eval's eps-0 check relies on: a zero budget leaves x unchanged."""
+    from minidyn.apgd import apgd
+    B = backend
+    model, x, y = setup(B, n=6)
+    if attack == "pgd":
+        out = pgd(model, x, y, eps=0.0, step_size=0.0, steps=5, rng=B.rng(1), backend=B).x_adv
+    elif attack == "fgsm":
+        out = fgsm(model, x, y, eps=0.0, backend=B).x_adv
+    elif attack == "cw":
+        out = cw_inf(model, x, y, eps=0.0, steps=5, rng=B.rng(1), backend=B).x_adv
+    else:
+        out = apgd(model, x, y, eps=0.0, steps=5, rng=B.rng(1), backend=B).x_best
+    np.testing.assert_array_equal(B.to_numpy(out), B.to_numpy(x))
