@@ -7,11 +7,15 @@ phases of a shared machine hit both sides of a ratio alike.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import statistics
 import sys
 import time
+import types
 from typing import Callable, Sequence
 
 
@@ -169,3 +173,40 @@ def run(main: Callable[[], int | None]) -> None:
         sys.exit(main())
     except MinidynError as exc:
         sys.exit(f"error: {exc}")
+
+
+class _Bare(types.ModuleType):
+    """torchattacks as a bare package: its submodules without its __init__."""
+
+
+def load_torchattacks(module: str, name: str):
+    """(torchattacks.<name> or None, a note saying which torchattacks and how it was imported)."""
+    try:
+        version = importlib.metadata.version("torchattacks")
+    except importlib.metadata.PackageNotFoundError:
+        return None, "torchattacks not installed (pip install --no-deps torchattacks)"
+    reason = "scipy"
+    if not isinstance(sys.modules.get("torchattacks"), _Bare):
+        try:
+            import torchattacks
+
+            return getattr(torchattacks, name), f"torchattacks {version}"
+        except ImportError as exc:
+            reason = exc.name or str(exc)
+        # The package's __init__ imports every attack, and a few need scipy (or torchvision).
+        # PGD and APGD need only torch: load torchattacks.attack and torchattacks.attacks.<module>
+        # under a bare package module instead of running that __init__.
+        for key in [k for k in sys.modules if k == "torchattacks" or k.startswith("torchattacks.")]:
+            del sys.modules[key]
+        spec = importlib.util.find_spec("torchattacks")
+        if spec is None or not spec.submodule_search_locations:
+            return None, f"torchattacks {version} cannot be imported (needs {reason})"
+        package = _Bare("torchattacks")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["torchattacks"] = package
+    try:
+        loaded = importlib.import_module(f"torchattacks.attacks.{module}")
+    except ImportError as exc:
+        del sys.modules["torchattacks"]
+        return None, f"torchattacks {version} {name} cannot be imported (needs {exc.name or exc})"
+    return getattr(loaded, name), f"torchattacks {version} ({name} module only; the package import needs {reason})"

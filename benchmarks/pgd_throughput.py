@@ -31,12 +31,8 @@ applied first, as `minidyn train` does (MINIDYN_MALLOC_TUNING=0 turns it off).
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.metadata
-import importlib.util
 import os
 import sys
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -62,37 +58,6 @@ def input_setup(model: str) -> tuple[tuple[int, int, int], float]:
     if model in ("cnn4", "mlp", "softmax"):
         return (1, 28, 28), 0.3
     return (3, 32, 32), 8 / 255
-
-
-def load_torchattacks_pgd():
-    """(torchattacks.PGD or None, a note saying which torchattacks and how it was imported)."""
-    try:
-        version = importlib.metadata.version("torchattacks")
-    except importlib.metadata.PackageNotFoundError:
-        return None, "torchattacks not installed (pip install --no-deps torchattacks)"
-    try:
-        import torchattacks
-
-        return torchattacks.PGD, f"torchattacks {version}"
-    except ImportError as exc:
-        reason = exc.name or str(exc)
-    # The package's __init__ imports every attack, and a few need scipy (or torchvision).
-    # PGD itself needs only torch: load torchattacks.attack and torchattacks.attacks.pgd under a
-    # bare package module instead of running that __init__.
-    for key in [k for k in sys.modules if k == "torchattacks" or k.startswith("torchattacks.")]:
-        del sys.modules[key]
-    spec = importlib.util.find_spec("torchattacks")
-    if spec is None or not spec.submodule_search_locations:
-        return None, f"torchattacks {version} cannot be imported (needs {reason})"
-    package = types.ModuleType("torchattacks")
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules["torchattacks"] = package
-    try:
-        module = importlib.import_module("torchattacks.attacks.pgd")
-    except ImportError as exc:
-        del sys.modules["torchattacks"]
-        return None, f"torchattacks {version} PGD cannot be imported (needs {exc.name or exc})"
-    return module.PGD, f"torchattacks {version} (PGD module only; the package import needs {reason})"
 
 
 class Bare(nn.Module):
@@ -323,7 +288,7 @@ def main(argv=None) -> int:
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    ta_cls, ta_note = load_torchattacks_pgd()
+    ta_cls, ta_note = C.load_torchattacks("pgd", "PGD")
     C.say(C.machine_line(args.device))
     C.say(f"glibc malloc tuning (as the CLI applies it): {'on' if MALLOC_TUNED else 'off'}; {ta_note}")
     if args.device.startswith("cuda"):
