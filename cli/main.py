@@ -17,7 +17,7 @@ from minidyn.cli.analyze import analyze_command
 from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
 from minidyn.cli.params import CMax, Eps, epoch_list
-from minidyn.config import METHODS, PRESETS, TrainConfig, load_preset
+from minidyn.config import BACKENDS, METHODS, PRESETS, TrainConfig, load_preset
 from minidyn.errors import MinidynError, NumericalError
 
 
@@ -44,33 +44,34 @@ class Group(click.Group):
 def main():
     """FOSC and Dynamic Adversarial Training (Wang et al., ICML 2019).
 
-    Start with `minidyn train --backend torch` (or `--backend numpy` without torch).
+    Start with `minidyn train` (the torch backend where torch is installed, numpy otherwise).
     """
     tune_glibc_malloc()
 
 
 @main.command()
 @click.option("--preset", type=click.Choice(PRESETS), help="Load the paper's Section 5 settings; other options override it.")
-@click.option("--backend", type=click.Choice(["numpy", "cupy", "torch"]), help="Array backend.  [default: numpy]")
-@click.option("--device", help="torch device: auto, cpu, cuda or cuda:N.  [default: auto]")
+@click.option("--backend", type=click.Choice(BACKENDS), help="Array backend; auto is torch where it is installed, numpy otherwise.  [default: auto]")
+@click.option("--device", help="torch device: auto, cpu, cuda or cuda:N (cupy: cuda[:N]).  [default: auto]")
 @click.option("--dataset", help="mnist-sample (embedded), mnist, fashion-mnist or cifar10.  [default: mnist-sample]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset files are.")
-@click.option("--model", help="Model name (softmax, mlp; torch also cnn4, cnn8, wrn-D-W, preact-resnet18/50).  [default: cnn4 on torch, mlp otherwise]")
+@click.option("--model", help="Model name (softmax, mlp; torch also cnn4, cnn8, wrn-D-W, preact-resnet18/50).  [default: torch: cnn4, cifar10 cnn8; numpy/cupy: mlp]")
 @click.option("--method", type=click.Choice(METHODS), help="Training method.  [default: dynamic]")
 @click.option("--epochs", type=int, help="Training epochs.  [default: 15]")
 @click.option("--batch-size", type=int, help="Mini-batch size.  [default: 32]")
-@click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: 0.3]")
+@click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: mnist 0.3, fashion-mnist 0.1, cifar10 8/255]")
 @click.option("--step-size", type=float, help="PGD step size.  [default: eps/4]")
 @click.option("--steps", type=int, help="PGD steps K while training.  [default: 10]")
 @click.option("--c-max", type=CMax(), help="Dynamic: FOSC target at epoch 0, or 'auto'.  [default: 0.5]")
-@click.option("--dynamic-epochs", type=int, help="Dynamic: T', epoch from which c_t = 0.  [default: 0.8 * epochs]")
+@click.option("--dynamic-epochs", type=int, help="Dynamic: T', epoch from which c_t = 0.  [default: 0.8 * epochs; cifar10 100/120]")
 @click.option("--curriculum-epochs", type=int, help="Curriculum: epochs to ramp PGD steps from 0 (clean) to K.  [default: T']")
 @click.option("--fgsm-epochs", type=int, help="FGSM-PGD: epochs trained with FGSM first.  [default: epochs / 6, the paper's 20 of 120]")
 @click.option("--lr", type=float, help="Initial learning rate (SGD, momentum 0.9, weight decay 1e-4).  [default: 0.01]")
-@click.option("--lr-milestones", callback=epoch_list, help="Epochs (counted from 1) from which lr /= 10, e.g. 20,40.  [default: 0.4 and 0.8 * epochs]")
+@click.option("--lr-milestones", callback=epoch_list, help="Epochs (counted from 1) from which lr /= 10, e.g. 20,40.  [default: 0.4 and 0.8 * epochs; cifar10 60 and 100 of 120]")
 @click.option("--seed", type=int, help="Seed of every random choice.  [default: 0]")
 @click.option("--limit", type=int, help="Train on the first N training examples.")
-@click.option("--eval-limit", type=int, help="Test examples attacked after each epoch (the final summary attacks all).  [default: 500]")
+@click.option("--eval-limit", type=int, help="Test examples attacked after each epoch.  [default: 500]")
+@click.option("--final-eval-limit", type=int, help="Test examples attacked by the final evaluation.  [default: all]")
 @click.option("--eval-steps", type=int, help="PGD steps of the test accuracy after each epoch and at the end.  [default: 20]")
 @click.option("--attack-mode", type=click.Choice(["eval", "train"]), help="Model mode while attacking (BatchNorm).  [default: eval]")
 @click.option("--amp", type=click.Choice(["bf16"]), help="torch: bf16 autocast.")
@@ -83,8 +84,10 @@ def main():
 def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, **options):
     """Train a model with one of the five methods and write a run directory.
 
-    Defaults are the paper's MNIST settings (eps 0.3, PGD-10 with step eps/4, SGD lr 0.01,
-    c_max 0.5), on the embedded 10,000-digit MNIST sample, for 15 epochs.
+    Defaults are the paper's MNIST settings (eps 0.3, cnn4, PGD-10 with step eps/4, SGD lr
+    0.01, c_max 0.5), on the embedded 10,000-digit MNIST sample, for 15 epochs. Another
+    --dataset brings its own eps, model and schedule where none is given (fashion-mnist: eps
+    0.1; cifar10: 8/255, cnn8 and the paper's CIFAR-10 schedule); the first line says which.
     """
     from minidyn.runs import train_run
 
@@ -92,7 +95,8 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
     values.update(load_preset(preset) if preset else {})
     values.update({k: v for k, v in options.items() if v is not None})
     extras = {k: v for k, v in (("amp", amp), ("channels_last", channels_last), ("compile", compile_)) if v}
-    cfg = TrainConfig(**values, extras=extras).resolved()
+    given = TrainConfig(**values, extras=extras)
+    cfg = given.resolved()
     if out is None:
         out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{cfg.model}"
     rank = os.environ.get("RANK", "0")
@@ -106,8 +110,7 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
         except MinidynError as error:  # this rank's own problem
             raise type(error)(f"rank {rank}: {error}") from None
         return
-    click.echo(f"minidyn {__version__}: {cfg.method} training of {cfg.model} on {cfg.dataset} "
-               f"({cfg.backend} backend), eps {cfg.eps:g}, {cfg.epochs} epochs -> {out}")
+    click.echo(first_line(given, cfg, out))
     bar = _EpochProgress(cfg)
     try:
         summary = train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every,
@@ -116,9 +119,24 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
     finally:
         bar.close()  # an error message then starts on a line of its own
     pgd_key = f"test_pgd{cfg.eval_steps}_acc"
-    click.echo(f"test accuracy on {summary['test_n']} examples: clean {summary['test_clean_acc']:.2f}%, "
-               f"PGD-{cfg.eval_steps} {summary[pgd_key]:.2f}% (eps {cfg.eps:g})")
+    n_pgd = summary["test_pgd_n"]
+    click.echo(f"test accuracy: clean {summary['test_clean_acc']:.2f}% on {summary['test_n']} examples, "
+               f"PGD-{cfg.eval_steps} {summary[pgd_key]:.2f}% on "
+               f"{'all ' if n_pgd == summary['test_n'] else 'the first '}{n_pgd} (eps {cfg.eps:g})")
     click.echo(f"run directory: {out}")
+
+
+def first_line(given: TrainConfig, cfg: TrainConfig, out) -> str:
+    """What the run is, and where each choice the user did not make came from."""
+    notes = []
+    if given.backend == "auto":
+        notes.append("torch is installed" if cfg.backend == "torch" else "torch is not installed")
+    chosen = given.from_dataset() if cfg.backend == "torch" else [n for n in given.from_dataset() if n == "eps"]
+    if chosen:
+        notes.append(f"{' and '.join(chosen)}: {cfg.dataset}'s default{'s' * (len(chosen) > 1)}")
+    why = f" ({'; '.join(notes)})" if notes else ""
+    return (f"minidyn {__version__}: {cfg.method} training of {cfg.model} on {cfg.dataset} with the "
+            f"{cfg.backend} backend, eps {cfg.eps:g}, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}{why} -> {out}")
 
 
 @main.group()
@@ -149,6 +167,8 @@ class _EpochProgress:
         self.cfg, self.bar, self.epoch, self.done = cfg, None, 0, 0
 
     def advance(self, n: int, total: int) -> None:
+        if not sys.stderr.isatty():  # a log file gets the epoch lines, not a bar's label
+            return
         if self.bar is None:
             self.bar = click.progressbar(length=total, label=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                                          file=sys.stderr, show_pos=True)
@@ -171,8 +191,8 @@ class _EpochProgress:
         fosc = f"fosc {r['fosc_mean']:.3f}  " if r["fosc_mean"] is not None else ""
         click.echo(f"epoch {r['epoch'] + 1:>3}/{self.cfg.epochs}  {c_t}steps {r['pgd_steps_mean']:.2f}/{r['pgd_steps']}  "
                    f"{fosc}loss {r['train_loss']:.3f}  acc {r['train_acc']:.1f}%  "
-                   f"test clean {r['test_clean_acc']:.1f}%  pgd{self.cfg.eval_steps} {r['test_pgd_acc']:.1f}% "
-                   f"(n={r['test_pgd_n']})  {r['seconds']:.1f}s")
+                   f"test clean {r['test_clean_acc']:.1f}% (n={r['test_clean_n']})  "
+                   f"pgd{self.cfg.eval_steps} {r['test_pgd_acc']:.1f}% (n={r['test_pgd_n']})  {r['seconds']:.1f}s")
 
 
 main.add_command(eval_command, "eval")

@@ -25,7 +25,7 @@ import numpy as np
 
 from minidyn import __version__
 from minidyn.backend import Backend, get_backend
-from minidyn.config import TrainConfig
+from minidyn.config import TrainConfig, cuda_index
 from minidyn.data import load_dataset
 from minidyn.errors import CheckpointError, ConfigError, NumericalError
 from minidyn.fileio import atomic_write
@@ -172,6 +172,8 @@ def _is_temporary(entry: Path) -> bool:
 def backend_from_config(cfg: TrainConfig) -> Backend:
     if cfg.backend == "torch":
         return get_backend("torch", device=cfg.device, attack_mode=cfg.attack_mode, **cfg.extras)
+    if cfg.backend == "cupy" and cfg.device not in ("auto", "cpu"):
+        return get_backend("cupy", device=cuda_index(cfg.device), **cfg.extras)
     return get_backend(cfg.backend, **cfg.extras)
 
 
@@ -293,6 +295,9 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
             save_checkpoint(t + 1)
         if on_epoch:
             on_epoch(record)
+        if t == 0 and record["c_t"]:
+            for line in c_t_warnings(record["c_t"], stats.steps, cfg.steps):
+                say(line)
 
     # a diverging run is caught explicitly (NumericalError above), not by numpy's warnings
     with np.errstate(over="ignore", invalid="ignore"):
@@ -300,12 +305,30 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
             resume=resume_state, end_of_epoch=end_of_epoch, on_batch=on_batch,
             on_step=after_step if run is not None and checkpoint_every else None)
     final = evaluate(B, model, test_set, eps=cfg.eps, steps=cfg.eval_steps,
-                     batch_size=cfg.batch_size, seed=cfg.seed)
+                     batch_size=cfg.batch_size, seed=cfg.seed, limit=cfg.final_eval_limit)
     summary = {"test_clean_acc": final["clean_acc"], f"test_pgd{cfg.eval_steps}_acc": final["pgd_acc"],
-               "test_n": len(test_set), "eps": cfg.eps, "epochs": cfg.epochs, "c_max_used": c_max}
+               "test_n": len(test_set), "test_pgd_n": final["pgd_n"], "eps": cfg.eps,
+               "epochs": cfg.epochs, "c_max_used": c_max}
     if run is not None:
         run.write_json(run.summary, summary)
     return summary
+
+
+def c_t_warnings(c_t: float, steps: np.ndarray, k: int) -> list[str]:
+    """Warnings for a Dynamic first epoch in which c_t = c_max does not do its job: (almost)
+    every example stopped after its first step (its FOSC started below c_t, so the epoch
+    trained on one-step examples), or none stopped (c_t never bound: Standard training)."""
+    if not steps.size:
+        return []
+    hint = ("FOSC scales with eps and the input size, so the paper's c_max 0.5 fits its own "
+            "settings only; --c-max auto estimates c_max for these (README, 'c_max auto')")
+    if np.mean(steps <= 1) >= 0.99:
+        return [f"warning: c_t {c_t:g} stopped {100 * np.mean(steps <= 1):.0f}% of the examples "
+                f"after one of {k} PGD steps (their FOSC is already below it); {hint}"]
+    if np.all(steps >= k):
+        return [f"warning: c_t {c_t:g} stopped no example before {k} PGD steps (their FOSC stays "
+                f"above it), so Dynamic trained as Standard; {hint}"]
+    return []
 
 
 def _load_resume_point(B: Backend, run: RunDir, cfg: TrainConfig, model, optimizer,

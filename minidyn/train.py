@@ -95,7 +95,8 @@ def evaluate(B: Backend, model: Model, data: Dataset, *, eps: float, steps: int,
         adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, rng=rng,
                   final_stats=False, backend=B)
         robust += B.count(B.argmax(B.logits(model, adv.x_adv)) == y)
-    return {"clean_acc": 100.0 * clean / len(data), "pgd_acc": 100.0 * robust / n_adv, "pgd_n": n_adv}
+    return {"clean_acc": 100.0 * clean / len(data), "clean_n": len(data),
+            "pgd_acc": 100.0 * robust / n_adv, "pgd_n": n_adv}
 
 
 def estimate_c_max(B: Backend, model: Model, data: Dataset, cfg: TrainConfig) -> float:
@@ -121,8 +122,8 @@ def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, s
         "fosc_median": float(np.median(fosc)) if fosc.size else None,
         "pgd_steps_mean": float(stats.steps.mean()),
         "grad_evals": stats.grad_evals,
-        "test_clean_acc": test["clean_acc"], "test_pgd_acc": test["pgd_acc"],
-        "test_pgd_n": test["pgd_n"], "seconds": seconds,
+        "test_clean_acc": test["clean_acc"], "test_clean_n": test["clean_n"],
+        "test_pgd_acc": test["pgd_acc"], "test_pgd_n": test["pgd_n"], "seconds": seconds,
     }
 
 

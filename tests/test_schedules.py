@@ -96,3 +96,36 @@ def test_the_learning_rate_is_never_decayed_before_the_first_epoch(epochs, miles
     c = TrainConfig(epochs=epochs).resolved()
     assert c.lr_milestones == milestones
     assert StepLR(c.lr, tuple(c.lr_milestones)).at(0) == c.lr
+
+
+def test_each_dataset_brings_its_usual_defaults_where_none_is_given():
+    fashion = TrainConfig(dataset="fashion-mnist", backend="torch", epochs=50).resolved()
+    assert (fashion.eps, fashion.model, fashion.lr_milestones, fashion.dynamic_epochs) == (0.1, "cnn4", [20, 40], 40)
+    cifar = TrainConfig(dataset="cifar10", backend="torch", epochs=120).resolved()
+    assert (cifar.eps, cifar.model, cifar.lr_milestones, cifar.dynamic_epochs, cifar.fgsm_epochs) == \
+        (8 / 255, "cnn8", [60, 100], 100, 20)
+    assert cifar.augment and cifar.step_size == pytest.approx(2 / 255)
+    mnist = TrainConfig(dataset="mnist", backend="torch", epochs=50).resolved()
+    assert (mnist.eps, mnist.model, mnist.lr_milestones) == (0.3, "cnn4", [20, 40])
+    given = TrainConfig(dataset="cifar10", backend="torch", eps=4 / 255, model="cnn4", epochs=120)
+    assert (given.resolved().eps, given.resolved().model) == (4 / 255, "cnn4")
+    assert given.from_dataset() == [] and TrainConfig(dataset="cifar10").from_dataset() == ["eps", "model"]
+    assert TrainConfig(dataset="cifar10", backend="numpy").resolved().model == "mlp"
+
+
+def test_the_first_line_says_where_each_unchosen_setting_came_from():
+    from minidyn.cli.main import first_line
+    given = TrainConfig(dataset="fashion-mnist", backend="torch", epochs=1)
+    line = first_line(given, given.resolved(), "runs/x")
+    assert "cnn4 on fashion-mnist with the torch backend, eps 0.1, 1 epoch (" in line
+    assert "eps and model: fashion-mnist's defaults" in line
+    chosen = TrainConfig(dataset="fashion-mnist", backend="torch", eps=0.2, model="cnn4", epochs=3)
+    assert "default" not in first_line(chosen, chosen.resolved(), "runs/x")
+
+
+def test_c_t_warnings_fire_only_when_c_t_does_not_bind():
+    import numpy as np
+    from minidyn.runs import c_t_warnings
+    assert "after one of 10" in c_t_warnings(0.5, np.ones(100, int), 10)[0]
+    assert "Standard" in c_t_warnings(0.5, np.full(100, 10), 10)[0]
+    assert c_t_warnings(0.5, np.array([1, 3, 10, 7]), 10) == []

@@ -35,7 +35,40 @@ def test_train_writes_a_run_directory(tmp_path):
     assert (out / "checkpoint.npz").exists() and (out / "fosc" / "epoch_001.npy").exists()
     config = json.loads((out / "config.json").read_text())
     assert config["method"] == "dynamic" and config["c_max_used"] == 0.5
-    assert "test accuracy on 2000 examples" in r.output
+    assert "clean" in r.output and "on 2000 examples, PGD-2" in r.output and "on all 2000" in r.output
+    assert "test clean" in r.output and "(n=2000)  pgd2" in r.output  # each column says its n
+    assert "epoch 1/" not in r.stderr  # no progress-bar label in a log without a terminal
+
+
+def test_the_final_evaluation_has_its_own_size(tmp_path):
+    out = tmp_path / "run"
+    r = run("train", *TINY, "--epochs", "1", "--final-eval-limit", "40", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["test_n"], summary["test_pgd_n"]) == (2000, 40)
+    assert "PGD-2" in r.output and "on the first 40" in r.output
+    assert json.loads((out / "config.json").read_text())["final_eval_limit"] == 40
+
+
+def test_one_epoch_is_one_epoch(tmp_path):
+    r = run("train", *TINY, "--epochs", "1", "--out", str(tmp_path / "r"))
+    first = r.output.splitlines()[0]
+    assert ", 1 epoch " in first and "1 epochs" not in r.output
+
+
+def test_a_budget_that_c_t_never_binds_is_warned_about(tmp_path):
+    """At eps 8/255 on MNIST the FOSC after one step is far below the paper's c_max 0.5."""
+    r = run("train", *TINY, "--epochs", "1", "--eps", "8/255", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 0, r.output
+    assert "warning: c_t 0.5 stopped" in r.output and "--c-max auto" in r.output
+    quiet = run("train", *TINY, "--epochs", "1", "--out", str(tmp_path / "q"))
+    assert "warning" not in quiet.output
+
+
+def test_the_device_of_a_cpu_backend_is_not_ignored(tmp_path):
+    r = run("train", *TINY, "--device", "cuda", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 1 and "--device cuda is for --backend torch" in r.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_c_max_auto_is_estimated_from_fgsm(tmp_path):
@@ -85,6 +118,29 @@ def test_bad_settings_give_one_line_errors(tmp_path, args, message):
     assert r.exit_code == 1, r.output
     assert r.stderr.startswith("Error:") and message in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_the_default_backend_is_torch_where_it_is_installed():
+    from minidyn.config import TrainConfig, torch_installed
+    cfg = TrainConfig(epochs=1).resolved()
+    assert cfg.backend == ("torch" if torch_installed() else "numpy")
+    assert cfg.model == ("cnn4" if cfg.backend == "torch" else "mlp")
+
+
+def test_without_torch_the_default_backend_is_numpy_and_says_so(tmp_path):
+    args = [a for a in TINY if a not in ("--backend", "numpy")]
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from click.testing import CliRunner\n"
+        "from minidyn.cli.main import main\n"
+        f"r = CliRunner().invoke(main, {['train', *args, '--epochs', '1', '--out', str(tmp_path / 'r')]!r})\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(r.output.splitlines()[0])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "with the numpy backend" in proc.stdout and "torch is not installed" in proc.stdout
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["backend"] == "numpy"
 
 
 def test_numpy_training_works_without_torch(tmp_path):
