@@ -8,6 +8,8 @@ from minidyn.errors import ConfigError
 
 
 def _range(ctx, param, value):
+    if value is None:
+        return None  # the paper's [0, 0.1], or auto if it holds under half the examples
     if value.strip().lower() == "auto":
         return "auto"
     try:
@@ -17,6 +19,14 @@ def _range(ctx, param, value):
     if not hi > lo:
         raise click.BadParameter(f"{value!r}: LO must be below HI")
     return lo, hi
+
+
+def _epochs(ctx, param, value):
+    epochs = epoch_list(ctx, param, value)
+    if epochs and min(epochs) < 1:
+        raise click.BadParameter(f"{value!r}: epochs are counted from 1 (epoch 1 is the first, "
+                                 "as in the training log)")
+    return epochs
 
 
 def _eps_list(ctx, param, value):
@@ -36,13 +46,14 @@ def _eps_list(ctx, param, value):
 @click.command("analyze")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--limit", type=int, default=1000, show_default=True, help="Test examples attacked (Figs 1a, 4a).")
-@click.option("--epochs", callback=epoch_list, help="Epochs for the FOSC KDE, e.g. 0,10,19.  [default: first, middle, last]")
+@click.option("--epochs", callback=_epochs, help="Epochs of the FOSC KDE, counted from 1 as in the training log, e.g. 1,10,20.  [default: first, middle, last]")
 @click.option("--bins", type=int, default=20, show_default=True, help="FOSC bins of Fig 1a.")
-@click.option("--fosc-range", default="0,0.1", show_default=True, callback=_range, help="FOSC range of Fig 1a's bins and of the share of training examples in range; "
-                   "'auto': [0, 95th percentile of the test FOSC].")
+@click.option("--fosc-range", callback=_range, help="LO,HI: FOSC range of Fig 1a's bins and of the share of training examples in range; "
+                   "'auto': [0, 95th percentile of the test FOSC].  [default: the paper's 0,0.1; auto for "
+                   "Fig 1a when under half the test examples lie in it]")
 @click.option("--fosc-bounds", type=click.Choice(["ball", "clipped"]), default="ball", show_default=True,
-              help="FOSC of Figs 1a/1b: the paper's (max over the eps-ball) or clipped (over the ball "
-                   "and [0, 1]^d, the set PGD searches).")
+              help="FOSC of Figs 1a/1b: the paper's (max over the eps-ball) or the max over the feasible "
+                   "set PGD searches, the eps-ball intersected with the pixel box [0, 1]^d ('clipped').")
 @click.option("--eps-grid", callback=_eps_list, help="Test eps of Fig 4a, e.g. 0.1,0.2,0.3.  [default: 5 from eps/4 to eps]")
 @click.option("--trajectories", "traj_n", type=int, default=20, show_default=True, help="Examples in Fig 1b.")
 @click.option("--trajectory-steps", "traj_steps", type=int, default=20, show_default=True, help="PGD steps in Fig 1b.")
@@ -60,7 +71,7 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_g
     PGD-10 accuracy against the test eps (Fig 4a). Numbers go to CSV and analysis.json, figures
     to PNG (with matplotlib).
     """
-    from minidyn.analysis import analyze_run, describe_corr
+    from minidyn.analysis import analyze_run
     from minidyn.cli.evaluate import progress
 
     if limit is not None and limit < 1:
@@ -69,37 +80,15 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_g
                     eps_grid=eps_grid, traj_n=traj_n, traj_steps=traj_steps, batch_size=batch_size,
                     seed=seed, device=device, plots=not no_plots, fosc_bounds=fosc_bounds,
                     log=lambda line: click.echo(line), progress=progress)
-    f1 = s["fig1a"]
-    lo, hi = f1["fosc_range"]
-    inside = f1["n"] - f1["n_below"] - f1["n_above"] - f1["n_nan"]
-    q10, q50, q90 = f1["fosc_quantiles"]
     click.echo(f"{s['run']}: {s['model']} ({s['method']}), {s['dataset']}, eps {s['eps']:g}, "
                + ("FOSC over the eps-ball (the paper's)" if fosc_bounds == "ball"
-                  else "FOSC over the eps-ball and [0, 1] (clipped) in Figs 1a/1b"))
-    click.echo(f"Fig 1a  PGD-10 on {f1['n']} test examples ({f1['accuracy_all']:.1f}% correct): "
-               f"FOSC median {q50:.4g} (10%: {q10:.4g}, 90%: {q90:.4g})")
-    click.echo(f"        {inside} of {f1['n']} in [{lo:g}, {hi:g}] ({f1['n_below']} below, {f1['n_above']} above), "
-               f"{f1['bins']} bins, {int((f1['counts'] > 0).sum())} non-empty")
-    click.echo(f"        Pearson r(bin FOSC, accuracy) = {describe_corr(f1, 'accuracy')}, "
-               f"r(bin FOSC, loss) = {describe_corr(f1, 'loss')}")
-    if inside < f1["n"] / 2:
-        click.echo(f"        note: most examples lie outside [{lo:g}, {hi:g}] (FOSC scales with eps and the "
-                   "input size; the paper's range is for CIFAR-10 at 8/255): try --fosc-range auto")
+                  else "FOSC over the eps-ball intersected with the pixel box [0, 1]^d in Figs 1a/1b"))
+    _echo_fig1a(s["fig1a"])
     t = s["fig1b"]
     click.echo(f"Fig 1b  {len(t['indices'])} examples, PGD-{t['steps']}: median FOSC "
                f"{t['median_fosc'][0]:.4g} at step 0 -> {t['median_fosc'][-1]:.4g} at step {t['steps']}; "
                f"median loss {t['median_loss'][0]:.3f} -> {t['median_loss'][-1]:.3f}")
-    dist = s["fosc_distributions"]
-    if dist["share"]:
-        lo_s, hi_s = dist["share_range"]
-        shares = "  ".join(f"{e}: {100 * v:.1f}%" for e, v in dist["share"].items())
-        click.echo(f"FOSC    training examples with FOSC in [{lo_s:g}, {hi_s:g}] by epoch: {shares}")
-        for e in dist["epochs"]:
-            q = dist["quantiles"][e]
-            click.echo(f"        epoch {e}: KDE of {dist['n'][e]} values, bandwidth {dist['bandwidth'][e]:.3g}, "
-                       f"median {q[1]:.4g}, 99th percentile {q[2]:.4g}")
-    else:
-        click.echo("FOSC    no fosc/epoch_NNN.npy in the run (trained with --no-record-fosc?)")
+    _echo_distributions(s["fosc_distributions"])
     c = s["fig4a"]
     click.echo(f"Fig 4a  PGD-10 accuracy by test eps ({c['n']} examples): "
                + "  ".join(f"{e:.4g}: {a:.1f}%" for e, a in zip(c["eps"], c["accuracy"])))
@@ -108,3 +97,40 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_g
         for flag in s["flags"]:
             click.echo(f"  ! {flag}")
     click.echo("wrote " + ", ".join(s["files"]))
+
+
+def _echo_fig1a(f1: dict) -> None:
+    """The Fig 1a lines of analysis.json's "fig1a", with a note when the range misses most examples."""
+    from minidyn.analysis import describe_corr
+
+    lo, hi = f1["fosc_range"]
+    inside = f1["n"] - f1["n_below"] - f1["n_above"] - f1["n_nan"]
+    q10, q50, q90 = f1["fosc_quantiles"]
+    plo, phi = f1["paper_range"]
+    click.echo(f"Fig 1a  PGD-10 on {f1['n']} test examples ({f1['accuracy_all']:.1f}% correct): "
+               f"FOSC median {q50:.4g} (10%: {q10:.4g}, 90%: {q90:.4g})")
+    if f1["range_source"] == "fallback":
+        click.echo(f"        note: only {f1['n_in_paper_range']} of {f1['n']} lie in the paper's [{plo:g}, {phi:g}] "
+                   "(its range is for CIFAR-10 at 8/255; FOSC scales with eps and the input size), so Fig 1a "
+                   f"uses --fosc-range auto, [{lo:g}, {hi:g}]; --fosc-range {plo:g},{phi:g} forces the paper's")
+    click.echo(f"        {inside} of {f1['n']} in [{lo:g}, {hi:g}] ({f1['n_below']} below, {f1['n_above']} above), "
+               f"{f1['bins']} bins, {int((f1['counts'] > 0).sum())} non-empty")
+    click.echo(f"        Pearson r(bin FOSC, accuracy) = {describe_corr(f1, 'accuracy')}, "
+               f"r(bin FOSC, loss) = {describe_corr(f1, 'loss')}")
+    if f1["range_source"] == "given" and inside < f1["n"] / 2:
+        click.echo(f"        note: most examples lie outside [{lo:g}, {hi:g}] (FOSC scales with eps and the "
+                   "input size; the paper's range is for CIFAR-10 at 8/255): try --fosc-range auto")
+
+
+def _echo_distributions(dist: dict) -> None:
+    """The lines of the training FOSC distributions (epochs counted from 1)."""
+    if not dist["share"]:
+        click.echo("FOSC    no fosc/epoch_NNN.npy in the run (trained with --no-record-fosc?)")
+        return
+    lo_s, hi_s = dist["share_range"]
+    shares = "  ".join(f"{e}: {100 * v:.1f}%" for e, v in dist["share"].items())
+    click.echo(f"FOSC    training examples with FOSC in [{lo_s:g}, {hi_s:g}] by epoch: {shares}")
+    for e in dist["epochs"]:
+        q = dist["quantiles"][e]
+        click.echo(f"        epoch {e}: KDE of {dist['n'][e]} values, bandwidth {dist['bandwidth'][e]:.3g}, "
+                   f"median {q[1]:.4g}, 99th percentile {q[2]:.4g}")

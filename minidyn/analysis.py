@@ -10,6 +10,12 @@
 Pictures are drawn by `minidyn.plots` (matplotlib, optional); the numbers never need it.
 FOSC here is the paper's definition (Eq. 4, over the eps-ball, `minidyn.fosc` with bounds=None),
 the same quantity the training loop records.
+
+Epochs are counted from 1 in everything this module returns or writes (the `epochs` argument,
+the keys of the per-epoch dicts, the `epoch` column of fosc_share.csv, analysis.json): epoch 1
+is the first epoch, as in the training log ("epoch 1/15"). The run files keep the 0-based index
+t of the schedules (metrics.jsonl's "epoch", fosc/epoch_NNN.npy): epoch e is the file
+fosc/epoch_{e-1:03d}.npy. `fosc_files` is the one place that translates.
 """
 from __future__ import annotations
 
@@ -132,16 +138,45 @@ def auto_range(fosc, q: float = 0.95) -> tuple[float, float]:
     return (0.0, math.ceil(top / scale) * scale)
 
 
+PAPER_RANGE = (0.0, 0.1)  # the paper's Fig 1a range (CIFAR-10, eps 8/255)
+
+
+def n_in_range(fosc, fosc_range) -> int:
+    """How many FOSC values lie in [lo, hi] (NaN never does)."""
+    f = np.asarray(fosc, float)
+    return int(((f >= fosc_range[0]) & (f <= fosc_range[1])).sum())
+
+
+def choose_range(fosc, fosc_range=None) -> tuple[tuple[float, float], str]:
+    """The FOSC range of Fig 1a's bins and how it was chosen, from the test examples' FOSC (n,).
+
+    fosc_range (lo, hi): used as given ("given"); "auto": auto_range ("auto"); None (the
+    default): the paper's [0, 0.1] ("paper") unless fewer than half of the n examples lie in it,
+    then auto_range ("fallback"): FOSC scales with eps and the input size, and on MNIST the
+    paper's range can hold no example at all, which would leave Fig 1a empty.
+    """
+    if fosc_range is None:
+        if n_in_range(fosc, PAPER_RANGE) >= np.asarray(fosc).size / 2:
+            return PAPER_RANGE, "paper"
+        return auto_range(fosc), "fallback"
+    if isinstance(fosc_range, str):
+        if fosc_range != "auto":
+            raise ConfigError(f"fosc_range must be (lo, hi), 'auto' or None, got {fosc_range!r}")
+        return auto_range(fosc), "auto"
+    return tuple(map(float, fosc_range)), "given"
+
+
 def fosc_bins(B: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
-              bins: int = 20, fosc_range=(0.0, 0.1), steps: int = 10, batch_size: int = 256,
+              bins: int = 20, fosc_range=None, steps: int = 10, batch_size: int = 256,
               seed: int = 0, fosc_bounds=None, on_batch=None) -> dict:
-    """Fig 1a: PGD-10 test examples binned by FOSC; bin_by_fosc's dict plus "examples" and
-    "fosc_range". fosc_range="auto": [0, 95th percentile] (see auto_range)."""
+    """Fig 1a: PGD-10 test examples binned by FOSC; bin_by_fosc's dict plus "examples",
+    "fosc_range", "range_source" and "n_in_paper_range" (see choose_range for fosc_range)."""
     ex = pgd_examples(B, model, data, eps=eps, limit=limit, steps=steps, batch_size=batch_size,
                       seed=seed, fosc_bounds=fosc_bounds, on_batch=on_batch)
-    rng = auto_range(ex["fosc"]) if fosc_range == "auto" else tuple(map(float, fosc_range))
+    rng, source = choose_range(ex["fosc"], fosc_range)
     return {**bin_by_fosc(ex["fosc"], ex["loss"], ex["correct"], bins, rng), "examples": ex,
-            "fosc_range": rng}
+            "fosc_range": rng, "range_source": source,
+            "n_in_paper_range": n_in_range(ex["fosc"], PAPER_RANGE)}
 
 
 # --- Fig 1b ------------------------------------------------------------------------------------
@@ -213,11 +248,12 @@ _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.npy$")
 
 
 def fosc_files(run_dir: str | os.PathLike) -> dict[int, Path]:
-    """{epoch: path} of RUN_DIR/fosc/epoch_NNN.npy, sorted by epoch."""
+    """{epoch: path} of RUN_DIR/fosc/epoch_NNN.npy, sorted, with epochs counted from 1: the file
+    names hold the 0-based index t of the schedules, so epoch_000.npy is epoch 1."""
     d = Path(run_dir) / "fosc"
     if not d.is_dir():
         return {}
-    found = {int(m.group(1)): d / f for f in os.listdir(d) if (m := _EPOCH_FILE.match(f))}
+    found = {int(m.group(1)) + 1: d / f for f in os.listdir(d) if (m := _EPOCH_FILE.match(f))}
     return dict(sorted(found.items()))
 
 
@@ -235,23 +271,35 @@ def fosc_share(samples, share_range=(0.0, 0.1)) -> float:
     return float(((s >= share_range[0]) & (s <= share_range[1])).mean()) if s.size else float("nan")
 
 
+def check_epochs(run_dir: str | os.PathLike, epochs: list[int] | None) -> list[int]:
+    """The epochs (counted from 1) whose FOSC files fosc_distributions reads: `epochs`, or the
+    first, middle and last available; ConfigError for an epoch < 1 or one without a file."""
+    files = fosc_files(run_dir)
+    if epochs is None:
+        return default_epochs(list(files))
+    if any(e < 1 for e in epochs):
+        raise ConfigError(f"epochs are counted from 1 (epoch 1 is the first), got {min(epochs)}")
+    missing = [e for e in epochs if e not in files]
+    if missing:
+        raise ConfigError(f"{run_dir}: no FOSC file for epoch {missing[0]} "
+                          f"(fosc/epoch_{missing[0] - 1:03d}.npy); epochs with FOSC files: "
+                          + (", ".join(map(str, files)) or "none"))
+    return list(epochs)
+
+
 def fosc_distributions(run_dir: str | os.PathLike, epochs: list[int] | None = None,
-                       grid_points: int = 1024, share_range=(0.0, 0.1)) -> dict:
-    """KDE of the training FOSC at `epochs` (default: first, middle, last available) on one
-    common grid, and the share in `share_range` at every available epoch.
+                       grid_points: int = 1024, share_range=PAPER_RANGE) -> dict:
+    """KDE of the training FOSC at `epochs` (counted from 1; default: first, middle, last
+    available) on one common grid, and the share in `share_range` at every available epoch.
 
     Returns epochs (chosen), grid, density {epoch: array}, bandwidth {epoch}, n {epoch}
-    (finite samples), share {epoch: fraction} over all available epochs, share_range.
-    Epochs whose file holds no finite FOSC (a run with --no-record-fosc, or unsecured) are
-    left out of `density`.
+    (finite samples), share {epoch: fraction} over all available epochs, share_range; every
+    epoch counted from 1. Epochs whose file holds no finite FOSC (a run with --no-record-fosc,
+    or unsecured) are left out of `density`.
     """
     files = fosc_files(run_dir)
     available = list(files)
-    chosen = default_epochs(available) if epochs is None else list(epochs)
-    missing = [e for e in chosen if e not in files]
-    if missing:
-        raise ConfigError(f"{run_dir}: no fosc/epoch_{missing[0]:03d}.npy; epochs with FOSC files: "
-                          + (", ".join(map(str, available)) or "none"))
+    chosen = check_epochs(run_dir, epochs)
     data = {e: np.load(files[e], allow_pickle=False).astype(float) for e in chosen}
     data = {e: v[np.isfinite(v)] for e, v in data.items()}
     data = {e: v for e, v in data.items() if v.size}
@@ -358,80 +406,97 @@ def write_eps_curve(out: Path, c: dict) -> None:
     write_csv(out / "fig4a_eps_curve.csv", ["eps", "accuracy_pct"], zip(c["eps"], c["accuracy"]))
 
 
+def write_all(out: Path, b: dict, t: dict, d: dict, c: dict) -> list[str]:
+    """The CSV files of every figure into `out`; returns their names."""
+    write_bins(out, b)
+    write_trajectories(out, t)
+    write_distributions(out, d)
+    write_eps_curve(out, c)
+    return (["fig1a_fosc_bins.csv", "fig1a_examples.csv", "fig1b_trajectories.csv", "fosc_share.csv"]
+            + (["fosc_kde.csv"] if d["density"] else []) + ["fig4a_eps_curve.csv"])
+
+
+def _summary(head: dict, b: dict, t: dict, d: dict, c: dict) -> dict:
+    """analysis.json: `head` (run, checkpoint, method, model, ...) and the numbers of every figure
+    (epochs counted from 1)."""
+    ex = b["examples"]
+    return head | {
+        "fig1a": {k: b[k] for k in ("edges", "counts", "accuracy", "loss", "fosc", "n", "n_below",
+                                    "n_above", "n_nan", "corr_accuracy", "corr_loss",
+                                    "range_source", "n_in_paper_range")}
+                 | {"fosc_range": list(b["fosc_range"]), "paper_range": list(PAPER_RANGE),
+                    "bins": len(b["counts"]), "attack": "pgd10",
+                    "fosc_quantiles": np.quantile(ex["fosc"], [0.1, 0.5, 0.9]).tolist(),
+                    "accuracy_all": 100.0 * float(ex["correct"].mean())},
+        "fig1b": {"indices": t["indices"], "steps": t["steps"],
+                  "median_fosc": np.nanmedian(t["fosc"], axis=1),
+                  "median_loss": np.nanmedian(t["loss"], axis=1)},
+        "fosc_distributions": {k: d[k] for k in ("epochs", "share", "share_range", "bandwidth", "n")}
+                              | {"quantiles": d.get("quantiles", {}), "epochs_counted_from": 1},
+        "fig4a": {"eps": c["eps"], "accuracy": c["accuracy"], "n": c["n"]},
+        "flags": c["flags"],
+    }
+
+
+def _load_run(run: Path, device: str):
+    """(backend, model, head of analysis.json, test data) of the run directory `run`."""
+    from minidyn.data import load_dataset
+    from minidyn.evaluate import checkpoint_in, load_checkpoint, run_config
+
+    if not run.is_dir():
+        raise ConfigError(f"{run} is not a run directory")
+    path = checkpoint_in(run)
+    B, model, meta = load_checkpoint(path, device)
+    cfg = run_config(path)
+    data = load_dataset(meta.get("dataset") or cfg.get("dataset"), "test", cfg.get("data_dir"))
+    head = {"run": str(run), "checkpoint": str(path), "method": meta.get("method") or cfg.get("method"),
+            "model": meta.get("model"), "dataset": data.name, "eps": float(meta.get("eps") or cfg.get("eps"))}
+    return B, model, head, data
+
+
 def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
                 limit: int | None = 1000, epochs: list[int] | None = None, bins: int = 20,
-                fosc_range=(0.0, 0.1), eps_grid=None, traj_n: int = 20, traj_steps: int = 20,
+                fosc_range=None, eps_grid=None, traj_n: int = 20, traj_steps: int = 20,
                 batch_size: int = 256, seed: int = 0, device: str = "auto", plots: bool = True,
                 fosc_bounds: str = "ball", log: Callable[[str], None] = print, progress=None) -> dict:
     """Every analysis for the run in `run_dir`; numbers to CSV/JSON and (matplotlib) PNGs in `out`
     (default RUN_DIR/analysis). Returns the summary written to analysis.json, with "files".
 
-    fosc_bounds: "ball" (the paper's FOSC, Eq. 4) or "clipped" (the maximum over the ball
-    intersected with [0, 1]^d) for Figs 1a and 1b; the training FOSC files of the
-    distributions are always the paper's (what the training loop records).
-    fosc_range: (lo, hi) or "auto"; the bins of Fig 1a and the "share of training examples
-    with FOSC in range" of the distributions both use it (the paper: [0, 0.1], for CIFAR-10 at
-    eps 8/255; FOSC scales with eps and the input dimension, so other settings need another).
+    epochs: the epochs (counted from 1) of the FOSC KDE; default first, middle and last.
+    fosc_bounds: "ball" (the paper's FOSC, Eq. 4) or "clipped" (FOSC over the feasible set PGD
+    searches, the eps-ball intersected with the pixel box [0, 1]^d) for Figs 1a and 1b; the
+    training FOSC files of the distributions are always the paper's (what training records).
+    fosc_range: None, (lo, hi) or "auto", the range of Fig 1a's bins (see choose_range). The
+    "share of training examples with FOSC in range" of the distributions uses the same range,
+    except after a fallback, where it keeps the paper's [0, 0.1] (its "FOSC density").
     """
-    from minidyn.data import load_dataset
-    from minidyn.evaluate import checkpoint_in, load_checkpoint, run_config
-
     run = Path(run_dir)
-    if not run.is_dir():
-        raise ConfigError(f"{run} is not a run directory")
+    if fosc_bounds not in FOSC_BOUNDS:
+        raise ConfigError(f"fosc_bounds must be one of {', '.join(FOSC_BOUNDS)}, got {fosc_bounds!r}")
+    bounds = FOSC_BOUNDS[fosc_bounds]
+    B, model, head, data = _load_run(run, device)
+    check_epochs(run, epochs)  # before minutes of PGD, not after
     out = Path(out) if out is not None else run / "analysis"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create --out {out}: {exc.strerror}") from None
-    path = checkpoint_in(run)
-    B, model, meta = load_checkpoint(path, device)
-    cfg = run_config(path)
-    eps = float(meta.get("eps") or cfg.get("eps"))
-    data = load_dataset(meta.get("dataset") or cfg.get("dataset"), "test", cfg.get("data_dir"))
+    eps = head["eps"]
     eps_grid = default_eps_grid(eps) if eps_grid is None else np.asarray(eps_grid, float)
-    if fosc_bounds not in FOSC_BOUNDS:
-        raise ConfigError(f"fosc_bounds must be one of {', '.join(FOSC_BOUNDS)}, got {fosc_bounds!r}")
-    bounds = FOSC_BOUNDS[fosc_bounds]
-    written = []
-
-    bars = progress or (lambda label, total: (None, lambda: None))
-    cb, close = bars("Fig 1a: PGD-10", len(data) if limit is None else min(limit, len(data)))
+    cb, close = (progress or (lambda label, total: (None, lambda: None)))(
+        "Fig 1a: PGD-10", len(data) if limit is None else min(limit, len(data)))
     try:
         b = fosc_bins(B, model, data, eps=eps, limit=limit, bins=bins, fosc_range=fosc_range,
                       batch_size=batch_size, seed=seed, fosc_bounds=bounds, on_batch=cb)
     finally:
         close()
-    write_bins(out, b)
-    written += ["fig1a_fosc_bins.csv", "fig1a_examples.csv"]
     t = trajectories(B, model, data, eps=eps, n=traj_n, steps=traj_steps, seed=seed,
                      fosc_bounds=bounds)
-    write_trajectories(out, t)
-    written.append("fig1b_trajectories.csv")
-    d = fosc_distributions(run, epochs, share_range=b["fosc_range"])
-    write_distributions(out, d)
-    written += ["fosc_share.csv"] + (["fosc_kde.csv"] if d["density"] else [])
+    d = fosc_distributions(run, epochs, share_range=PAPER_RANGE if b["range_source"] == "fallback"
+                           else b["fosc_range"])
     c = eps_curve(B, model, data, eps_grid=eps_grid, limit=limit, batch_size=batch_size, seed=seed)
-    write_eps_curve(out, c)
-    written.append("fig4a_eps_curve.csv")
-
-    summary = {
-        "run": str(run), "checkpoint": str(path), "method": meta.get("method") or cfg.get("method"),
-        "model": meta.get("model"), "dataset": data.name, "eps": eps, "seed": seed,
-        "fosc_bounds": fosc_bounds,
-        "fig1a": {k: b[k] for k in ("edges", "counts", "accuracy", "loss", "fosc", "n", "n_below",
-                                    "n_above", "n_nan", "corr_accuracy", "corr_loss")}
-                 | {"fosc_range": list(b["fosc_range"]), "bins": bins, "attack": "pgd10",
-                    "fosc_quantiles": np.quantile(b["examples"]["fosc"], [0.1, 0.5, 0.9]).tolist(),
-                    "accuracy_all": 100.0 * float(b["examples"]["correct"].mean())},
-        "fig1b": {"indices": t["indices"], "steps": t["steps"],
-                  "median_fosc": np.nanmedian(t["fosc"], axis=1),
-                  "median_loss": np.nanmedian(t["loss"], axis=1)},
-        "fosc_distributions": {k: d[k] for k in ("epochs", "share", "share_range", "bandwidth", "n")}
-                              | {"quantiles": d.get("quantiles", {})},
-        "fig4a": {"eps": c["eps"], "accuracy": c["accuracy"], "n": c["n"]},
-        "flags": c["flags"],
-    }
+    written = write_all(out, b, t, d, c)
+    summary = _summary(head | {"seed": seed, "fosc_bounds": fosc_bounds}, b, t, d, c)
     atomic_write(out / "analysis.json", lambda f: json.dump(jsonable(summary), f, indent=2))
     written.append("analysis.json")
     if plots:

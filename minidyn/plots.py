@@ -1,7 +1,10 @@
 """PNG figures of `minidyn.analysis` results, with matplotlib (the `plot` extra), imported lazily.
 
 Uses matplotlib's object API (Figure + the Agg canvas), never pyplot, so it touches no global
-state and needs no display. Every function takes the dict an analysis function returned.
+state and needs no display. Every `*_figure` function takes the dict an analysis function
+returned and gives back the matplotlib Figure (for tests and notebooks); `plot_*` saves it.
+Each title names the paper's figure it redraws (Wang et al., ICML 2019) and says in one line
+how to read it. Epochs are counted from 1, as in the training log.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import numpy as np
 
 MISSING = ("matplotlib is not installed (pip install 'minidyn[plot]'): "
            "wrote the numbers (CSV/JSON) but no PNGs")
+PAPER = "Wang et al. 2019"
+LOW_FOSC = "low FOSC = the inner maximisation is well solved (FOSC ≥ 0; 0 at a local maximum)"
 
 
 def available() -> bool:
@@ -19,6 +24,13 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def fosc_set(clipped: bool) -> str:
+    """Which feasible set the FOSC of Figs 1a/1b maximises over, in words."""
+    if clipped:
+        return "FOSC over the eps-ball ∩ the pixel box [0, 1]^d"
+    return "FOSC over the eps-ball (the paper's)"
 
 
 def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw):
@@ -31,57 +43,101 @@ def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw):
     return fig, axes
 
 
+def _title(fig, what: str, figure: str, lines: list[str]) -> None:
+    """Suptitle: `what` (cf. Fig. `figure` of the paper), then one short line per entry."""
+    fig.suptitle("\n".join([f"{what} (cf. {figure} of {PAPER})"] + [ln for ln in lines if ln]),
+                 fontsize=9)
+
+
 def _save(fig, path: Path) -> str:
     fig.savefig(path, dpi=110)
     return path.name
 
 
-def plot_fosc_bins(b: dict, path: Path, title: str = "") -> str:
+def _range_words(b: dict) -> str:
+    """How Fig 1a's FOSC range was chosen, for its x-axis label."""
+    lo, hi = b["fosc_range"]
+    inside = b["n"] - b["n_below"] - b["n_above"] - b.get("n_nan", 0)
+    counts = f"{inside} of {b['n']} examples in [{lo:g}, {hi:g}], {b['n_above']} above"
+    if b.get("range_source") == "fallback":
+        return (f"FOSC of the PGD-10 point ({counts};\nrange chosen automatically: only "
+                f"{b['n_in_paper_range']} of {b['n']} lie in the paper's [0, 0.1])")
+    return f"FOSC of the PGD-10 point ({counts})"
+
+
+def fosc_bins_figure(b: dict, title: str = "", clipped: bool = False):
     """Fig 1a: accuracy (left axis) and mean loss (right axis) per FOSC bin; counts below."""
-    fig, axes = _figure(6.4, 5.2, nrows=2, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    from minidyn.analysis import describe_corr
+
+    fig, axes = _figure(7.0, 6.0, nrows=2, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax, axc = axes[0, 0], axes[1, 0]
     full = b["counts"] > 0
     x = b["centers"]
     if not full.any():
         ax.text(0.5, 0.5, "no example has its FOSC in this range:\nchoose another with --fosc-range",
                 ha="center", va="center", transform=ax.transAxes)
-    ax.plot(x[full], b["accuracy"][full], "o-", color="tab:blue", label="accuracy")
+    acc, = ax.plot(x[full], b["accuracy"][full], "o-", color="tab:blue", label="accuracy (left axis)")
     ax.set_ylabel("accuracy (%)", color="tab:blue")
     ax.set_ylim(-3, 103)
     ax2 = ax.twinx()
-    ax2.plot(x[full], b["loss"][full], "s--", color="tab:red", label="mean loss")
+    loss, = ax2.plot(x[full], b["loss"][full], "s--", color="tab:red", label="mean loss (right axis)")
     ax2.set_ylabel("mean cross-entropy loss", color="tab:red")
-    from minidyn.analysis import describe_corr
-
-    ax.set_title(f"{title}: PGD-10 test examples by FOSC\nr(FOSC, accuracy) = "
-                 f"{describe_corr(b, 'accuracy')}, r(FOSC, loss) = {describe_corr(b, 'loss')}", fontsize=9)
+    # above the axes: "best" would only avoid the accuracy points, not the loss on the twin axis
+    ax.legend(handles=[acc, loss], fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              ncol=2, frameon=False)
+    _title(fig, "Accuracy and loss of PGD-10 test examples, binned by FOSC", "Fig. 1a",
+           [f"{title}; {fosc_set(clipped)}", LOW_FOSC,
+            f"r(FOSC, accuracy) = {describe_corr(b, 'accuracy')}, "
+            f"r(FOSC, loss) = {describe_corr(b, 'loss')}"])
     width = b["edges"][1] - b["edges"][0]
     axc.bar(x, b["counts"], width=0.9 * width, color="0.6")
-    axc.set_ylabel("examples")
-    axc.set_xlabel(f"FOSC ({b['n'] - b['n_below'] - b['n_above']} of {b['n']} in range, "
-                   f"{b['n_above']} above)")
+    axc.set_ylabel("examples\nper bin")
+    axc.set_xlabel(_range_words(b))
     axc.set_xlim(b["edges"][0], b["edges"][-1])
-    return _save(fig, path)
+    return fig
 
 
-def plot_trajectories(t: dict, path: Path, title: str = "") -> str:
-    """Fig 1b: FOSC and loss along the PGD steps, one line per example."""
-    fig, axes = _figure(9.0, 3.8, ncols=2)
+def line_colours(n: int) -> list:
+    """n distinct RGBA colours: tab20 for up to 20 (its 10 strong hues first, then their light
+    partners), evenly spaced on `turbo` beyond that."""
+    from matplotlib import colormaps
+
+    if n <= 20:
+        tab = colormaps["tab20"].colors
+        return [tab[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))][:n]
+    return [colormaps["turbo"](v) for v in np.linspace(0, 1, n)]
+
+
+def trajectories_figure(t: dict, title: str = "", clipped: bool = False):
+    """Fig 1b: FOSC and loss along the PGD steps, one line per example, the same colour (and,
+    past the 10th example, a dashed style) for an example in both panels."""
+    from matplotlib.ticker import MaxNLocator
+
+    n = t["fosc"].shape[1]
+    fig, axes = _figure(11.0, 4.4, ncols=2)
     steps = np.arange(t["fosc"].shape[0])
-    for j in range(t["fosc"].shape[1]):
-        axes[0, 0].plot(steps, t["fosc"][:, j], lw=1, alpha=0.8)
-        axes[0, 1].plot(steps, t["loss"][:, j], lw=1, alpha=0.8)
-    axes[0, 0].set_ylabel("FOSC")
+    for j, colour in enumerate(line_colours(n)):
+        style = "-" if j < 10 else "--"
+        label = f"test #{int(t['indices'][j])}"
+        axes[0, 0].plot(steps, t["fosc"][:, j], style, color=colour, lw=1.2, label=label)
+        axes[0, 1].plot(steps, t["loss"][:, j], style, color=colour, lw=1.2, label=label)
+    axes[0, 0].set_ylabel("FOSC" + (" (eps-ball ∩ [0, 1]^d)" if clipped else " (eps-ball)"))
     axes[0, 1].set_ylabel("cross-entropy loss")
     for ax in axes[0]:
-        ax.set_xlabel("PGD step")
-    fig.suptitle(f"{title}: {t['fosc'].shape[1]} random test examples, PGD steps of eps/4", fontsize=10)
-    return _save(fig, path)
+        ax.set_xlabel("PGD step (0: the random start)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    if n <= 20:
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center",
+                   fontsize=7, title="example", title_fontsize=8)
+    _title(fig, f"FOSC and loss along the PGD steps (eps/4, random start) of {n} random test examples",
+           "Fig. 1b", [f"{title}; {fosc_set(clipped)}", LOW_FOSC])
+    return fig
 
 
-def plot_distributions(d: dict, path: Path, title: str = "") -> str:
-    """Figs 2/3/5: KDE of the training FOSC at chosen epochs; share in [0, 0.1] per epoch."""
-    fig, axes = _figure(10.0, 3.9, ncols=2)
+def distributions_figure(d: dict, title: str = ""):
+    """Figs 2/3/5: KDE of the training FOSC at chosen epochs, the share range shaded; right:
+    the share of training examples in that range at every epoch (counted from 1)."""
+    fig, axes = _figure(11.0, 4.4, ncols=2)
     ax, axs = axes[0, 0], axes[0, 1]
     lo_s, hi_s = d["share_range"]
     if d["density"]:
@@ -89,29 +145,40 @@ def plot_distributions(d: dict, path: Path, title: str = "") -> str:
             ax.plot(d["grid"], dens, lw=1.5, label=f"epoch {e}  ({100 * d['share'][e]:.1f}% in [{lo_s:g}, {hi_s:g}])")
         top = max(max(q[2] for q in d["quantiles"].values()) * 1.1, hi_s * 1.5)
         ax.set_xlim(min(0.0, min(q[0] for q in d["quantiles"].values())) - 0.02 * top, top)
-        ax.axvspan(lo_s, hi_s, color="0.85", zorder=0)
+        ax.axvspan(lo_s, hi_s, color="0.85", zorder=0,
+                   label=f"FOSC in [{lo_s:g}, {hi_s:g}]: the share plotted on the right")
         ax.set_xlabel("FOSC of the training adversarial examples (x-axis up to the 99th percentile)")
         ax.set_ylabel("density (Gaussian KDE, Scott)")
-        ax.legend(fontsize=8)
+        # the top third kept free for the legend, so that it never hides a peak
+        ax.set_ylim(top=1.5 * max(np.nanmax(v) for v in d["density"].values()))
+        ax.legend(fontsize=8, loc="upper right")
     else:
         ax.text(0.5, 0.5, "no FOSC recorded", ha="center", transform=ax.transAxes)
+    _share_panel(axs, d)
+    _title(fig, "FOSC of the training examples by epoch", "Figs. 2, 3 and 5",
+           [f"{title}; FOSC over the eps-ball, as recorded in training; epochs counted from 1",
+            LOW_FOSC])
+    return fig
+
+
+def _share_panel(axs, d: dict) -> None:
+    """The share of training examples with FOSC in d["share_range"], per epoch."""
     from matplotlib.ticker import MaxNLocator
 
+    lo_s, hi_s = d["share_range"]
     epochs = list(d["share"])
     shares = [100 * d["share"][e] for e in epochs]
     axs.plot(epochs, shares, "o-")
     axs.xaxis.set_major_locator(MaxNLocator(integer=True))
     finite = [v for v in shares if np.isfinite(v)]
     axs.set_ylim(0, max(finite + [1.0]) * 1.1)
-    axs.set_xlabel("epoch")
-    axs.set_ylabel(f"% of examples with FOSC in [{lo_s:g}, {hi_s:g}]")
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    axs.set_xlabel("epoch (1 = the first, as in the training log)")
+    axs.set_ylabel(f"% of training examples with FOSC in [{lo_s:g}, {hi_s:g}]")
 
 
-def plot_eps_curve(c: dict, path: Path, title: str = "") -> str:
+def eps_curve_figure(c: dict, title: str = ""):
     """Fig 4a: PGD-10 accuracy against the test eps (eps 0: clean)."""
-    fig, axes = _figure(5.6, 4.0)
+    fig, axes = _figure(5.8, 4.4)
     ax = axes[0, 0]
     ax.plot(c["eps"], c["accuracy"], "o-")
     for e, a in zip(c["eps"], c["accuracy"]):
@@ -119,17 +186,35 @@ def plot_eps_curve(c: dict, path: Path, title: str = "") -> str:
     ax.set_xlabel("test eps (0: clean)")
     ax.set_ylabel(f"PGD-10 accuracy (%), {c['n']} test examples")
     ax.set_ylim(0, 105)
-    ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    # no FOSC in this figure: its one-line reading is about the curve instead
+    _title(fig, "Robustness against the test eps", "Fig. 4a",
+           [title, "accuracy should fall as eps grows; a rise hints at gradient masking"])
+    return fig
+
+
+def plot_fosc_bins(b: dict, path: Path, title: str = "", clipped: bool = False) -> str:
+    return _save(fosc_bins_figure(b, title, clipped), path)
+
+
+def plot_trajectories(t: dict, path: Path, title: str = "", clipped: bool = False) -> str:
+    return _save(trajectories_figure(t, title, clipped), path)
+
+
+def plot_distributions(d: dict, path: Path, title: str = "") -> str:
+    return _save(distributions_figure(d, title), path)
+
+
+def plot_eps_curve(c: dict, path: Path, title: str = "") -> str:
+    return _save(eps_curve_figure(c, title), path)
 
 
 def plot_all(out: Path, b: dict, t: dict, d: dict, c: dict, title: str = "",
              clipped: bool = False) -> list[str]:
-    """Every figure of `minidyn analyze` into `out`; returns the file names. clipped: Figs 1a/1b
-    show FOSC over the eps-ball and [0, 1] (said in their titles)."""
+    """Every figure of `minidyn analyze` into `out`; returns the file names. clipped: the FOSC
+    of Figs 1a/1b is the maximum over the eps-ball intersected with the pixel box [0, 1]^d
+    (said in their titles); the FOSC values themselves are never clipped."""
     out = Path(out)
-    fosc_title = title + (" (FOSC clipped to [0, 1])" if clipped else "")
-    return [plot_fosc_bins(b, out / "fig1a_fosc_bins.png", fosc_title),
-            plot_trajectories(t, out / "fig1b_trajectories.png", fosc_title),
+    return [plot_fosc_bins(b, out / "fig1a_fosc_bins.png", title, clipped),
+            plot_trajectories(t, out / "fig1b_trajectories.png", title, clipped),
             plot_distributions(d, out / "fosc_distributions.png", title),
             plot_eps_curve(c, out / "fig4a_eps_curve.png", title)]
