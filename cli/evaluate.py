@@ -1,8 +1,10 @@
 """`minidyn eval CHECKPOINT` and `minidyn compare RUN...`: robustness numbers and Table 1.
 
 `minidyn eval --save` writes eval.json (white-box) or eval-blackbox.json (with --source) next
-to the checkpoint; `minidyn compare` reads RUN/eval.json where it exists and evaluates the run
-otherwise. Registered on the `minidyn` group at the end of cli/main.py.
+to the checkpoint, the object `eval --json` prints; `minidyn compare` reads RUN/eval.json where
+it exists and evaluates the run otherwise, then aggregates runs that differ only in seed with
+minidyn.aggregate (the module the study report shares). Registered on the `minidyn` group at
+the end of cli/main.py.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ from minidyn.errors import ConfigError
 
 
 def progress(label: str, total: int):
-    """A stderr progress bar driven by on_batch(done, total) calls; returns (callback, close)."""
+    """A stderr progress bar driven by on_batch(done, total) calls; returns (callback, close).
+    Nothing without a terminal: a log file would get only the bar's label."""
+    if not sys.stderr.isatty():
+        return (lambda done, n: None), (lambda: None)
     bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True)
     bar.__enter__()
     state = {"done": 0}
@@ -63,7 +68,10 @@ def eps_of(meta: dict, eps: float | None, checkpoint: str) -> float:
 @click.option("--apgd-steps", type=int, default=100, show_default=True, help="APGD iterations.")
 @click.option("--source", type=click.Path(), help="Black-box: craft the attacks on this surrogate checkpoint.")
 @click.option("--device", default="auto", show_default=True, help="torch device (auto, cpu, cuda, cuda:N).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {attack: accuracy %} and nothing else.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object and nothing else: what was evaluated (checkpoint, model, method, "
+                   "dataset, epoch, eps, n, seed, restarts, apgd_steps, source: null for white-box), "
+                   "\"accuracy\" {attack: %}, the sanity flags and checks; the object --save writes.")
 @click.option("--save", is_flag=True, help="Also write eval.json (eval-blackbox.json with --source) next to the checkpoint.")
 def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size, seed, restarts,
                  apgd_steps, source, device, as_json, save):
@@ -117,18 +125,17 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
             note = (f"black-box vs white-box not checked: no matching {saved} (run `minidyn eval "
                     f"{path} --save` with the same --eps, --limit and --seed first)")
     flags = sanity_flags(result, white_box)
-    acc = result.accuracy()
+    result.meta = {"checkpoint": str(path), "dataset": data.name, "model": meta.get("model"),
+                   "method": meta.get("method"), "epoch": meta.get("epoch"), "flags": flags,
+                   "version": __version__}
     if save:
         from minidyn.fileio import atomic_write
 
-        result.meta = {"checkpoint": str(path), "dataset": data.name, "model": meta.get("model"),
-                       "method": meta.get("method"), "epoch": meta.get("epoch"), "flags": flags,
-                       "version": __version__}
         target = path.parent / ("eval-blackbox.json" if src is not None else "eval.json")
         atomic_write(target, lambda f: json.dump(result.to_dict(), f, indent=2, sort_keys=True))
         click.echo(f"wrote {target}", err=True)
     if as_json:
-        click.echo(json.dumps(acc))
+        click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
     mode = f"black-box, crafted on {src_path}" if src is not None else "white-box"
     header = (f"{path}: {meta.get('model')} ({meta.get('method') or 'method unknown'}) on the "
@@ -148,7 +155,76 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
                    if done else "sanity checks: none applies to these attacks")
 
 
-PAPER_COLUMNS = ("clean", "fgsm", "pgd10", "pgd20", "cw")
+COST = "grad_evals_per_example"
+COLUMNS = ("clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "worst-case", COST)
+HEADERS = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf",
+           "apgd-ce": "APGD-CE", "worst-case": "worst case", COST: "grad evals / example"}
+COST_NOTE = ("grad evals / example: the training attacks' input-gradient evaluations (metrics.jsonl "
+             "grad_evals) summed over all epochs, per training example; SGD's weight gradient is "
+             "not counted.")
+
+
+def saved_eval(checkpoint) -> dict | None:
+    """The white-box eval.json next to a checkpoint, None when there is none usable."""
+    saved = checkpoint.parent / "eval.json"
+    try:
+        ev = json.loads(saved.read_text()) if saved.is_file() else None
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(ev, dict) and ev.get("source") is None and isinstance(ev.get("accuracy"), dict)
+    return ev if ok else None
+
+
+def resolve_runs(runs) -> tuple[list[tuple[str, "Path"]], list[str]]:
+    """([(RUN, its checkpoint)] with each checkpoint once, [notes on RUNs given twice]);
+    ConfigError naming every RUN that is missing or holds no checkpoint, before anything is
+    evaluated."""
+    from pathlib import Path
+
+    from minidyn.errors import CheckpointError
+    from minidyn.evaluate import checkpoint_in
+
+    bad, out, seen, twice = [], [], {}, []
+    for run in runs:
+        if not Path(run).exists():
+            bad.append(f"{run}: no such run directory or checkpoint")
+            continue
+        try:
+            path = checkpoint_in(run)
+        except CheckpointError as exc:
+            bad.append(str(exc))
+            continue
+        if path.resolve() in seen:
+            twice.append(f"{run} is the checkpoint of {seen[path.resolve()]} again; counted once")
+        else:
+            seen[path.resolve()] = run
+            out.append((run, path))
+    if bad:
+        raise ConfigError("; ".join(bad) + ("" if len(bad) == 1 else f" ({len(bad)} of {len(runs)} runs)"))
+    return out, twice
+
+
+def _cell(summary: dict, runs: int, column: str) -> str:
+    from minidyn.aggregate import format_summary
+
+    return format_summary(summary, runs, digits=1 if column == COST else 2)
+
+
+def _diff_cell(d) -> str:
+    if not d.n:
+        return "-"
+    if d.low is None:
+        return f"{d.mean:+.2f} (n=1)"
+    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] (n={d.n})"
+
+
+def _by_seed(rows, members, seeds, column) -> dict:
+    """{seed: the mean of the group's values of column at that seed} (duplicates averaged)."""
+    values = {}
+    for i, s in zip(members, seeds):
+        if s is not None and rows[i].get(column) is not None:
+            values.setdefault(s, []).append(rows[i][column])
+    return {s: sum(v) / len(v) for s, v in values.items()}
 
 
 @click.command("compare")
@@ -156,59 +232,197 @@ PAPER_COLUMNS = ("clean", "fgsm", "pgd10", "pgd20", "cw")
 @click.option("--limit", type=int, default=1000, show_default=True,
               help="Test examples for runs without an eval.json.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the attacks' random starts.")
+@click.option("--apgd-steps", type=int, default=100, show_default=True,
+              help="APGD iterations for runs without an eval.json.")
 @click.option("--device", default="auto", show_default=True, help="torch device.")
-def compare_command(runs, limit, batch_size, seed, device):
-    """A Markdown table like the paper's Table 1 for several runs.
+@click.option("--baseline", metavar="GROUP",
+              help="Also show each group's difference to GROUP (a label of the table, e.g. standard), "
+                   "paired by seed, with a 95% t interval.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (groups with their runs, seeds and mean/std/n per column, "
+                   "eps, n, warnings) instead of the table.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+              help="Also write one CSV row per group (COLUMN_mean, COLUMN_std, COLUMN_n) to FILE; "
+                   "'-' prints it on stdout instead of the table. (--baseline differences: table and --json.)")
+def compare_command(runs, limit, batch_size, seed, apgd_steps, device, baseline, as_json, csv_path):
+    """A Markdown table like the paper's Table 1 for several runs, one row per group of runs
+    that differ only in seed (mean ± sample std over the seeds, n runs).
 
-    Each run's numbers come from RUN/eval.json (written by `minidyn eval RUN --save`) when it
-    exists, otherwise they are computed now on the first --limit test examples (white-box).
+    Each RUN is a run directory or checkpoint. Its numbers come from RUN/eval.json (written by
+    `minidyn eval RUN --save`) when it exists, otherwise they are computed now (white-box,
+    clean, FGSM, PGD-10/20, CW-inf and APGD-CE) on the first --limit test examples. Every RUN
+    is checked before anything is evaluated.
     """
-    from minidyn.evaluate import LABELS, checkpoint_in, evaluate_attacks, load_checkpoint, run_config
+    from pathlib import Path
 
-    rows, notes, settings = [], [], set()
-    for run in runs:
-        path = checkpoint_in(run)
-        saved = path.parent / "eval.json"
-        method = run_config(path).get("method")
-        ev = None
-        if saved.is_file():
-            try:
-                ev = json.loads(saved.read_text())
-            except ValueError:
-                ev = None
-        if ev is not None and ev.get("source") is None and "accuracy" in ev:
-            acc, n, eps = ev["accuracy"], ev.get("n"), ev.get("eps")
-            method = method or ev.get("method")
-            notes.append(f"{run}: from {saved}")
-        else:
-            B, model, meta = load_checkpoint(path, device)
-            eps = eps_of(meta, None, str(path))
-            data = test_set(meta, None, None, str(path))
-            n = min(limit, len(data))
-            on_batch, close = progress(f"eval {run}", n)
-            try:
-                res = evaluate_attacks(B, model, data, eps=eps, attacks=PAPER_COLUMNS,
-                                       batch_size=batch_size, seed=seed, limit=limit, on_batch=on_batch)
-            finally:
-                close()
-            acc = res.accuracy()
-            method = method or meta.get("method")
-            notes.append(f"{run}: computed now (first {n} test examples, seed {seed})")
-        settings.add((eps, n))
-        cells = [f"{acc[c]:.2f}" if acc.get(c) is not None else "-" for c in PAPER_COLUMNS]
-        rows.append(f"| {run} | {method or '?'} | " + " | ".join(cells) + " |")
-    head = "| Run | Method | " + " | ".join(LABELS[c] if c != "clean" else "Clean" for c in PAPER_COLUMNS) + " |"
-    click.echo(head)
-    click.echo("|" + "---|" * (len(PAPER_COLUMNS) + 2))
-    for row in rows:
-        click.echo(row)
-    click.echo("")
-    if len(settings) == 1:
-        eps, n = next(iter(settings))
-        click.echo(f"White-box accuracy (%), eps {eps:g}, {n} test examples per run.")
+    from minidyn.aggregate import group_runs, summarize_groups
+    from minidyn.evaluate import run_config
+
+    if as_json and csv_path == "-":
+        raise click.UsageError("--json and --csv - both print on stdout; give --csv a FILE")
+    if csv_path not in (None, "-") and not Path(csv_path).resolve().parent.is_dir():
+        raise ConfigError(f"--csv {csv_path}: directory {Path(csv_path).parent} does not exist")
+    found, twice = resolve_runs(runs)
+    configs = [run_config(path) or None for _, path in found]
+    groups = group_runs(configs, [run for run, _ in found])
+    base = None
+    if baseline is not None:
+        base = next((g for g in groups if g.label == baseline), None)
+        if base is None:
+            raise ConfigError(f"--baseline {baseline!r} is not a group of these runs; the groups are "
+                              + ", ".join(repr(g.label) for g in groups))
+    plans = plan_runs(found)  # before the first evaluation: a bad checkpoint or dataset fails now
+    records = [evaluate_run(run, path, cfg, plan, limit=limit, batch_size=batch_size, seed=seed,
+                            apgd_steps=apgd_steps, device=device)
+               for (run, path), cfg, plan in zip(found, configs, plans)]
+    rows = [{**{c: r["accuracy"].get(c) for c in COLUMNS if c != COST}, COST: r[COST]} for r in records]
+    table = summarize_groups(groups, rows, COLUMNS)
+    warnings = twice + compare_warnings(groups, records)
+    diffs = {k: {c: paired_difference_of(rows, g, base, c) for c in COLUMNS}
+             for k, g in enumerate(groups) if base is not None and g is not base}
+    for k, (g, entry) in enumerate(zip(groups, table)):
+        entry["runs"] = [records[i] for i in g.members]
+        if k in diffs:
+            entry["vs_baseline"] = {c: vars(d) for c, d in diffs[k].items()}
+    settings = {(r["eps"], r["n"]) for r in records}
+    eps, n = next(iter(settings)) if len(settings) == 1 else (None, None)
+    if csv_path is not None:
+        write_csv(csv_path, table)
+    for w in warnings if (as_json or csv_path == "-") else ():
+        click.echo(f"Warning: {w}", err=True)
+    if as_json:
+        for entry in table:
+            del entry["members"]  # indices into the arguments; "runs" names them
+        click.echo(json.dumps({"columns": list(COLUMNS), "headers": HEADERS, "eps": eps, "n": n,
+                               "baseline": baseline, "groups": table, "warnings": warnings,
+                               "units": {"accuracy": "percent (white-box)", COST: COST_NOTE}},
+                              sort_keys=True))
+    elif csv_path != "-":
+        click.echo(markdown_table(groups, table, base, diffs, eps, n, warnings, records))
+
+
+def plan_runs(found) -> list[dict]:
+    """Per run: its white-box eval.json, or {"eps", "data"} to evaluate it with, read for every
+    run before any is evaluated (the checkpoint's meta, its eps and its test set)."""
+    from minidyn.evaluate import peek_meta, run_config
+
+    plans, test_sets = [], {}
+    for run, path in found:
+        ev = saved_eval(path)
+        if ev is None:
+            meta = peek_meta(path)
+            key = (meta.get("dataset"), run_config(path).get("data_dir"))
+            if key not in test_sets:
+                test_sets[key] = test_set(meta, None, None, str(path))
+            ev = {"eps": eps_of(meta, None, str(path)), "data": test_sets[key]}
+        plans.append(ev)
+    return plans
+
+
+def evaluate_run(run, path, cfg, plan, *, limit, batch_size, seed, apgd_steps, device) -> dict:
+    """What compare knows of one run: where its numbers come from, the eval settings, the
+    accuracies (evaluated now with DEFAULT_ATTACKS where plan has no eval.json) and its cost."""
+    from minidyn.aggregate import grad_evals_per_example
+    from minidyn.evaluate import DEFAULT_ATTACKS, evaluate_attacks, load_checkpoint
+
+    if "data" in plan:
+        B, model, _ = load_checkpoint(path, device)
+        on_batch, close = progress(f"eval {run}", min(limit, len(plan["data"])))
+        try:
+            res = evaluate_attacks(B, model, plan["data"], eps=plan["eps"], attacks=DEFAULT_ATTACKS,
+                                   batch_size=batch_size, seed=seed, limit=limit,
+                                   apgd_steps=apgd_steps, on_batch=on_batch)
+        finally:
+            close()
+        ev, source = res.to_dict(), "computed now"
     else:
-        click.echo("White-box accuracy (%). Warning: the runs were evaluated with different eps or "
-                   "numbers of examples: " + ", ".join(f"eps {e:g} n {k}" for e, k in sorted(settings)))
-    for note in notes:
-        click.echo(f"  {note}")
+        ev, source = plan, str(path.parent / "eval.json")
+    return {"run": run, "checkpoint": str(path), "seed": (cfg or {}).get("seed"), "from": source,
+            "eps": ev.get("eps"), "n": ev.get("n"), "seed_of_attacks": ev.get("seed"),
+            "restarts": ev.get("restarts"), "apgd_steps": ev.get("apgd_steps"),
+            "attacks": ev.get("attacks"), "accuracy": ev["accuracy"],
+            COST: grad_evals_per_example(path.parent) if cfg is not None else None}
+
+
+def paired_difference_of(rows, group, base, column):
+    from minidyn.aggregate import paired_difference
+
+    return paired_difference(_by_seed(rows, group.members, group.seeds, column),
+                             _by_seed(rows, base.members, base.seeds, column))
+
+
+def compare_warnings(groups, records) -> list[str]:
+    """What makes the numbers of a compare table less comparable than they look."""
+    out = []
+    settings = sorted({(r["eps"], r["n"]) for r in records}, key=str)
+    if len(settings) > 1:
+        out.append("the runs were evaluated with different eps or numbers of examples: "
+                   + ", ".join(f"eps {e:g} n {k}" if e is not None else f"eps ? n {k}" for e, k in settings))
+    attack_sets = {tuple(r["attacks"] or r["accuracy"]) for r in records}
+    if len(attack_sets) > 1:
+        out.append("the worst case is over different attacks in different runs (see each run's attacks)")
+    for g in groups:
+        seeds = [s for s in g.seeds if s is not None]
+        if len(set(seeds)) < len(seeds):
+            out.append(f"group {g.label!r} holds the same seed more than once "
+                       f"({', '.join(str(s) for s in g.seeds)}): such runs are not independent")
+    return out
+
+
+def write_csv(target: str, table: list[dict]) -> None:
+    """One row per group (aggregate.flat_row) to the file `target`, or stdout for '-'."""
+    import csv
+    import io
+
+    from minidyn.aggregate import flat_row
+
+    buf = io.StringIO()
+    rows = [flat_row(entry, COLUMNS) for entry in table]
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    if target == "-":
+        click.echo(buf.getvalue(), nl=False)
+        return
+    from minidyn.fileio import atomic_write
+
+    atomic_write(target, lambda f: f.write(buf.getvalue()))
+    click.echo(f"wrote {target}", err=True)
+
+
+def _seeds(seeds) -> str:
+    return ", ".join("?" if s is None else str(s) for s in seeds)
+
+
+def markdown_table(groups, table, base, diffs, eps, n, warnings, records) -> str:
+    """The table compare prints: one row per group, then the baseline table and the notes."""
+    head = ["Group", "Seeds"] + [HEADERS[c] for c in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g, entry in zip(groups, table):
+        cells = [_cell(entry["columns"][c], len(g.members), c) for c in COLUMNS]
+        lines.append(f"| {g.label} | {_seeds(g.seeds)} | " + " | ".join(cells) + " |")
+    if base is not None:
+        lines += ["", f"Difference to {base.label}, paired by seed: mean [95% t interval] (n seeds).",
+                  "| Group | Seeds | " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
+                  "|" + "---|" * len(head)]
+        for k, g in enumerate(groups):
+            if k in diffs:
+                cells = [_diff_cell(diffs[k][c]) for c in COLUMNS]
+                lines.append(f"| {g.label} | {_seeds(g.seeds)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    where = f"eps {eps:g}, {n} test examples per run" if eps is not None else "settings differ, see below"
+    lines.append(f"White-box accuracy (%), {where}; mean ± sample std over the runs of a group that "
+                 "differ only in seed (n runs). Worst case: correct under every attack of the run's "
+                 f"evaluation. {COST_NOTE}")
+    lines += [f"Warning: {w}" for w in warnings]
+    for g in groups:
+        for i in g.members:
+            r = records[i]
+            attacks = ", ".join(r["attacks"] or [k for k in r["accuracy"] if k != "worst-case"])
+            how = f"from {r['from']}" if r["from"] != "computed now" else \
+                f"computed now (first {r['n']} test examples, attack seed {r['seed_of_attacks']})"
+            lines.append(f"  {r['run']} ({g.label}, seed {'?' if r['seed'] is None else r['seed']}): "
+                         f"{how}; attacks {attacks}")
+    return "\n".join(lines)
+
