@@ -40,7 +40,8 @@ from minidyn import get_backend, pgd  # noqa: E402
 from minidyn.config import TrainConfig  # noqa: E402
 from minidyn.data import load_dataset  # noqa: E402
 from minidyn.methods import AttackPlan  # noqa: E402
-from minidyn.train import to_backend, train_epoch  # noqa: E402
+from minidyn.data.batches import to_backend  # noqa: E402
+from minidyn.train import train_epoch  # noqa: E402
 
 
 def main(argv=None) -> int:

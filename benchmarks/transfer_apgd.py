@@ -38,7 +38,7 @@ from minidyn.apgd import apgd  # noqa: E402
 from minidyn.cli.params import Eps  # noqa: E402
 from minidyn.data import load_dataset  # noqa: E402
 from minidyn.evaluate import checkpoint_in, craft, load_checkpoint  # noqa: E402
-from minidyn.train import batch_indices, to_backend  # noqa: E402
+from minidyn.data.batches import batch_indices, to_backend  # noqa: E402
 
 
 def transferred(points, B, target, data, idx) -> np.ndarray:

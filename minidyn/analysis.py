@@ -36,7 +36,7 @@ from minidyn.errors import ConfigError
 from minidyn.evaluate import attack_seed, eps_curve_flags, evaluate_attacks
 from minidyn.fileio import atomic_write
 from minidyn.fosc import fosc
-from minidyn.train import batch_indices, to_backend
+from minidyn.data.batches import batch_indices, to_backend
 
 
 # --- Fig 1a ------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from minidyn.attacks import cw_inf, fgsm, pgd
 from minidyn.backend import Array, Backend, Model, get_backend
 from minidyn.data import Dataset
 from minidyn.errors import CheckpointError, ConfigError
-from minidyn.train import batch_indices, to_backend
+from minidyn.data.batches import batch_indices, to_backend
 
 ATTACKS = ("clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr")
 PAPER_ATTACKS = ("clean", "fgsm", "pgd10", "pgd20", "cw")

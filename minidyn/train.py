@@ -22,20 +22,11 @@ from minidyn.attacks import fgsm, pgd
 from minidyn.backend import Backend, Model
 from minidyn.config import TrainConfig
 from minidyn.data import Dataset
+from minidyn.data.batches import batch_indices, to_backend
 from minidyn.epoch_state import EpochState, EpochStats, epoch_seed, gather_json
 from minidyn.errors import NumericalError
 from minidyn.methods import AttackPlan, attack_plan
 from minidyn.schedules import StepLR
-
-
-def to_backend(B: Backend, data: Dataset, idx: np.ndarray):
-    """Examples idx of a uint8 dataset -> (x float in [0, 1], y int) on the backend's device."""
-    return B.asarray(data.x[idx], dtype="float") / 255.0, B.asarray(data.y[idx])
-
-
-def batch_indices(order: np.ndarray, batch_size: int):
-    for i in range(0, len(order), batch_size):
-        yield order[i:i + batch_size]
 
 
 def check_finite_loss(batch_loss: float, t: int, batch: int) -> None:

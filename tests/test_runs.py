@@ -9,7 +9,7 @@ from minidyn.backend import get_backend
 from minidyn.config import TrainConfig
 from minidyn.errors import ConfigError
 from minidyn.runs import check_batch_shares
-from minidyn.train import batch_indices
+from minidyn.data.batches import batch_indices
 
 
 def backend(world: int, need: int):

@@ -27,15 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from minidyn.data.batches import batch_indices, to_backend
 from minidyn.data.download import IDX_FILES, default_data_dir
 from minidyn.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",
     "Dataset",
+    "batch_indices",
     "default_data_dir",
     "input_shape",
     "load_dataset",
+    "to_backend",
 ]
 
 DATASETS = ("mnist-sample", "mnist", "fashion-mnist", "cifar10")
