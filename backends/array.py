@@ -227,19 +227,16 @@ class ArrayBackend:
         arrays["meta"] = np.array(json.dumps(meta))
         atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
 
+    def read_meta(self, path):
+        """The meta dict of a checkpoint.npz, without a model; CheckpointError if it is not one."""
+        return _read_checkpoint(path)[0]
+
     def load_checkpoint(self, path, model, optimizer=None):
         """Load weights (and momentum buffers) saved by save_checkpoint; return the meta dict.
 
         Never unpickles. Nothing is changed unless the whole file is valid and matches the model.
         """
-        try:
-            contents = _read_npz(path)
-            meta = json.loads(contents.pop("meta").item())
-            if not isinstance(meta, dict):
-                raise ValueError("its meta is not a JSON object")
-        except Exception as exc:  # a damaged zip raises nearly anything (NotImplementedError, ...)
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise CheckpointError(f"{path} is not a valid minidyn checkpoint: {reason}") from None
+        meta, contents = _read_checkpoint(path)
         params = {k[6:]: v for k, v in contents.items() if k.startswith("model/")}
         buffers = {k[10:]: v for k, v in contents.items() if k.startswith("optimizer/")}
         self._check_match(f"{path}: model parameter", model.params, params)
@@ -264,6 +261,19 @@ class ArrayBackend:
                     f"{what} {name!r} has shape {tuple(value.shape)}, the model needs "
                     f"{tuple(expected[name].shape)}"
                 )
+
+
+def _read_checkpoint(path) -> tuple[dict, dict]:
+    """(meta, the other arrays) of a checkpoint.npz; CheckpointError on any problem."""
+    try:
+        contents = _read_npz(path)
+        meta = json.loads(contents.pop("meta").item())
+        if not isinstance(meta, dict):
+            raise ValueError("its meta is not a JSON object")
+    except Exception as exc:  # a damaged zip raises nearly anything (NotImplementedError, ...)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is not a valid minidyn checkpoint: {reason}") from None
+    return meta, contents
 
 
 def _read_npz(path) -> dict:

@@ -572,6 +572,10 @@ class TorchBackend:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         atomic_write(target, lambda f: torch.save(payload, f), mode="wb")
 
+    def read_meta(self, path: str | os.PathLike) -> dict:
+        """The meta dict of a checkpoint.pt, without a model; CheckpointError if it is not one."""
+        return dict(_read_checkpoint(path, "cpu")["meta"])
+
     def load_checkpoint(self, path: str, model: nn.Module, optimizer: Any | None = None) -> dict:
         name = os.fspath(path)
         obj = _read_checkpoint(name, self._dev)

@@ -131,6 +131,10 @@ class Backend(Protocol):
     def load_checkpoint(self, path: str, model: Model, optimizer: Any | None = None) -> dict:
         """Load weights (and optimizer state) into the given objects; return the saved meta."""
 
+    def read_meta(self, path: str) -> dict:
+        """The meta dict save_checkpoint wrote, without a model; CheckpointError if the file is
+        not such a checkpoint."""
+
 
 # name -> "module:factory"; the module is imported only when the backend is asked for.
 _REGISTRY = {

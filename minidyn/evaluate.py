@@ -439,21 +439,9 @@ def checkpoint_in(path: str | os.PathLike) -> Path:
 def peek_meta(path: str | os.PathLike) -> dict:
     """The meta dict of a minidyn checkpoint (.pt or .npz) without building a model."""
     p = Path(path)
-    if p.suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as f:
-                meta = json.loads(f["meta"].item())
-        except Exception as exc:  # not a zip, no meta, not JSON, ...
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise CheckpointError(f"{p} is not a valid minidyn checkpoint: {reason}") from None
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{p} is not a valid minidyn checkpoint: its meta is not a JSON object")
-        return meta
-    if p.suffix == ".pt":
-        from minidyn.backends.torch_backend import _read_checkpoint
-
-        return dict(_read_checkpoint(p, "cpu")["meta"])
-    raise CheckpointError(f"{p}: a minidyn checkpoint ends in .pt (torch) or .npz (numpy)")
+    if p.suffix not in (".pt", ".npz"):
+        raise CheckpointError(f"{p}: a minidyn checkpoint ends in .pt (torch) or .npz (numpy)")
+    return get_backend("torch" if p.suffix == ".pt" else "numpy").read_meta(p)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> tuple[Backend, Model, dict]:
