@@ -208,49 +208,47 @@ def download(
     except OSError as e:
         raise DataError(f"cannot create {data_dir}: {_one_line(e.strerror or e)}") from None
 
+    say = log or (lambda line: None)
     paths = []
     for spec in source.files:
         dest = data_dir / spec.name
         if dest.is_file() and _mismatch(spec, *file_hashes(dest)) is None:
-            if log:
-                log(f"{dest}: already present, hashes verified")
-            paths.append(dest)
-            continue
-        errors = []
-        for mirror in source.mirrors:
-            url = mirror + spec.name
-            try:
-                fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{spec.name}.", suffix=".part")
-                os.close(fd)
-            except OSError as e:
-                raise DataError(f"cannot write to {data_dir}: {_one_line(e.strerror or e)}") from None
-            try:
-                if log:
-                    log(f"downloading {url}")
-                try:
-                    fetch(url, tmp)
-                except _NETWORK_ERRORS as e:
-                    errors.append(f"{url}: {_one_line(_reason(e))}")
-                    continue
-                except OSError as e:
-                    raise DataError(
-                        f"{spec.name}: cannot write {tmp}: {_one_line(e.strerror or e)}"
-                    ) from None
-                problem = _mismatch(spec, *file_hashes(tmp))
-                if problem is not None:
-                    raise DataError(f"{spec.name}: {problem} (downloaded from {url}; deleted)")
-                os.replace(tmp, dest)
-                if log:
-                    log(f"{dest}: hashes verified")
-                paths.append(dest)
-                break
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            say(f"{dest}: already present, hashes verified")
         else:
-            names = ", ".join(f.name for f in source.files)
-            raise DataError(
-                f"cannot download {spec.name} ({errors[-1] if errors else 'no mirror'}); "
-                f"without network, put {names} (from {source.mirrors[0]}) into {data_dir}"
-            )
+            _fetch_verified(source, spec, dest, fetch, say)
+        paths.append(dest)
     return paths
+
+
+def _fetch_verified(source, spec, dest: Path, fetch: Fetch, say: Callable[[str], None]) -> None:
+    """Download `spec` from the first mirror that answers into `dest`, through a temporary file
+    that gets its real name only once its hashes match; DataError otherwise."""
+    errors = []
+    for mirror in source.mirrors:
+        url = mirror + spec.name
+        try:
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{spec.name}.", suffix=".part")
+            os.close(fd)
+        except OSError as e:
+            raise DataError(f"cannot write to {dest.parent}: {_one_line(e.strerror or e)}") from None
+        try:
+            say(f"downloading {url}")
+            try:
+                fetch(url, tmp)
+            except _NETWORK_ERRORS as e:
+                errors.append(f"{url}: {_one_line(_reason(e))}")
+                continue
+            except OSError as e:
+                raise DataError(f"{spec.name}: cannot write {tmp}: {_one_line(e.strerror or e)}") from None
+            problem = _mismatch(spec, *file_hashes(tmp))
+            if problem is not None:
+                raise DataError(f"{spec.name}: {problem} (downloaded from {url}; deleted)")
+            os.replace(tmp, dest)
+            say(f"{dest}: hashes verified")
+            return
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    names = ", ".join(f.name for f in source.files)
+    raise DataError(f"cannot download {spec.name} ({errors[-1] if errors else 'no mirror'}); "
+                    f"without network, put {names} (from {source.mirrors[0]}) into {dest.parent}")
