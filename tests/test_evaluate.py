@@ -6,8 +6,9 @@ from minidyn.data import Dataset
 from minidyn.errors import ConfigError
 from minidyn.backend import get_backend
 from minidyn.backends.array import ArrayBackend
-from minidyn.evaluate import (ATTACKS, WORST, EvalResult, checks_applied, eps_curve_flags,
-                              evaluate_attacks, parse_attacks, sanity_flags)
+from minidyn.attack_table import ATTACKS, WORST
+from minidyn.evaluate import (EvalResult, checks_applied, eps_curve_flags, evaluate_attacks,
+                              parse_attacks, sanity_flags)
 
 
 def tiny_data(n=40, seed=0, classes=4):
