@@ -195,11 +195,12 @@ def saved_eval(checkpoint) -> dict | None:
     """The white-box eval.json next to a checkpoint, None when there is none usable."""
     saved = checkpoint.parent / "eval.json"
     try:
-        ev = json.loads(saved.read_text()) if saved.is_file() else None
+        evaluation = json.loads(saved.read_text()) if saved.is_file() else None
     except (OSError, ValueError):
         return None
-    ok = isinstance(ev, dict) and ev.get("source") is None and isinstance(ev.get("accuracy"), dict)
-    return ev if ok else None
+    usable = isinstance(evaluation, dict) and evaluation.get("source") is None \
+        and isinstance(evaluation.get("accuracy"), dict)
+    return evaluation if usable else None
 
 
 def resolve_runs(runs) -> tuple[list[tuple[str, "Path"]], list[str]]:
@@ -237,21 +238,22 @@ def _cell(summary: dict, runs: int, column: str) -> str:
     return format_summary(summary, runs, digits=1 if column == COST else 2)
 
 
-def _diff_cell(d) -> str:
-    if not d.n:
+def _diff_cell(difference) -> str:
+    """An aggregate.Difference as 'mean [low, high] (n=N)'."""
+    if not difference.n:
         return "-"
-    if d.low is None:
-        return f"{d.mean:+.2f} (n=1)"
-    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] (n={d.n})"
+    if difference.low is None:
+        return f"{difference.mean:+.2f} (n=1)"
+    return f"{difference.mean:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}] (n={difference.n})"
 
 
 def _by_seed(rows, members, seeds, column) -> dict:
     """{seed: the mean of the group's values of column at that seed} (duplicates averaged)."""
     values = {}
-    for i, s in zip(members, seeds):
-        if s is not None and rows[i].get(column) is not None:
-            values.setdefault(s, []).append(rows[i][column])
-    return {s: sum(v) / len(v) for s, v in values.items()}
+    for member, seed in zip(members, seeds):
+        if seed is not None and rows[member].get(column) is not None:
+            values.setdefault(seed, []).append(rows[member][column])
+    return {seed: sum(v) / len(v) for seed, v in values.items()}
 
 
 @click.command("compare")
@@ -297,16 +299,16 @@ def compare_command(runs, limit, batch_size, seed, apgd_steps, device, baseline,
     table = summarize_groups(groups, rows, COLUMNS)
     warnings = twice + compare_warnings(groups, records)
     diffs = baseline_differences(groups, rows, base)
-    for k, (g, entry) in enumerate(zip(groups, table)):
-        entry["runs"] = [records[i] for i in g.members]
-        if k in diffs:
-            entry["vs_baseline"] = {c: vars(d) for c, d in diffs[k].items()}
-    settings = {(r["eps"], r["n"]) for r in records}
+    for index, (group, entry) in enumerate(zip(groups, table)):
+        entry["runs"] = [records[member] for member in group.members]
+        if index in diffs:
+            entry["vs_baseline"] = {c: vars(difference) for c, difference in diffs[index].items()}
+    settings = {(record["eps"], record["n"]) for record in records}
     eps, n = next(iter(settings)) if len(settings) == 1 else (None, None)
     if csv_path is not None:
         write_csv(csv_path, table)
-    for w in warnings if (as_json or csv_path == "-") else ():
-        click.echo(f"Warning: {w}", err=True)
+    for warning in warnings if (as_json or csv_path == "-") else ():
+        click.echo(f"Warning: {warning}", err=True)
     if as_json:
         echo_json(table, eps, n, baseline, warnings)
     elif csv_path != "-":
@@ -360,14 +362,14 @@ def plan_runs(found) -> list[dict]:
 
     plans, test_sets = [], {}
     for run, path in found:
-        ev = saved_eval(path)
-        if ev is None:
+        plan = saved_eval(path)
+        if plan is None:
             meta = read_meta(path)
             key = (meta.get("dataset"), run_config(path).get("data_dir"))
             if key not in test_sets:
                 test_sets[key] = test_set(meta, None, None, str(path))
-            ev = {"eps": eps_of(meta, None, str(path)), "data": test_sets[key]}
-        plans.append(ev)
+            plan = {"eps": eps_of(meta, None, str(path)), "data": test_sets[key]}
+        plans.append(plan)
     return plans
 
 
@@ -387,17 +389,19 @@ def evaluate_run(run, path, cfg, plan, *, limit, batch_size, seed, apgd_steps, d
                                       limit=limit, apgd_steps=apgd_steps, on_batch=on_batch)
         finally:
             close()
-        ev, source = result.to_dict(), "computed now"
+        evaluation, source = result.to_dict(), "computed now"
     else:
-        ev, source = plan, str(path.parent / "eval.json")
+        evaluation, source = plan, str(path.parent / "eval.json")
     return {"run": run, "checkpoint": str(path), "seed": (cfg or {}).get("seed"), "from": source,
-            "eps": ev.get("eps"), "n": ev.get("n"), "seed_of_attacks": ev.get("seed"),
-            "restarts": ev.get("restarts"), "apgd_steps": ev.get("apgd_steps"),
-            "attacks": ev.get("attacks"), "accuracy": ev["accuracy"],
+            "eps": evaluation.get("eps"), "n": evaluation.get("n"),
+            "seed_of_attacks": evaluation.get("seed"), "restarts": evaluation.get("restarts"),
+            "apgd_steps": evaluation.get("apgd_steps"), "attacks": evaluation.get("attacks"),
+            "accuracy": evaluation["accuracy"],
             COST: grad_evals_per_example(path.parent) if cfg is not None else None}
 
 
 def paired_difference_of(rows, group, base, column):
+    """aggregate.paired_difference of `column` between `group` and `base`, paired by seed."""
     from minidyn.aggregate import paired_difference
 
     return paired_difference(_by_seed(rows, group.members, group.seeds, column),
