@@ -71,53 +71,54 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_g
     PGD-10 accuracy against the test eps (Fig 4a). Numbers go to CSV and analysis.json, figures
     to PNG (with matplotlib).
     """
-    from minidyn.analysis import analyze_run
+    from minidyn.analysis import FIG_ATTACK, analyze_run
     from minidyn.cli.evaluate import progress
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
-    s = analyze_run(run_dir, out, limit=limit, epochs=epochs, bins=bins, fosc_range=fosc_range,
-                    eps_grid=eps_grid, traj_n=traj_n, traj_steps=traj_steps, batch_size=batch_size,
-                    seed=seed, device=device, plots=not no_plots, fosc_bounds=fosc_bounds,
-                    log=lambda line: click.echo(line), progress=progress)
-    click.echo(f"{s['run']}: {s['model']} ({s['method']}), {s['dataset']}, eps {s['eps']:g}, "
+    summary = analyze_run(run_dir, out, limit=limit, epochs=epochs, bins=bins, fosc_range=fosc_range,
+                          eps_grid=eps_grid, traj_n=traj_n, traj_steps=traj_steps,
+                          batch_size=batch_size, seed=seed, device=device, plots=not no_plots,
+                          fosc_bounds=fosc_bounds, log=lambda line: click.echo(line), progress=progress)
+    click.echo(f"{summary['run']}: {summary['model']} ({summary['method']}), {summary['dataset']}, "
+               f"eps {summary['eps']:g}, "
                + ("FOSC over the eps-ball (the paper's)" if fosc_bounds == "ball"
                   else "FOSC over the eps-ball intersected with the pixel box [0, 1]^d in Figs 1a/1b"))
-    _echo_fig1a(s["fig1a"])
-    t = s["fig1b"]
-    click.echo(f"Fig 1b  {len(t['indices'])} examples, PGD-{t['steps']}: median FOSC "
-               f"{t['median_fosc'][0]:.4g} at step 0 -> {t['median_fosc'][-1]:.4g} at step {t['steps']}; "
-               f"median loss {t['median_loss'][0]:.3f} -> {t['median_loss'][-1]:.3f}")
-    _echo_distributions(s["fosc_distributions"])
-    c = s["fig4a"]
-    click.echo(f"Fig 4a  PGD-10 accuracy by test eps ({c['n']} examples): "
-               + "  ".join(f"{e:.4g}: {a:.1f}%" for e, a in zip(c["eps"], c["accuracy"])))
-    if s["flags"]:
+    _echo_fig1a(summary["fig1a"])
+    fig1b = summary["fig1b"]
+    click.echo(f"Fig 1b  {len(fig1b['indices'])} examples, PGD-{fig1b['steps']}: median FOSC "
+               f"{fig1b['median_fosc'][0]:.4g} at step 0 -> {fig1b['median_fosc'][-1]:.4g} at step "
+               f"{fig1b['steps']}; median loss {fig1b['median_loss'][0]:.3f} -> {fig1b['median_loss'][-1]:.3f}")
+    _echo_distributions(summary["fosc_distributions"])
+    fig4a = summary["fig4a"]
+    click.echo(f"Fig 4a  {FIG_ATTACK.label} accuracy by test eps ({fig4a['n']} examples): "
+               + "  ".join(f"{e:.4g}: {a:.1f}%" for e, a in zip(fig4a["eps"], fig4a["accuracy"])))
+    if summary["flags"]:
         click.echo("sanity flags:")
-        for flag in s["flags"]:
+        for flag in summary["flags"]:
             click.echo(f"  ! {flag}")
-    click.echo("wrote " + ", ".join(s["files"]))
+    click.echo("wrote " + ", ".join(summary["files"]))
 
 
-def _echo_fig1a(f1: dict) -> None:
+def _echo_fig1a(fig1a: dict) -> None:
     """The Fig 1a lines of analysis.json's "fig1a", with a note when the range misses most examples."""
-    from minidyn.analysis import describe_corr
+    from minidyn.analysis import FIG_ATTACK, describe_corr
 
-    lo, hi = f1["fosc_range"]
-    inside = f1["n"] - f1["n_below"] - f1["n_above"] - f1["n_nan"]
-    q10, q50, q90 = f1["fosc_quantiles"]
-    plo, phi = f1["paper_range"]
-    click.echo(f"Fig 1a  PGD-10 on {f1['n']} test examples ({f1['accuracy_all']:.1f}% correct): "
+    lo, hi = fig1a["fosc_range"]
+    inside = fig1a["n"] - fig1a["n_below"] - fig1a["n_above"] - fig1a["n_nan"]
+    q10, q50, q90 = fig1a["fosc_quantiles"]
+    plo, phi = fig1a["paper_range"]
+    click.echo(f"Fig 1a  {FIG_ATTACK.label} on {fig1a['n']} test examples ({fig1a['accuracy_all']:.1f}% correct): "
                f"FOSC median {q50:.4g} (10%: {q10:.4g}, 90%: {q90:.4g})")
-    if f1["range_source"] == "fallback":
-        click.echo(f"        note: only {f1['n_in_paper_range']} of {f1['n']} lie in the paper's [{plo:g}, {phi:g}] "
+    if fig1a["range_source"] == "fallback":
+        click.echo(f"        note: only {fig1a['n_in_paper_range']} of {fig1a['n']} lie in the paper's [{plo:g}, {phi:g}] "
                    "(its range is for CIFAR-10 at 8/255; FOSC scales with eps and the input size), so Fig 1a "
                    f"uses --fosc-range auto, [{lo:g}, {hi:g}]; --fosc-range {plo:g},{phi:g} forces the paper's")
-    click.echo(f"        {inside} of {f1['n']} in [{lo:g}, {hi:g}] ({f1['n_below']} below, {f1['n_above']} above), "
-               f"{f1['bins']} bins, {int((f1['counts'] > 0).sum())} non-empty")
-    click.echo(f"        Pearson r(bin FOSC, accuracy) = {describe_corr(f1, 'accuracy')}, "
-               f"r(bin FOSC, loss) = {describe_corr(f1, 'loss')}")
-    if f1["range_source"] == "given" and inside < f1["n"] / 2:
+    click.echo(f"        {inside} of {fig1a['n']} in [{lo:g}, {hi:g}] ({fig1a['n_below']} below, {fig1a['n_above']} above), "
+               f"{fig1a['bins']} bins, {int((fig1a['counts'] > 0).sum())} non-empty")
+    click.echo(f"        Pearson r(bin FOSC, accuracy) = {describe_corr(fig1a, 'accuracy')}, "
+               f"r(bin FOSC, loss) = {describe_corr(fig1a, 'loss')}")
+    if fig1a["range_source"] == "given" and inside < fig1a["n"] / 2:
         click.echo(f"        note: most examples lie outside [{lo:g}, {hi:g}] (FOSC scales with eps and the "
                    "input size; the paper's range is for CIFAR-10 at 8/255): try --fosc-range auto")
 

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from minidyn.attack_table import ATTACKS, DEFAULT_ATTACKS, WORST, WORST_LABEL
 from minidyn.cli.params import Eps
 from minidyn.errors import ConfigError
 
@@ -35,8 +36,8 @@ def progress(label: str, total: int):
 
 def test_set(meta: dict, dataset: str | None, data_dir: str | None, checkpoint: str):
     """The test split the checkpoint was trained on (or --dataset/--data-dir)."""
+    from minidyn.checkpoints import run_config
     from minidyn.data import load_dataset
-    from minidyn.evaluate import run_config
 
     name = dataset or meta.get("dataset")
     if not name:
@@ -55,8 +56,8 @@ def eps_of(meta: dict, eps: float | None, checkpoint: str) -> float:
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
-@click.option("--attacks", help="Comma-separated: clean, fgsm, pgd10, pgd20, cw, apgd-ce, apgd-dlr.  "
-                                "[default: clean,fgsm,pgd10,pgd20,cw,apgd-ce]")
+@click.option("--attacks", help=f"Comma-separated: {', '.join(ATTACKS)}.  "
+                                f"[default: {','.join(DEFAULT_ATTACKS)}]")
 @click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: the checkpoint's]")
 @click.option("--dataset", help="Test set to use.  [default: the checkpoint's]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset files are.  [default: the run's]")
@@ -82,83 +83,109 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
     it survives every attack. Sanity flags point at results that look like gradient masking.
     """
     from minidyn import __version__
-    from minidyn.evaluate import (DEFAULT_ATTACKS, checkpoint_in, checks_applied, evaluate_attacks,
-                                  format_table, load_checkpoint, parse_attacks, sanity_flags)
+    from minidyn.checkpoints import checkpoint_in, load_checkpoint
+    from minidyn.evaluate import evaluate_attacks, format_table, parse_attacks, sanity_flags
 
     names = parse_attacks(attacks or list(DEFAULT_ATTACKS))
     path = checkpoint_in(checkpoint)
-    B, model, meta = load_checkpoint(path, device)
+    backend, model, meta = load_checkpoint(path, device)
     eps = eps_of(meta, eps, str(path))
     data = test_set(meta, dataset, data_dir, str(path))
-    src, src_path = None, None
-    if source is not None:
-        src_path = checkpoint_in(source)
-        sB, smodel, smeta = load_checkpoint(src_path, device)
-        src_arch = {**smeta, **(smeta.get("arch") or {})}
-        arch = {**meta, **(meta.get("arch") or {})}
-        if list(src_arch.get("input_shape", [])) != list(arch["input_shape"]) or \
-                src_arch.get("num_classes") != arch["num_classes"]:
-            raise ConfigError(f"--source {src_path} takes inputs {src_arch.get('input_shape')} with "
-                              f"{src_arch.get('num_classes')} classes; the target {path} takes "
-                              f"{arch['input_shape']} with {arch['num_classes']}")
-        src = (sB, smodel)
-    n = len(data) if limit is None else min(limit, len(data))
-    on_batch, close = progress("eval", n)
+    surrogate, source_path = load_source(source, path, meta, device)
+    on_batch, close = progress("eval", len(data) if limit is None else min(limit, len(data)))
     try:
-        result = evaluate_attacks(B, model, data, eps=eps, attacks=names, batch_size=batch_size,
+        result = evaluate_attacks(backend, model, data, eps=eps, attacks=names, batch_size=batch_size,
                                   seed=seed, restarts=restarts, limit=limit, apgd_steps=apgd_steps,
-                                  source=src, source_name=str(src_path) if src_path else None,
+                                  source=surrogate, source_name=str(source_path) if source_path else None,
                                   on_batch=on_batch)
     finally:
         close()
-    white_box, note = None, None
-    if src is not None:
-        saved = path.parent / "eval.json"
-        try:
-            wb = json.loads(saved.read_text()) if saved.is_file() else None
-        except ValueError:
-            wb = None
-        if wb and wb.get("source") is None and wb.get("n") == result.n and wb.get("seed") == seed \
-                and abs(float(wb.get("eps", -1)) - eps) < 1e-12:
-            white_box = wb
-        else:
-            note = (f"black-box vs white-box not checked: no matching {saved} (run `minidyn eval "
-                    f"{path} --save` with the same --eps, --limit and --seed first)")
+    white_box, note = (None, None) if surrogate is None else matching_white_box(path, result, eps, seed)
     flags = sanity_flags(result, white_box)
     result.meta = {"checkpoint": str(path), "dataset": data.name, "model": meta.get("model"),
                    "method": meta.get("method"), "epoch": meta.get("epoch"), "flags": flags,
                    "version": __version__}
     if save:
-        from minidyn.fileio import atomic_write
-
-        target = path.parent / ("eval-blackbox.json" if src is not None else "eval.json")
-        atomic_write(target, lambda f: json.dump(result.to_dict(), f, indent=2, sort_keys=True))
-        click.echo(f"wrote {target}", err=True)
+        write_eval(result, path.parent / ("eval-blackbox.json" if surrogate is not None else "eval.json"))
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
-    mode = f"black-box, crafted on {src_path}" if src is not None else "white-box"
-    header = (f"{path}: {meta.get('model')} ({meta.get('method') or 'method unknown'}) on the "
-              f"{'first ' + str(result.n) if result.n < len(data) else 'all ' + str(result.n)} "
-              f"{data.name} test examples, eps {eps:g}, {mode}, "
-              f"{restarts} restart{'s' if restarts > 1 else ''}, seed {seed}")
-    click.echo(format_table(result, header))
+    mode = f"black-box, crafted on {source_path}" if surrogate is not None else "white-box"
+    click.echo(format_table(result, eval_header(path, meta, data, result, mode)))
+    echo_sanity(result, flags, note, white_box is not None)
+
+
+def load_source(source, path, meta: dict, device) -> tuple[tuple | None, "Path | None"]:
+    """((backend, model), its checkpoint) of the --source surrogate, (None, None) without one;
+    ConfigError when it takes other inputs or classes than the target `path` (meta: its meta)."""
+    if source is None:
+        return None, None
+    from minidyn.checkpoints import architecture, checkpoint_in, load_checkpoint
+
+    source_path = checkpoint_in(source)
+    source_backend, source_model, source_meta = load_checkpoint(source_path, device)
+    theirs, ours = architecture(source_meta), architecture(meta)
+    if list(theirs.get("input_shape", [])) != list(ours["input_shape"]) or \
+            theirs.get("num_classes") != ours["num_classes"]:
+        raise ConfigError(f"--source {source_path} takes inputs {theirs.get('input_shape')} with "
+                          f"{theirs.get('num_classes')} classes; the target {path} takes "
+                          f"{ours['input_shape']} with {ours['num_classes']}")
+    return (source_backend, source_model), source_path
+
+
+def matching_white_box(path, result, eps: float, seed: int) -> tuple[dict | None, str | None]:
+    """(the white-box eval.json next to checkpoint `path` when it was evaluated like `result`
+    (same eps, n and seed), None; or None and a note saying why black-box vs white-box is not
+    checked)."""
+    saved = path.parent / "eval.json"
+    try:
+        white_box = json.loads(saved.read_text()) if saved.is_file() else None
+    except ValueError:
+        white_box = None
+    if white_box and white_box.get("source") is None and white_box.get("n") == result.n \
+            and white_box.get("seed") == seed and abs(float(white_box.get("eps", -1)) - eps) < 1e-12:
+        return white_box, None
+    return None, (f"black-box vs white-box not checked: no matching {saved} (run `minidyn eval "
+                  f"{path} --save` with the same --eps, --limit and --seed first)")
+
+
+def write_eval(result, target) -> None:
+    """What --save writes: result.to_dict() as JSON in `target`, atomically."""
+    from minidyn.fileio import atomic_write
+
+    atomic_write(target, lambda f: json.dump(result.to_dict(), f, indent=2, sort_keys=True))
+    click.echo(f"wrote {target}", err=True)
+
+
+def eval_header(path, meta: dict, data, result, mode: str) -> str:
+    """The first line of `minidyn eval`'s table: what was attacked, how, with which settings."""
+    examples = f"first {result.n}" if result.n < len(data) else f"all {result.n}"
+    return (f"{path}: {meta.get('model')} ({meta.get('method') or 'method unknown'}) on the "
+            f"{examples} {data.name} test examples, eps {result.eps:g}, {mode}, "
+            f"{result.restarts} restart{'s' if result.restarts > 1 else ''}, seed {result.seed}")
+
+
+def echo_sanity(result, flags: list[str], note: str | None, white_box: bool) -> None:
+    """The lines after the table: the note, then the sanity flags or the checks that passed."""
+    from minidyn.evaluate import checks_applied
+
     if note:
         click.echo(note)
     if flags:
         click.echo("sanity flags:")
         for flag in flags:
             click.echo(f"  ! {flag}")
-    else:
-        done = checks_applied(result, white_box is not None)
-        click.echo("sanity checks passed (differences beyond noise would be flagged): " + "; ".join(done)
-                   if done else "sanity checks: none applies to these attacks")
+        return
+    done = checks_applied(result, white_box)
+    click.echo("sanity checks passed (differences beyond noise would be flagged): " + "; ".join(done)
+               if done else "sanity checks: none applies to these attacks")
 
 
 COST = "grad_evals_per_example"
-COLUMNS = ("clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "worst-case", COST)
-HEADERS = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf",
-           "apgd-ce": "APGD-CE", "worst-case": "worst case", COST: "grad evals / example"}
+COLUMNS = (*DEFAULT_ATTACKS, WORST, COST)  # compare evaluates runs without an eval.json with DEFAULT_ATTACKS
+HEADERS = {**{name: ATTACKS[name].label for name in DEFAULT_ATTACKS},
+           "clean": "Clean",  # a table heading, capitalised
+           WORST: WORST_LABEL, COST: "grad evals / example"}
 COST_NOTE = ("grad evals / example: the training attacks' input-gradient evaluations (metrics.jsonl "
              "grad_evals) summed over all epochs, per training example; SGD's weight gradient is "
              "not counted.")
@@ -168,11 +195,12 @@ def saved_eval(checkpoint) -> dict | None:
     """The white-box eval.json next to a checkpoint, None when there is none usable."""
     saved = checkpoint.parent / "eval.json"
     try:
-        ev = json.loads(saved.read_text()) if saved.is_file() else None
+        evaluation = json.loads(saved.read_text()) if saved.is_file() else None
     except (OSError, ValueError):
         return None
-    ok = isinstance(ev, dict) and ev.get("source") is None and isinstance(ev.get("accuracy"), dict)
-    return ev if ok else None
+    usable = isinstance(evaluation, dict) and evaluation.get("source") is None \
+        and isinstance(evaluation.get("accuracy"), dict)
+    return evaluation if usable else None
 
 
 def resolve_runs(runs) -> tuple[list[tuple[str, "Path"]], list[str]]:
@@ -181,8 +209,8 @@ def resolve_runs(runs) -> tuple[list[tuple[str, "Path"]], list[str]]:
     evaluated."""
     from pathlib import Path
 
+    from minidyn.checkpoints import checkpoint_in
     from minidyn.errors import CheckpointError
-    from minidyn.evaluate import checkpoint_in
 
     bad, out, seen, twice = [], [], {}, []
     for run in runs:
@@ -210,21 +238,22 @@ def _cell(summary: dict, runs: int, column: str) -> str:
     return format_summary(summary, runs, digits=1 if column == COST else 2)
 
 
-def _diff_cell(d) -> str:
-    if not d.n:
+def _diff_cell(difference) -> str:
+    """An aggregate.Difference as 'mean [low, high] (n=N)'."""
+    if not difference.n:
         return "-"
-    if d.low is None:
-        return f"{d.mean:+.2f} (n=1)"
-    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}] (n={d.n})"
+    if difference.low is None:
+        return f"{difference.mean:+.2f} (n=1)"
+    return f"{difference.mean:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}] (n={difference.n})"
 
 
 def _by_seed(rows, members, seeds, column) -> dict:
     """{seed: the mean of the group's values of column at that seed} (duplicates averaged)."""
     values = {}
-    for i, s in zip(members, seeds):
-        if s is not None and rows[i].get(column) is not None:
-            values.setdefault(s, []).append(rows[i][column])
-    return {s: sum(v) / len(v) for s, v in values.items()}
+    for member, seed in zip(members, seeds):
+        if seed is not None and rows[member].get(column) is not None:
+            values.setdefault(seed, []).append(rows[member][column])
+    return {seed: sum(v) / len(v) for seed, v in values.items()}
 
 
 @click.command("compare")
@@ -254,24 +283,14 @@ def compare_command(runs, limit, batch_size, seed, apgd_steps, device, baseline,
     clean, FGSM, PGD-10/20, CW-inf and APGD-CE) on the first --limit test examples. Every RUN
     is checked before anything is evaluated.
     """
-    from pathlib import Path
-
     from minidyn.aggregate import group_runs, summarize_groups
-    from minidyn.evaluate import run_config
+    from minidyn.checkpoints import run_config
 
-    if as_json and csv_path == "-":
-        raise click.UsageError("--json and --csv - both print on stdout; give --csv a FILE")
-    if csv_path not in (None, "-") and not Path(csv_path).resolve().parent.is_dir():
-        raise ConfigError(f"--csv {csv_path}: directory {Path(csv_path).parent} does not exist")
+    check_outputs(as_json, csv_path)
     found, twice = resolve_runs(runs)
     configs = [run_config(path) or None for _, path in found]
     groups = group_runs(configs, [run for run, _ in found])
-    base = None
-    if baseline is not None:
-        base = next((g for g in groups if g.label == baseline), None)
-        if base is None:
-            raise ConfigError(f"--baseline {baseline!r} is not a group of these runs; the groups are "
-                              + ", ".join(repr(g.label) for g in groups))
+    base = baseline_group(groups, baseline)
     plans = plan_runs(found)  # before the first evaluation: a bad checkpoint or dataset fails now
     records = [evaluate_run(run, path, cfg, plan, limit=limit, batch_size=batch_size, seed=seed,
                             apgd_steps=apgd_steps, device=device)
@@ -279,44 +298,78 @@ def compare_command(runs, limit, batch_size, seed, apgd_steps, device, baseline,
     rows = [{**{c: r["accuracy"].get(c) for c in COLUMNS if c != COST}, COST: r[COST]} for r in records]
     table = summarize_groups(groups, rows, COLUMNS)
     warnings = twice + compare_warnings(groups, records)
-    diffs = {k: {c: paired_difference_of(rows, g, base, c) for c in COLUMNS}
-             for k, g in enumerate(groups) if base is not None and g is not base}
-    for k, (g, entry) in enumerate(zip(groups, table)):
-        entry["runs"] = [records[i] for i in g.members]
-        if k in diffs:
-            entry["vs_baseline"] = {c: vars(d) for c, d in diffs[k].items()}
-    settings = {(r["eps"], r["n"]) for r in records}
+    diffs = baseline_differences(groups, rows, base)
+    for index, (group, entry) in enumerate(zip(groups, table)):
+        entry["runs"] = [records[member] for member in group.members]
+        if index in diffs:
+            entry["vs_baseline"] = {c: vars(difference) for c, difference in diffs[index].items()}
+    settings = {(record["eps"], record["n"]) for record in records}
     eps, n = next(iter(settings)) if len(settings) == 1 else (None, None)
     if csv_path is not None:
         write_csv(csv_path, table)
-    for w in warnings if (as_json or csv_path == "-") else ():
-        click.echo(f"Warning: {w}", err=True)
+    for warning in warnings if (as_json or csv_path == "-") else ():
+        click.echo(f"Warning: {warning}", err=True)
     if as_json:
-        for entry in table:
-            del entry["members"]  # indices into the arguments; "runs" names them
-        click.echo(json.dumps({"columns": list(COLUMNS), "headers": HEADERS, "eps": eps, "n": n,
-                               "baseline": baseline, "groups": table, "warnings": warnings,
-                               "units": {"accuracy": "percent (white-box)", COST: COST_NOTE}},
-                              sort_keys=True))
+        echo_json(table, eps, n, baseline, warnings)
     elif csv_path != "-":
         click.echo(markdown_table(groups, table, base, diffs, eps, n, warnings, records))
+
+
+def check_outputs(as_json: bool, csv_path: str | None) -> None:
+    """Refuse --json with --csv - (both on stdout) and a --csv FILE in a missing directory."""
+    from pathlib import Path
+
+    if as_json and csv_path == "-":
+        raise click.UsageError("--json and --csv - both print on stdout; give --csv a FILE")
+    if csv_path not in (None, "-") and not Path(csv_path).resolve().parent.is_dir():
+        raise ConfigError(f"--csv {csv_path}: directory {Path(csv_path).parent} does not exist")
+
+
+def baseline_group(groups, baseline: str | None):
+    """The group labelled `baseline` (None without --baseline); ConfigError naming the groups
+    when there is none."""
+    if baseline is None:
+        return None
+    base = next((g for g in groups if g.label == baseline), None)
+    if base is None:
+        raise ConfigError(f"--baseline {baseline!r} is not a group of these runs; the groups are "
+                          + ", ".join(repr(g.label) for g in groups))
+    return base
+
+
+def baseline_differences(groups, rows, base) -> dict:
+    """{index of a group other than base: {column: its paired Difference to base}}."""
+    if base is None:
+        return {}
+    return {k: {c: paired_difference_of(rows, g, base, c) for c in COLUMNS}
+            for k, g in enumerate(groups) if g is not base}
+
+
+def echo_json(table, eps, n, baseline, warnings) -> None:
+    """compare --json: the groups with their runs, the columns and the settings, one line."""
+    for entry in table:
+        del entry["members"]  # indices into the arguments; "runs" names them
+    click.echo(json.dumps({"columns": list(COLUMNS), "headers": HEADERS, "eps": eps, "n": n,
+                           "baseline": baseline, "groups": table, "warnings": warnings,
+                           "units": {"accuracy": "percent (white-box)", COST: COST_NOTE}},
+                          sort_keys=True))
 
 
 def plan_runs(found) -> list[dict]:
     """Per run: its white-box eval.json, or {"eps", "data"} to evaluate it with, read for every
     run before any is evaluated (the checkpoint's meta, its eps and its test set)."""
-    from minidyn.evaluate import peek_meta, run_config
+    from minidyn.checkpoints import read_meta, run_config
 
     plans, test_sets = [], {}
     for run, path in found:
-        ev = saved_eval(path)
-        if ev is None:
-            meta = peek_meta(path)
+        plan = saved_eval(path)
+        if plan is None:
+            meta = read_meta(path)
             key = (meta.get("dataset"), run_config(path).get("data_dir"))
             if key not in test_sets:
                 test_sets[key] = test_set(meta, None, None, str(path))
-            ev = {"eps": eps_of(meta, None, str(path)), "data": test_sets[key]}
-        plans.append(ev)
+            plan = {"eps": eps_of(meta, None, str(path)), "data": test_sets[key]}
+        plans.append(plan)
     return plans
 
 
@@ -324,28 +377,31 @@ def evaluate_run(run, path, cfg, plan, *, limit, batch_size, seed, apgd_steps, d
     """What compare knows of one run: where its numbers come from, the eval settings, the
     accuracies (evaluated now with DEFAULT_ATTACKS where plan has no eval.json) and its cost."""
     from minidyn.aggregate import grad_evals_per_example
-    from minidyn.evaluate import DEFAULT_ATTACKS, evaluate_attacks, load_checkpoint
+    from minidyn.checkpoints import load_checkpoint
+    from minidyn.evaluate import evaluate_attacks
 
     if "data" in plan:
-        B, model, _ = load_checkpoint(path, device)
+        backend, model, _ = load_checkpoint(path, device)
         on_batch, close = progress(f"eval {run}", min(limit, len(plan["data"])))
         try:
-            res = evaluate_attacks(B, model, plan["data"], eps=plan["eps"], attacks=DEFAULT_ATTACKS,
-                                   batch_size=batch_size, seed=seed, limit=limit,
-                                   apgd_steps=apgd_steps, on_batch=on_batch)
+            result = evaluate_attacks(backend, model, plan["data"], eps=plan["eps"],
+                                      attacks=DEFAULT_ATTACKS, batch_size=batch_size, seed=seed,
+                                      limit=limit, apgd_steps=apgd_steps, on_batch=on_batch)
         finally:
             close()
-        ev, source = res.to_dict(), "computed now"
+        evaluation, source = result.to_dict(), "computed now"
     else:
-        ev, source = plan, str(path.parent / "eval.json")
+        evaluation, source = plan, str(path.parent / "eval.json")
     return {"run": run, "checkpoint": str(path), "seed": (cfg or {}).get("seed"), "from": source,
-            "eps": ev.get("eps"), "n": ev.get("n"), "seed_of_attacks": ev.get("seed"),
-            "restarts": ev.get("restarts"), "apgd_steps": ev.get("apgd_steps"),
-            "attacks": ev.get("attacks"), "accuracy": ev["accuracy"],
+            "eps": evaluation.get("eps"), "n": evaluation.get("n"),
+            "seed_of_attacks": evaluation.get("seed"), "restarts": evaluation.get("restarts"),
+            "apgd_steps": evaluation.get("apgd_steps"), "attacks": evaluation.get("attacks"),
+            "accuracy": evaluation["accuracy"],
             COST: grad_evals_per_example(path.parent) if cfg is not None else None}
 
 
 def paired_difference_of(rows, group, base, column):
+    """aggregate.paired_difference of `column` between `group` and `base`, paired by seed."""
     from minidyn.aggregate import paired_difference
 
     return paired_difference(_by_seed(rows, group.members, group.seeds, column),

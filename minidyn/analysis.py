@@ -29,14 +29,17 @@ from typing import Callable
 
 import numpy as np
 
+from minidyn.attack_table import ATTACKS, attack_seed
 from minidyn.attacks import pgd
 from minidyn.backend import Backend, Model
 from minidyn.data import Dataset
+from minidyn.data.batches import batch_indices, to_backend
 from minidyn.errors import ConfigError
-from minidyn.evaluate import attack_seed, eps_curve_flags, evaluate_attacks
+from minidyn.evaluate import eps_curve_flags, evaluate_attacks
 from minidyn.fileio import atomic_write
 from minidyn.fosc import fosc
-from minidyn.data.batches import batch_indices, to_backend
+
+FIG_ATTACK = ATTACKS["pgd10"]  # the attack of Figs 1a and 4a: PGD-10, the paper's evaluation
 
 
 # --- Fig 1a ------------------------------------------------------------------------------------
@@ -48,13 +51,13 @@ def pearson(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def describe_corr(b: dict, what: str) -> str:
-    """b["corr_<what>"] as text, or why it is undefined (what: "accuracy" or "loss")."""
-    r = b[f"corr_{what}"]
+def describe_corr(fig1a: dict, what: str) -> str:
+    """fig1a["corr_<what>"] as text, or why it is undefined (what: "accuracy" or "loss")."""
+    r = fig1a[f"corr_{what}"]
     if np.isfinite(r):
         return f"{r:.3f}"
-    full = np.asarray(b["counts"]) > 0
-    values = np.asarray(b[what], float)[full]
+    full = np.asarray(fig1a["counts"]) > 0
+    values = np.asarray(fig1a[what], float)[full]
     if full.sum() < 3:
         return f"undefined ({int(full.sum())} non-empty bins)"
     unit = "%" if what == "accuracy" else ""
@@ -98,14 +101,14 @@ def bin_by_fosc(fosc, loss, correct, bins: int = 20, fosc_range=(0.0, 0.1)) -> d
 FOSC_BOUNDS = {"ball": None, "clipped": (0.0, 1.0)}
 
 
-def _fosc_at(B: Backend, model: Model, x_adv, x0, y, eps: float, bounds):
-    """(FOSC, loss) at x_adv; bounds None: the paper's Eq. 4 over the eps-ball; (0, 1): over
-    the ball intersected with the pixel box, the set PGD actually searches."""
-    losses, g = B.loss_and_grad(model, x_adv, y)
-    return fosc(x_adv, x0, g, eps, bounds=bounds), losses
+def _fosc_at(backend: Backend, model: Model, x_adv, x0, y, eps: float, bounds):
+    """(FOSC (B,), loss (B,)) at x_adv; bounds None: the paper's Eq. 4 over the eps-ball; (0, 1):
+    over the ball intersected with the pixel box, the set PGD actually searches."""
+    losses, grad = backend.loss_and_grad(model, x_adv, y)
+    return fosc(x_adv, x0, grad, eps, bounds=bounds), losses
 
 
-def pgd_examples(B: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
+def pgd_examples(backend: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
                  steps: int = 10, step_size: float | None = None, batch_size: int = 256,
                  seed: int = 0, fosc_bounds=None,
                  on_batch: Callable[[int, int], None] | None = None) -> dict:
@@ -115,13 +118,14 @@ def pgd_examples(B: Backend, model: Model, data: Dataset, *, eps: float, limit: 
     n = len(data) if limit is None else min(limit, len(data))
     out = {"fosc": np.empty(n), "loss": np.empty(n), "correct": np.empty(n, bool)}
     for batch, idx in enumerate(batch_indices(np.arange(n), batch_size)):
-        x, y = to_backend(B, data, idx)
-        res = pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps,
-                  rng=B.rng(attack_seed(seed, "pgd10", 0, batch)), final_stats=False, backend=B)
-        c, losses = _fosc_at(B, model, res.x_adv, x, y, eps, fosc_bounds)
-        out["fosc"][idx] = B.to_numpy(c)
-        out["loss"][idx] = B.to_numpy(losses)
-        out["correct"][idx] = B.to_numpy(B.argmax(B.logits(model, res.x_adv)) == y)
+        x, y = to_backend(backend, data, idx)
+        x_adv = pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps,
+                    rng=backend.rng(attack_seed(seed, FIG_ATTACK.name, 0, batch)), final_stats=False,
+                    backend=backend).x_adv
+        fosc_values, losses = _fosc_at(backend, model, x_adv, x, y, eps, fosc_bounds)
+        out["fosc"][idx] = backend.to_numpy(fosc_values)
+        out["loss"][idx] = backend.to_numpy(losses)
+        out["correct"][idx] = backend.to_numpy(backend.argmax(backend.logits(model, x_adv)) == y)
         if on_batch:
             on_batch(int(idx[-1]) + 1, n)
     return out
@@ -166,21 +170,22 @@ def choose_range(fosc, fosc_range=None) -> tuple[tuple[float, float], str]:
     return tuple(map(float, fosc_range)), "given"
 
 
-def fosc_bins(B: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
+def fosc_bins(backend: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
               bins: int = 20, fosc_range=None, steps: int = 10, batch_size: int = 256,
               seed: int = 0, fosc_bounds=None, on_batch=None) -> dict:
     """Fig 1a: PGD-10 test examples binned by FOSC; bin_by_fosc's dict plus "examples",
     "fosc_range", "range_source" and "n_in_paper_range" (see choose_range for fosc_range)."""
-    ex = pgd_examples(B, model, data, eps=eps, limit=limit, steps=steps, batch_size=batch_size,
-                      seed=seed, fosc_bounds=fosc_bounds, on_batch=on_batch)
-    rng, source = choose_range(ex["fosc"], fosc_range)
-    return {**bin_by_fosc(ex["fosc"], ex["loss"], ex["correct"], bins, rng), "examples": ex,
-            "fosc_range": rng, "range_source": source,
-            "n_in_paper_range": n_in_range(ex["fosc"], PAPER_RANGE)}
+    examples = pgd_examples(backend, model, data, eps=eps, limit=limit, steps=steps,
+                            batch_size=batch_size, seed=seed, fosc_bounds=fosc_bounds,
+                            on_batch=on_batch)
+    chosen, source = choose_range(examples["fosc"], fosc_range)
+    return {**bin_by_fosc(examples["fosc"], examples["loss"], examples["correct"], bins, chosen),
+            "examples": examples, "fosc_range": chosen, "range_source": source,
+            "n_in_paper_range": n_in_range(examples["fosc"], PAPER_RANGE)}
 
 
 # --- Fig 1b ------------------------------------------------------------------------------------
-def trajectories(B: Backend, model: Model, data: Dataset, *, eps: float, n: int = 20,
+def trajectories(backend: Backend, model: Model, data: Dataset, *, eps: float, n: int = 20,
                  steps: int = 20, step_size: float | None = None, seed: int = 0,
                  fosc_bounds=None) -> dict:
     """Fig 1b: FOSC and loss at x^0 .. x^steps of PGD (step eps/4, random start) for `n`
@@ -196,21 +201,22 @@ def trajectories(B: Backend, model: Model, data: Dataset, *, eps: float, n: int 
         raise ConfigError("trajectories need n >= 1 examples and steps >= 1")
     n = min(n, len(data))
     idx = np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False))
-    x, y = to_backend(B, data, idx)
+    x, y = to_backend(backend, data, idx)
+    # PGD-20's seed for restart 1 of batch 0: none of the seeds of Figs 1a and 4a (PGD-10, restart 0)
     stream = attack_seed(seed, "pgd20", 1, 0)
     alpha = step_size or eps / 4
     if fosc_bounds is None:
-        res = pgd(model, x, y, eps=eps, step_size=alpha, steps=steps, trace=True,
-                  rng=B.rng(stream), backend=B)
-        return {"indices": idx, "fosc": res.trace.fosc, "loss": res.trace.loss, "steps": steps}
-    f_all, l_all = np.empty((steps + 1, n)), np.empty((steps + 1, n))
+        trace = pgd(model, x, y, eps=eps, step_size=alpha, steps=steps, trace=True,
+                    rng=backend.rng(stream), backend=backend).trace
+        return {"indices": idx, "fosc": trace.fosc, "loss": trace.loss, "steps": steps}
+    fosc_by_step, loss_by_step = np.empty((steps + 1, n)), np.empty((steps + 1, n))
     for k in range(steps + 1):
         # k = 0: one step of a vanishing size from the random start, i.e. the start itself
-        xk = pgd(model, x, y, eps=eps, step_size=alpha if k else 1e-30, steps=max(k, 1),
-                 final_stats=False, rng=B.rng(stream), backend=B).x_adv
-        c, losses = _fosc_at(B, model, xk, x, y, eps, fosc_bounds)
-        f_all[k], l_all[k] = B.to_numpy(c), B.to_numpy(losses)
-    return {"indices": idx, "fosc": f_all, "loss": l_all, "steps": steps}
+        x_k = pgd(model, x, y, eps=eps, step_size=alpha if k else 1e-30, steps=max(k, 1),
+                  final_stats=False, rng=backend.rng(stream), backend=backend).x_adv
+        fosc_values, losses = _fosc_at(backend, model, x_k, x, y, eps, fosc_bounds)
+        fosc_by_step[k], loss_by_step[k] = backend.to_numpy(fosc_values), backend.to_numpy(losses)
+    return {"indices": idx, "fosc": fosc_by_step, "loss": loss_by_step, "steps": steps}
 
 
 # --- Figs 2, 3, 5 ----------------------------------------------------------------------------
@@ -250,10 +256,11 @@ _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.npy$")
 def fosc_files(run_dir: str | os.PathLike) -> dict[int, Path]:
     """{epoch: path} of RUN_DIR/fosc/epoch_NNN.npy, sorted, with epochs counted from 1: the file
     names hold the 0-based index t of the schedules, so epoch_000.npy is epoch 1."""
-    d = Path(run_dir) / "fosc"
-    if not d.is_dir():
+    folder = Path(run_dir) / "fosc"
+    if not folder.is_dir():
         return {}
-    found = {int(m.group(1)) + 1: d / f for f in os.listdir(d) if (m := _EPOCH_FILE.match(f))}
+    found = {int(m.group(1)) + 1: folder / name for name in os.listdir(folder)
+             if (m := _EPOCH_FILE.match(name))}
     return dict(sorted(found.items()))
 
 
@@ -300,24 +307,21 @@ def fosc_distributions(run_dir: str | os.PathLike, epochs: list[int] | None = No
     files = fosc_files(run_dir)
     available = list(files)
     chosen = check_epochs(run_dir, epochs)
-    data = {e: np.load(files[e], allow_pickle=False).astype(float) for e in chosen}
-    data = {e: v[np.isfinite(v)] for e, v in data.items()}
-    data = {e: v for e, v in data.items() if v.size}
-    share = {}
-    for e in available:
-        v = np.load(files[e], allow_pickle=False)
-        share[e] = fosc_share(v, share_range)
-    out = {"epochs": list(data), "share": share, "share_range": tuple(share_range),
+    samples = {e: np.load(files[e], allow_pickle=False).astype(float) for e in chosen}
+    samples = {e: v[np.isfinite(v)] for e, v in samples.items()}
+    samples = {e: v for e, v in samples.items() if v.size}
+    share = {e: fosc_share(np.load(files[e], allow_pickle=False), share_range) for e in available}
+    out = {"epochs": list(samples), "share": share, "share_range": tuple(share_range),
            "density": {}, "bandwidth": {}, "n": {}, "grid": np.zeros(0)}
-    if not data:
+    if not samples:
         return out
-    hs = {e: scott_bandwidth(v) for e, v in data.items()}
-    lo = min(v.min() - 4 * hs[e] for e, v in data.items())
-    hi = max(v.max() + 4 * hs[e] for e, v in data.items())
+    bandwidths = {e: scott_bandwidth(v) for e, v in samples.items()}
+    lo = min(v.min() - 4 * bandwidths[e] for e, v in samples.items())
+    hi = max(v.max() + 4 * bandwidths[e] for e, v in samples.items())
     grid = np.linspace(lo, hi, grid_points)
-    out.update(grid=grid, bandwidth=hs, n={e: int(v.size) for e, v in data.items()},
-               density={e: gaussian_kde(v, grid, hs[e]) for e, v in data.items()},
-               quantiles={e: np.quantile(v, [0.01, 0.5, 0.99]).tolist() for e, v in data.items()})
+    out.update(grid=grid, bandwidth=bandwidths, n={e: int(v.size) for e, v in samples.items()},
+               density={e: gaussian_kde(v, grid, bandwidths[e]) for e, v in samples.items()},
+               quantiles={e: np.quantile(v, [0.01, 0.5, 0.99]).tolist() for e, v in samples.items()})
     return out
 
 
@@ -327,20 +331,20 @@ def default_eps_grid(eps: float, points: int = 5) -> np.ndarray:
     return np.linspace(eps / 4, eps, points)
 
 
-def eps_curve(B: Backend, model: Model, data: Dataset, *, eps_grid, limit: int | None = 1000,
+def eps_curve(backend: Backend, model: Model, data: Dataset, *, eps_grid, limit: int | None = 1000,
               batch_size: int = 256, seed: int = 0, on_eps=None) -> dict:
     """Fig 4a: clean accuracy (eps 0) and PGD-10 accuracy at each test eps of `eps_grid`, on
     the first `limit` test examples; with sanity flags where accuracy rises with eps."""
     grid = [float(e) for e in eps_grid]
-    clean = evaluate_attacks(B, model, data, eps=grid[-1], attacks=["clean"], limit=limit,
+    clean = evaluate_attacks(backend, model, data, eps=grid[-1], attacks=["clean"], limit=limit,
                              batch_size=batch_size, seed=seed)
     correct = [clean.correct["clean"]]
     for e in grid:
-        res = evaluate_attacks(B, model, data, eps=e, attacks=["pgd10"], limit=limit,
-                               batch_size=batch_size, seed=seed)
-        correct.append(res.correct["pgd10"])
+        result = evaluate_attacks(backend, model, data, eps=e, attacks=[FIG_ATTACK.name],
+                                  limit=limit, batch_size=batch_size, seed=seed)
+        correct.append(result.correct[FIG_ATTACK.name])
         if on_eps:
-            on_eps(e, 100.0 * float(res.correct["pgd10"].mean()))
+            on_eps(e, 100.0 * float(correct[-1].mean()))
     eps_all = [0.0] + grid
     return {"eps": np.array(eps_all), "accuracy": np.array([100.0 * c.mean() for c in correct]),
             "n": int(clean.n), "flags": eps_curve_flags(eps_all, correct)}
@@ -379,79 +383,93 @@ def jsonable(obj):
     return obj
 
 
-def write_bins(out: Path, b: dict) -> None:
+def write_bins(out: Path, fig1a: dict) -> None:
     write_csv(out / "fig1a_fosc_bins.csv",
               ["bin_lo", "bin_hi", "count", "accuracy_pct", "mean_loss", "mean_fosc"],
-              zip(b["edges"][:-1], b["edges"][1:], b["counts"], b["accuracy"], b["loss"], b["fosc"]))
-    ex = b["examples"]
+              zip(fig1a["edges"][:-1], fig1a["edges"][1:], fig1a["counts"], fig1a["accuracy"],
+                  fig1a["loss"], fig1a["fosc"]))
+    examples = fig1a["examples"]
     write_csv(out / "fig1a_examples.csv", ["example", "fosc", "loss", "correct"],
-              zip(range(len(ex["fosc"])), ex["fosc"], ex["loss"], ex["correct"]))
+              zip(range(len(examples["fosc"])), examples["fosc"], examples["loss"], examples["correct"]))
 
 
-def write_trajectories(out: Path, t: dict) -> None:
-    rows = ((int(i), k, t["fosc"][k, j], t["loss"][k, j])
-            for j, i in enumerate(t["indices"]) for k in range(t["fosc"].shape[0]))
+def write_trajectories(out: Path, fig1b: dict) -> None:
+    rows = ((int(example), step, fig1b["fosc"][step, j], fig1b["loss"][step, j])
+            for j, example in enumerate(fig1b["indices"]) for step in range(fig1b["fosc"].shape[0]))
     write_csv(out / "fig1b_trajectories.csv", ["example", "step", "fosc", "loss"], rows)
 
 
-def write_distributions(out: Path, d: dict) -> None:
-    write_csv(out / "fosc_share.csv", ["epoch", "share_in_range"], d["share"].items())
-    if d["density"]:
-        eps = list(d["density"])
-        write_csv(out / "fosc_kde.csv", ["fosc"] + [f"density_epoch_{e}" for e in eps],
-                  zip(d["grid"], *(d["density"][e] for e in eps)))
+def write_distributions(out: Path, distributions: dict) -> None:
+    write_csv(out / "fosc_share.csv", ["epoch", "share_in_range"], distributions["share"].items())
+    if distributions["density"]:
+        epochs = list(distributions["density"])
+        write_csv(out / "fosc_kde.csv", ["fosc"] + [f"density_epoch_{e}" for e in epochs],
+                  zip(distributions["grid"], *(distributions["density"][e] for e in epochs)))
 
 
-def write_eps_curve(out: Path, c: dict) -> None:
-    write_csv(out / "fig4a_eps_curve.csv", ["eps", "accuracy_pct"], zip(c["eps"], c["accuracy"]))
+def write_eps_curve(out: Path, fig4a: dict) -> None:
+    write_csv(out / "fig4a_eps_curve.csv", ["eps", "accuracy_pct"], zip(fig4a["eps"], fig4a["accuracy"]))
 
 
-def write_all(out: Path, b: dict, t: dict, d: dict, c: dict) -> list[str]:
+def write_all(out: Path, fig1a: dict, fig1b: dict, distributions: dict, fig4a: dict) -> list[str]:
     """The CSV files of every figure into `out`; returns their names."""
-    write_bins(out, b)
-    write_trajectories(out, t)
-    write_distributions(out, d)
-    write_eps_curve(out, c)
+    write_bins(out, fig1a)
+    write_trajectories(out, fig1b)
+    write_distributions(out, distributions)
+    write_eps_curve(out, fig4a)
     return (["fig1a_fosc_bins.csv", "fig1a_examples.csv", "fig1b_trajectories.csv", "fosc_share.csv"]
-            + (["fosc_kde.csv"] if d["density"] else []) + ["fig4a_eps_curve.csv"])
+            + (["fosc_kde.csv"] if distributions["density"] else []) + ["fig4a_eps_curve.csv"])
 
 
-def _summary(head: dict, b: dict, t: dict, d: dict, c: dict) -> dict:
+def _summary(head: dict, fig1a: dict, fig1b: dict, distributions: dict, fig4a: dict) -> dict:
     """analysis.json: `head` (run, checkpoint, method, model, ...) and the numbers of every figure
     (epochs counted from 1)."""
-    ex = b["examples"]
+    examples = fig1a["examples"]
     return head | {
-        "fig1a": {k: b[k] for k in ("edges", "counts", "accuracy", "loss", "fosc", "n", "n_below",
-                                    "n_above", "n_nan", "corr_accuracy", "corr_loss",
-                                    "range_source", "n_in_paper_range")}
-                 | {"fosc_range": list(b["fosc_range"]), "paper_range": list(PAPER_RANGE),
-                    "bins": len(b["counts"]), "attack": "pgd10",
-                    "fosc_quantiles": np.quantile(ex["fosc"], [0.1, 0.5, 0.9]).tolist(),
-                    "accuracy_all": 100.0 * float(ex["correct"].mean())},
-        "fig1b": {"indices": t["indices"], "steps": t["steps"],
-                  "median_fosc": np.nanmedian(t["fosc"], axis=1),
-                  "median_loss": np.nanmedian(t["loss"], axis=1)},
-        "fosc_distributions": {k: d[k] for k in ("epochs", "share", "share_range", "bandwidth", "n")}
-                              | {"quantiles": d.get("quantiles", {}), "epochs_counted_from": 1},
-        "fig4a": {"eps": c["eps"], "accuracy": c["accuracy"], "n": c["n"]},
-        "flags": c["flags"],
+        "fig1a": {k: fig1a[k] for k in ("edges", "counts", "accuracy", "loss", "fosc", "n", "n_below",
+                                        "n_above", "n_nan", "corr_accuracy", "corr_loss",
+                                        "range_source", "n_in_paper_range")}
+                 | {"fosc_range": list(fig1a["fosc_range"]), "paper_range": list(PAPER_RANGE),
+                    "bins": len(fig1a["counts"]), "attack": FIG_ATTACK.name,
+                    "fosc_quantiles": np.quantile(examples["fosc"], [0.1, 0.5, 0.9]).tolist(),
+                    "accuracy_all": 100.0 * float(examples["correct"].mean())},
+        "fig1b": {"indices": fig1b["indices"], "steps": fig1b["steps"],
+                  "median_fosc": np.nanmedian(fig1b["fosc"], axis=1),
+                  "median_loss": np.nanmedian(fig1b["loss"], axis=1)},
+        "fosc_distributions": {k: distributions[k] for k in ("epochs", "share", "share_range",
+                                                             "bandwidth", "n")}
+                              | {"quantiles": distributions.get("quantiles", {}),
+                                 "epochs_counted_from": 1},
+        "fig4a": {"eps": fig4a["eps"], "accuracy": fig4a["accuracy"], "n": fig4a["n"]},
+        "flags": fig4a["flags"],
     }
 
 
 def _load_run(run: Path, device: str):
     """(backend, model, head of analysis.json, test data) of the run directory `run`."""
+    from minidyn.checkpoints import checkpoint_in, load_checkpoint, run_config
     from minidyn.data import load_dataset
-    from minidyn.evaluate import checkpoint_in, load_checkpoint, run_config
 
     if not run.is_dir():
         raise ConfigError(f"{run} is not a run directory")
     path = checkpoint_in(run)
-    B, model, meta = load_checkpoint(path, device)
-    cfg = run_config(path)
-    data = load_dataset(meta.get("dataset") or cfg.get("dataset"), "test", cfg.get("data_dir"))
-    head = {"run": str(run), "checkpoint": str(path), "method": meta.get("method") or cfg.get("method"),
-            "model": meta.get("model"), "dataset": data.name, "eps": float(meta.get("eps") or cfg.get("eps"))}
-    return B, model, head, data
+    backend, model, meta = load_checkpoint(path, device)
+    config = run_config(path)
+    data = load_dataset(meta.get("dataset") or config.get("dataset"), "test", config.get("data_dir"))
+    head = {"run": str(run), "checkpoint": str(path), "method": meta.get("method") or config.get("method"),
+            "model": meta.get("model"), "dataset": data.name,
+            "eps": float(meta.get("eps") or config.get("eps"))}
+    return backend, model, head, data
+
+
+def _output_dir(run: Path, out: str | os.PathLike | None) -> Path:
+    """`out` (default RUN_DIR/analysis), created; ConfigError when it cannot be."""
+    out = Path(out) if out is not None else run / "analysis"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out {out}: {exc.strerror}") from None
+    return out
 
 
 def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -469,43 +487,47 @@ def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     fosc_range: None, (lo, hi) or "auto", the range of Fig 1a's bins (see choose_range). The
     "share of training examples with FOSC in range" of the distributions uses the same range,
     except after a fallback, where it keeps the paper's [0, 0.1] (its "FOSC density").
+    progress(label, total) -> (on_batch, close): a progress display for Fig 1a's attack.
     """
     run = Path(run_dir)
     if fosc_bounds not in FOSC_BOUNDS:
         raise ConfigError(f"fosc_bounds must be one of {', '.join(FOSC_BOUNDS)}, got {fosc_bounds!r}")
     bounds = FOSC_BOUNDS[fosc_bounds]
-    B, model, head, data = _load_run(run, device)
+    backend, model, head, data = _load_run(run, device)
     check_epochs(run, epochs)  # before minutes of PGD, not after
-    out = Path(out) if out is not None else run / "analysis"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create --out {out}: {exc.strerror}") from None
+    out = _output_dir(run, out)
     eps = head["eps"]
     eps_grid = default_eps_grid(eps) if eps_grid is None else np.asarray(eps_grid, float)
-    cb, close = (progress or (lambda label, total: (None, lambda: None)))(
-        "Fig 1a: PGD-10", len(data) if limit is None else min(limit, len(data)))
+    on_batch, close = (progress or (lambda label, total: (None, lambda: None)))(
+        f"Fig 1a: {FIG_ATTACK.label}", len(data) if limit is None else min(limit, len(data)))
     try:
-        b = fosc_bins(B, model, data, eps=eps, limit=limit, bins=bins, fosc_range=fosc_range,
-                      batch_size=batch_size, seed=seed, fosc_bounds=bounds, on_batch=cb)
+        fig1a = fosc_bins(backend, model, data, eps=eps, limit=limit, bins=bins, fosc_range=fosc_range,
+                          batch_size=batch_size, seed=seed, fosc_bounds=bounds, on_batch=on_batch)
     finally:
         close()
-    t = trajectories(B, model, data, eps=eps, n=traj_n, steps=traj_steps, seed=seed,
-                     fosc_bounds=bounds)
-    d = fosc_distributions(run, epochs, share_range=PAPER_RANGE if b["range_source"] == "fallback"
-                           else b["fosc_range"])
-    c = eps_curve(B, model, data, eps_grid=eps_grid, limit=limit, batch_size=batch_size, seed=seed)
-    written = write_all(out, b, t, d, c)
-    summary = _summary(head | {"seed": seed, "fosc_bounds": fosc_bounds}, b, t, d, c)
+    fig1b = trajectories(backend, model, data, eps=eps, n=traj_n, steps=traj_steps, seed=seed,
+                         fosc_bounds=bounds)
+    distributions = fosc_distributions(
+        run, epochs, share_range=PAPER_RANGE if fig1a["range_source"] == "fallback" else fig1a["fosc_range"])
+    fig4a = eps_curve(backend, model, data, eps_grid=eps_grid, limit=limit, batch_size=batch_size, seed=seed)
+    figures = (fig1a, fig1b, distributions, fig4a)
+    written = write_all(out, *figures)
+    summary = _summary(head | {"seed": seed, "fosc_bounds": fosc_bounds}, *figures)
     atomic_write(out / "analysis.json", lambda f: json.dump(jsonable(summary), f, indent=2))
     written.append("analysis.json")
     if plots:
-        from minidyn import plots as plotting
-
-        if plotting.available():
-            title = f"{summary['method']} {summary['model']}, eps {eps:g}"
-            written += plotting.plot_all(out, b, t, d, c, title=title, clipped=bounds is not None)
-        else:
-            log(plotting.MISSING)
-    summary["files"] = [str(out / f) for f in written]
+        written += _plot(out, figures, f"{summary['method']} {summary['model']}, eps {eps:g}",
+                         clipped=bounds is not None, log=log)
+    summary["files"] = [str(out / name) for name in written]
     return summary
+
+
+def _plot(out: Path, figures: tuple, title: str, clipped: bool, log: Callable[[str], None]) -> list[str]:
+    """The PNGs of `figures` (fig1a, fig1b, distributions, fig4a) in `out`, their names; none,
+    and a line to `log`, without matplotlib."""
+    from minidyn import plots as plotting
+
+    if not plotting.available():
+        log(plotting.MISSING)
+        return []
+    return plotting.plot_all(out, *figures, title=title, clipped=clipped)

@@ -1,23 +1,15 @@
 """Robustness evaluation a sceptic accepts: several attacks, per-example worst case, restarts,
 black-box transfer, and checks for the usual signs of gradient masking.
 
-    from minidyn.evaluate import load_checkpoint, evaluate_attacks, sanity_flags
-    B, model, meta = load_checkpoint("runs/x/checkpoint.pt")
-    result = evaluate_attacks(B, model, test_set, eps=0.3, limit=1000)
+    from minidyn.checkpoints import load_checkpoint
+    from minidyn.evaluate import evaluate_attacks, sanity_flags
+    backend, model, meta = load_checkpoint("runs/x/checkpoint.pt")
+    result = evaluate_attacks(backend, model, test_set, eps=0.3, limit=1000)
     result.accuracy()        # {"clean": 98.1, "fgsm": ..., "worst-case": ...} in percent
     sanity_flags(result)     # [] when nothing looks like gradient masking
 
-Attacks (all L_inf, in the eps-ball intersected with [0, 1]^d):
-
-    clean     no perturbation
-    fgsm      one step of size eps (no random start)
-    pgd10     PGD, 10 steps of eps/4, random start          (the paper's evaluation)
-    pgd20     PGD, 20 steps of eps/4, random start
-    cw        CW_inf: PGD, 30 steps of eps/4 on the margin loss, random start
-    apgd-ce   APGD (Croce & Hein 2020) on the cross-entropy, 100 iterations, random start
-    apgd-dlr  APGD on the DLR loss (needs >= 3 classes)
-
-Every attack is the one PGD loop of `minidyn.attacks` or APGD of `minidyn.apgd`.
+The attacks (clean, fgsm, pgd10, pgd20, cw, apgd-ce, apgd-dlr; all L_inf, in the eps-ball
+intersected with [0, 1]^d) are the rows of `minidyn.attack_table`.
 
 An example is correct under an attack when the model classifies its adversarial example
 correctly (the paper's accuracy); the worst case is correct under *every* attack evaluated.
@@ -26,11 +18,11 @@ an example counts as correct only if it survives all of them (restart r > 0 atta
 examples that survived so far, which gives the same accuracy at less cost). The test set is
 streamed in batches: memory holds one batch and one boolean per example and attack.
 
-Black-box: `source=(B_src, model_src)` crafts the adversarial examples on a surrogate with the
-same seeds, and the target classifies them. The points transferred are the attacks' final
-points, and for APGD its highest-loss point after all iterations (`craft`'s transfer), so with
-source == target every attack but APGD gives the white-box result exactly, and APGD an accuracy
-at least as high (white-box APGD counts any misclassified iterate).
+Black-box: `source=(source_backend, source_model)` crafts the adversarial examples on a
+surrogate with the same seeds, and the target classifies them. The points transferred are the
+attacks' final points, and for APGD its highest-loss point after all iterations (`craft`'s
+transfer), so with source == target every attack but APGD gives the white-box result exactly,
+and APGD an accuracy at least as high (white-box APGD counts any misclassified iterate).
 
 Sanity flags (`sanity_flags`) state in accuracy terms what should hold and does not, beyond
 noise: the orderings of attacks (white-box only, except "no attack above clean"), black-box not
@@ -40,52 +32,25 @@ contradicts).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from minidyn.apgd import apgd
-from minidyn.attacks import cw_inf, fgsm, pgd
-from minidyn.backend import Array, Backend, Model, get_backend
+from minidyn.attack_table import (ATTACKS, DEFAULT_ATTACKS, TABLE, WORST, WORST_LABEL, Attack,
+                                  attack_seed, parse_attacks)
+from minidyn.backend import Array, Backend, Model
 from minidyn.data import Dataset
-from minidyn.errors import CheckpointError, ConfigError
 from minidyn.data.batches import batch_indices, to_backend
+from minidyn.errors import ConfigError
 
-ATTACKS = ("clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr")
-PAPER_ATTACKS = ("clean", "fgsm", "pgd10", "pgd20", "cw")
-DEFAULT_ATTACKS = PAPER_ATTACKS + ("apgd-ce",)
-RANDOM_START = frozenset({"pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr"})
-ITERATIVE = ("pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr")
-LABELS = {"clean": "clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf",
-          "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "worst-case": "worst case"}
-WORST = "worst-case"
-_EVAL_STREAM = 3  # seed lists [seed, 3, attack, restart, batch] never equal epoch_seed's [seed, epoch, stream]
+__all__ = ["ATTACKS", "DEFAULT_ATTACKS", "WORST", "EvalResult", "attack_seed", "checks_applied",
+           "craft", "eps_curve_flags", "evaluate_attacks", "format_table", "mcnemar",
+           "parse_attacks", "sanity_flags", "weaker"]
 
 
-def parse_attacks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
-    """'clean,pgd10' or a list -> attack names in the given order, duplicates dropped."""
-    names = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec)]
-    names = [s for s in names if s]
-    unknown = [s for s in names if s not in ATTACKS]
-    if unknown:
-        raise ConfigError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS)}")
-    if not names:
-        raise ConfigError("no attack given; choose from " + ", ".join(ATTACKS))
-    return list(dict.fromkeys(names))
-
-
-def attack_seed(seed: int, name: str, restart: int, batch: int) -> int:
-    """An independent 32-bit seed for the random start of (attack, restart, batch)."""
-    ss = np.random.SeedSequence([seed, _EVAL_STREAM, ATTACKS.index(name), restart, batch])
-    return int(ss.generate_state(1)[0])
-
-
-def craft(name: str, B: Backend, model: Model, x: Array, y: Array, *, eps: float, rng=None,
+def craft(name: str, backend: Backend, model: Model, x: Array, y: Array, *, eps: float, rng=None,
           apgd_steps: int = 100, transfer: bool = False) -> Array:
     """The adversarial batch of attack `name` against `model` (x itself for "clean").
 
@@ -94,26 +59,10 @@ def craft(name: str, B: Backend, model: Model, x: Array, y: Array, *, eps: float
     is what counts against `model` itself, barely crosses the surrogate's boundary and
     transfers poorly.
     """
-    return _craft(name, B, model, x, y, eps=eps, rng=rng, apgd_steps=apgd_steps, transfer=transfer)[0]
-
-
-def _craft(name, B, model, x, y, *, eps, rng, apgd_steps, transfer):
-    """(x_adv, fooled): fooled is the attack's own (B,) verdict that x_adv is misclassified,
-    where the attack keeps one (APGD against its own model), else None."""
-    if name == "clean":
-        return x, None
-    if name == "fgsm":
-        return fgsm(model, x, y, eps=eps, backend=B).x_adv, None
-    if name in ("pgd10", "pgd20"):
-        return pgd(model, x, y, eps=eps, step_size=eps / 4, steps=int(name[3:]), random_start=True,
-                   final_stats=False, rng=rng, backend=B).x_adv, None
-    if name == "cw":
-        return cw_inf(model, x, y, eps=eps, steps=30, rng=rng, backend=B).x_adv, None
-    if name in ("apgd-ce", "apgd-dlr"):
-        res = apgd(model, x, y, eps=eps, steps=apgd_steps, loss=name[5:], rng=rng,
-                   stop_when_misclassified=not transfer, backend=B)
-        return (res.x_best, None) if transfer else (res.x_adv, res.found)
-    raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+    if name not in ATTACKS:
+        raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+    return ATTACKS[name].craft(backend, model, x, y, eps=eps, rng=rng, apgd_steps=apgd_steps,
+                               transfer=transfer)[0]
 
 
 @dataclass
@@ -143,11 +92,11 @@ class EvalResult:
 
     def accuracy(self) -> dict[str, float]:
         """{attack: accuracy in percent, ..., "worst-case": percent}."""
-        def pct(mask):  # 100 k / n, correctly rounded (97.8, not 97.80000000000001)
+        def percent(mask):  # 100 k / n, correctly rounded (97.8, not 97.80000000000001)
             return 100.0 * int(mask.sum()) / self.n if self.n else float("nan")
 
-        acc = {name: pct(self.correct[name]) for name in self.attacks}
-        acc[WORST] = pct(self.worst_case())
+        acc = {name: percent(self.correct[name]) for name in self.attacks}
+        acc[WORST] = percent(self.worst_case())
         return acc
 
     def to_dict(self) -> dict:
@@ -162,7 +111,17 @@ ZERO_GRAD_SHARE = 0.01  # flag when more than 1% of the examples have an all-zer
 EPS0_EXAMPLES = 50      # the eps-0 check attacks the first 50 examples
 
 
-def evaluate_attacks(B: Backend, model: Model, data: Dataset, *, eps: float,
+@dataclass(frozen=True)
+class _Setting:
+    """What every attack of one evaluation shares. transfer: crafted on a surrogate."""
+
+    eps: float
+    seed: int
+    apgd_steps: int
+    transfer: bool
+
+
+def evaluate_attacks(backend: Backend, model: Model, data: Dataset, *, eps: float,
                      attacks=DEFAULT_ATTACKS, batch_size: int = 256, seed: int = 0,
                      restarts: int = 1, limit: int | None = None, apgd_steps: int = 100,
                      source: tuple[Backend, Model] | None = None, source_name: str | None = None,
@@ -184,27 +143,27 @@ def evaluate_attacks(B: Backend, model: Model, data: Dataset, *, eps: float,
                batch split, or (white-box APGD) from the attack's own record of having
                misclassified them (one extra forward pass per example and attack).
     """
-    attacks = parse_attacks(attacks)
-    _validate(data, eps=eps, attacks=attacks, restarts=restarts, batch_size=batch_size,
+    names = parse_attacks(attacks)
+    _validate(data, eps=eps, attacks=names, restarts=restarts, batch_size=batch_size,
               limit=limit, apgd_steps=apgd_steps)
-    target, crafter = (B, model), (source if source is not None else (B, model))
-    transfer = source is not None
+    target = (backend, model)
+    crafter = source if source is not None else target
+    setting = _Setting(eps, seed, apgd_steps, transfer=source is not None)
     n = len(data) if limit is None else min(limit, len(data))
-    correct = {name: np.zeros(n, dtype=bool) for name in attacks}
+    correct = {name: np.zeros(n, dtype=bool) for name in names}
     checks = {"grad": {"n": n, "zero": 0, "nonfinite": 0},
-              "eps0": {"n": min(n, EPS0_EXAMPLES), "differs": dict.fromkeys(attacks, 0)},
-              "recount": {"n": n, "differs": dict.fromkeys(attacks, 0)}}
-    kw = dict(seed=seed, apgd_steps=apgd_steps, transfer=transfer)
-    checks["eps0"]["differs"] = _eps0_check(attacks, target, crafter, data,
-                                            np.arange(checks["eps0"]["n"]), **kw)
+              "eps0": {"n": min(n, EPS0_EXAMPLES), "differs": dict.fromkeys(names, 0)},
+              "recount": {"n": n, "differs": dict.fromkeys(names, 0)}}
+    checks["eps0"]["differs"] = _eps0_check(names, target, crafter, data,
+                                            np.arange(checks["eps0"]["n"]), setting)
     for batch, idx in enumerate(batch_indices(np.arange(n), batch_size)):
         _gradient_check(*crafter, *to_backend(crafter[0], data, idx), checks["grad"])
-        for name in attacks:
-            correct[name][idx] = _attack_batch(name, target, crafter, data, idx, batch, restarts,
-                                               checks["recount"]["differs"], eps=eps, **kw)
+        for name in names:
+            correct[name][idx] = _attack_batch(ATTACKS[name], target, crafter, data, idx, batch,
+                                               restarts, checks["recount"]["differs"], setting)
         if on_batch:
             on_batch(int(idx[-1]) + 1, n)
-    return EvalResult(attacks, correct, eps, n, seed, restarts, apgd_steps, source_name, checks=checks)
+    return EvalResult(names, correct, eps, n, seed, restarts, apgd_steps, source_name, checks=checks)
 
 
 def _validate(data: Dataset, *, eps, attacks, restarts, batch_size, limit, apgd_steps) -> None:
@@ -222,43 +181,50 @@ def _validate(data: Dataset, *, eps, attacks, restarts, batch_size, limit, apgd_
         raise ConfigError("apgd-dlr needs at least 3 classes (the DLR loss uses the third largest logit)")
 
 
-def _on(B_from: Backend, B_to: Backend, a: Array) -> Array:
-    """Array a of backend B_from as an array of B_to (itself when they are one backend)."""
-    return a if B_from is B_to else B_to.asarray(B_from.to_numpy(a))
+def _move(a: Array, source: Backend, target: Backend) -> Array:
+    """Array a of backend `source` as an array of `target` (itself when they are one backend)."""
+    return a if source is target else target.asarray(source.to_numpy(a))
 
 
-def _verdicts(B: Backend, model: Model, x: Array, y: Array) -> np.ndarray:
+def _verdicts(backend: Backend, model: Model, x: Array, y: Array) -> np.ndarray:
     """(m,) numpy bool: model classifies each row of x correctly."""
-    return B.to_numpy(B.argmax(B.logits(model, x)) == y)
+    return backend.to_numpy(backend.argmax(backend.logits(model, x)) == y)
 
 
-def _attack_batch(name, target, crafter, data, idx, batch, restarts, recount, *, eps, seed,
-                  apgd_steps, transfer) -> np.ndarray:
-    """(len(idx),) bool: correct under attack `name` in every restart (restart r > 0 attacks only
-    the examples still correct). Adds the examples whose verdict a recount contradicts to
-    recount[name]."""
-    (B, model), (src_B, src_model) = target, crafter
-    ok = np.ones(len(idx), dtype=bool)
-    for r in range(restarts if name in RANDOM_START else 1):
-        rows = np.arange(len(idx)) if r == 0 else np.nonzero(ok)[0]
+def _start_rng(attack: Attack, backend: Backend, seed: int, restart: int, batch: int):
+    """The generator of the attack's random start (None for an attack without one)."""
+    return backend.rng(attack_seed(seed, attack.name, restart, batch)) if attack.random_start else None
+
+
+def _attack_batch(attack: Attack, target, crafter, data, idx, batch, restarts, recount,
+                  setting: _Setting) -> np.ndarray:
+    """(len(idx),) bool: correct under `attack` in every restart (restart r > 0 attacks only the
+    examples still correct). Adds the examples whose verdict a recount contradicts to
+    recount[attack.name]."""
+    (backend, model), (crafter_backend, crafter_model) = target, crafter
+    correct = np.ones(len(idx), dtype=bool)
+    for restart in range(restarts if attack.random_start else 1):
+        rows = np.arange(len(idx)) if restart == 0 else np.nonzero(correct)[0]
         if rows.size == 0:
             break
-        x, y = to_backend(B, data, idx[rows])
-        xs, ys = (x, y) if src_B is B else to_backend(src_B, data, idx[rows])
-        rng = src_B.rng(attack_seed(seed, name, r, batch)) if name in RANDOM_START else None
-        x_adv, fooled = _craft(name, src_B, src_model, xs, ys, eps=eps, rng=rng,
-                               apgd_steps=apgd_steps, transfer=transfer)
-        x_adv = _on(src_B, B, x_adv)
-        verdict = _verdicts(B, model, x_adv, y)
-        differs = verdict != _recount(B, model, x_adv, y)
+        x, y = to_backend(backend, data, idx[rows])
+        x_crafter, y_crafter = (x, y) if crafter_backend is backend else \
+            to_backend(crafter_backend, data, idx[rows])
+        x_adv, fooled = attack.craft(
+            crafter_backend, crafter_model, x_crafter, y_crafter, eps=setting.eps,
+            rng=_start_rng(attack, crafter_backend, setting.seed, restart, batch),
+            apgd_steps=setting.apgd_steps, transfer=setting.transfer)
+        x_adv = _move(x_adv, crafter_backend, backend)
+        verdict = _verdicts(backend, model, x_adv, y)
+        differs = verdict != _recount(backend, model, x_adv, y)
         if fooled is not None:  # the attack recorded these as misclassified
-            differs |= src_B.to_numpy(fooled) & verdict
-        recount[name] += int(differs.sum())
-        ok[rows] = verdict
-    return ok
+            differs |= crafter_backend.to_numpy(fooled) & verdict
+        recount[attack.name] += int(differs.sum())
+        correct[rows] = verdict
+    return correct
 
 
-def _recount(B: Backend, model: Model, x: Array, y: Array) -> np.ndarray:
+def _recount(backend: Backend, model: Model, x: Array, y: Array) -> np.ndarray:
     """The verdicts of a second forward pass of x in another split: its second half first, then
     its first half (a model whose outputs depend on the batch or on chance disagrees)."""
     m = int(x.shape[0])
@@ -266,45 +232,51 @@ def _recount(B: Backend, model: Model, x: Array, y: Array) -> np.ndarray:
     out = np.empty(m, dtype=bool)
     for part in (np.arange(half, m), np.arange(half)):
         if part.size:
-            rows = B.asarray(part)
-            out[part] = _verdicts(B, model, B.take(x, rows), B.take(y, rows))
+            rows = backend.asarray(part)
+            out[part] = _verdicts(backend, model, backend.take(x, rows), backend.take(y, rows))
     return out
 
 
-def _eps0_check(attacks, target, crafter, data, idx, *, seed, apgd_steps, transfer) -> dict:
+def _eps0_check(names, target, crafter, data, idx, setting: _Setting) -> dict:
     """{attack: examples of idx whose prediction under the attack with eps 0 differs from the
     clean prediction}. With eps 0 every attack must return x itself."""
-    (B, model), (src_B, src_model) = target, crafter
-    x, _ = to_backend(B, data, idx)
-    xs, ys = to_backend(src_B, data, idx)
-    clean = B.to_numpy(B.argmax(B.logits(model, x)))
+    (backend, model), (crafter_backend, crafter_model) = target, crafter
+    x, _ = to_backend(backend, data, idx)
+    x_crafter, y_crafter = to_backend(crafter_backend, data, idx)
+    clean = backend.to_numpy(backend.argmax(backend.logits(model, x)))
     differs = {}
-    for name in attacks:
-        rng = src_B.rng(attack_seed(seed, name, 0, 0)) if name in RANDOM_START else None
-        x_adv, _ = _craft(name, src_B, src_model, xs, ys, eps=0.0, rng=rng, apgd_steps=apgd_steps,
-                          transfer=transfer)
-        pred = B.to_numpy(B.argmax(B.logits(model, _on(src_B, B, x_adv))))
+    for name in names:
+        attack = ATTACKS[name]
+        x_adv, _ = attack.craft(crafter_backend, crafter_model, x_crafter, y_crafter, eps=0.0,
+                                rng=_start_rng(attack, crafter_backend, setting.seed, 0, 0),
+                                apgd_steps=setting.apgd_steps, transfer=setting.transfer)
+        pred = backend.to_numpy(backend.argmax(backend.logits(model, _move(x_adv, crafter_backend, backend))))
         differs[name] = int((pred != clean).sum())
     return differs
 
 
-def _gradient_check(B: Backend, model: Model, x: Array, y: Array, out: dict) -> None:
+def _gradient_check(backend: Backend, model: Model, x: Array, y: Array, out: dict) -> None:
     """Count the rows of x whose input gradient (cross-entropy) is all zero, or not finite."""
-    _, g = B.loss_and_grad(model, x, y)
-    g = B.to_numpy(g).reshape(int(x.shape[0]), -1)
-    finite = np.isfinite(g).all(axis=1)
+    _, grad = backend.loss_and_grad(model, x, y)
+    grad = backend.to_numpy(grad).reshape(int(x.shape[0]), -1)
+    finite = np.isfinite(grad).all(axis=1)
     out["nonfinite"] += int((~finite).sum())
-    out["zero"] += int((finite & (g == 0).all(axis=1)).sum())
+    out["zero"] += int((finite & (grad == 0).all(axis=1)).sum())
 
 
 # --- sanity checks ---------------------------------------------------------------------------
-def weaker(result: EvalResult, a: str, b: str, z: float = 2.0) -> tuple[bool, int, int]:
-    """Is attack `a` weaker than `b` (accuracy under a above accuracy under b) beyond noise? A
-    paired (McNemar) test on the examples where they disagree: k_ab survive a but not b, k_ba
-    the reverse; flagged when k_ab - k_ba > z sqrt(k_ab + k_ba). Returns (flag, k_ab, k_ba)."""
-    ca, cb = result.correct[a], result.correct[b]
-    k_ab, k_ba = int((ca & ~cb).sum()), int((cb & ~ca).sum())
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, z: float = 2.0) -> tuple[bool, int, int]:
+    """Are more examples correct under a than under b, beyond noise? A paired (McNemar) test on
+    the examples where the (n,) bool arrays disagree: k_ab are correct under a but not b, k_ba the
+    reverse; true when k_ab - k_ba > z sqrt(k_ab + k_ba). Returns (flag, k_ab, k_ba)."""
+    k_ab, k_ba = int((correct_a & ~correct_b).sum()), int((correct_b & ~correct_a).sum())
     return (k_ab > k_ba and k_ab - k_ba > z * math.sqrt(k_ab + k_ba)), k_ab, k_ba
+
+
+def weaker(result: EvalResult, a: str, b: str, z: float = 2.0) -> tuple[bool, int, int]:
+    """Is attack `a` weaker than `b` (accuracy under a above accuracy under b) beyond noise?
+    `mcnemar` on their per-example results. Returns (flag, k_ab, k_ba)."""
+    return mcnemar(result.correct[a], result.correct[b], z)
 
 
 def _orderings(result: EvalResult) -> list[tuple[str, str, str]]:
@@ -313,11 +285,12 @@ def _orderings(result: EvalResult) -> list[tuple[str, str, str]]:
     at most PGD-10 and APGD at most PGD; transferred from a surrogate only the first holds
     (the paper's Table 2 has black-box CW above FGSM)."""
     present = set(result.attacks)
-    out = [(a, "clean", "an attack cannot make the model more accurate (eps 0 is clean): a sign "
-                        "of gradient masking or of a broken attack") for a in ATTACKS[1:]]
+    out = [(attack.name, "clean", "an attack cannot make the model more accurate (eps 0 is clean): "
+                                  "a sign of gradient masking or of a broken attack")
+           for attack in TABLE if attack.name != "clean"]
     if result.source is None:
-        out += [(a, "fgsm", "an iterative attack should be at least as strong as one step")
-                for a in ITERATIVE]
+        out += [(attack.name, "fgsm", "an iterative attack should be at least as strong as one step")
+                for attack in TABLE if attack.iterative]
         out.append(("pgd20", "pgd10", "more steps should not help the model"))
         ref = "pgd20" if "pgd20" in present else "pgd10"
         out += [(a, ref, "APGD should be at least as strong as PGD") for a in ("apgd-ce", "apgd-dlr")]
@@ -334,9 +307,10 @@ def sanity_flags(result: EvalResult, white_box: dict | None = None) -> list[str]
     for a, b, why in _orderings(result):
         flag, k_ab, k_ba = weaker(result, a, b)
         if flag:
-            flags.append(f"{LABELS[a]} accuracy ({acc[a]:.2f}%) is above {LABELS[b]} accuracy "
+            label_a, label_b = ATTACKS[a].label, ATTACKS[b].label
+            flags.append(f"{label_a} accuracy ({acc[a]:.2f}%) is above {label_b} accuracy "
                          f"({acc[b]:.2f}%) beyond noise: {k_ab} examples are correct under "
-                         f"{LABELS[a]} but not under {LABELS[b]}, {k_ba} the reverse; {why}")
+                         f"{label_a} but not under {label_b}, {k_ba} the reverse; {why}")
     if white_box is not None and result.source is not None:
         flags += _transfer_flags(result, white_box)
     return flags + _check_flags(result.checks)
@@ -345,16 +319,17 @@ def sanity_flags(result: EvalResult, white_box: dict | None = None) -> list[str]
 def _transfer_flags(result: EvalResult, white_box: dict) -> list[str]:
     """Black-box accuracy below white-box accuracy beyond noise (an unpaired two-sample test)."""
     acc, flags = result.accuracy(), []
-    n_wb = int(white_box.get("n") or 0)
+    n_white_box = int(white_box.get("n") or 0)
     for name in result.attacks:
-        wb = (white_box.get("accuracy") or {}).get(name)
-        if name == "clean" or wb is None or not n_wb:
+        white = (white_box.get("accuracy") or {}).get(name)
+        if name == "clean" or white is None or not n_white_box:
             continue
-        p1, p2 = wb / 100, acc[name] / 100
-        se = 100 * math.sqrt(p1 * (1 - p1) / n_wb + p2 * (1 - p2) / result.n)
-        if wb - acc[name] > 2 * se + 100 / result.n:
-            flags.append(f"black-box {LABELS[name]} accuracy ({acc[name]:.2f}%) is below white-box "
-                         f"{LABELS[name]} accuracy ({wb:.2f}%) beyond noise: the model's own "
+        p1, p2 = white / 100, acc[name] / 100
+        standard_error = 100 * math.sqrt(p1 * (1 - p1) / n_white_box + p2 * (1 - p2) / result.n)
+        if white - acc[name] > 2 * standard_error + 100 / result.n:
+            label = ATTACKS[name].label
+            flags.append(f"black-box {label} accuracy ({acc[name]:.2f}%) is below white-box "
+                         f"{label} accuracy ({white:.2f}%) beyond noise: the model's own "
                          "gradients mislead attacks, a classic sign of gradient masking")
     return flags
 
@@ -375,24 +350,25 @@ def _check_flags(checks: dict) -> list[str]:
     eps0 = checks.get("eps0") or {}
     for name, k in (eps0.get("differs") or {}).items():
         if k:
-            flags.append(f"{LABELS[name]} with eps 0 changes the prediction of {k} of the first "
-                         f"{eps0['n']} examples (it must return them unchanged): the attack moves "
-                         "the input or changes the model's state (mode, BatchNorm statistics)")
+            flags.append(f"{ATTACKS[name].label} with eps 0 changes the prediction of {k} of the "
+                         f"first {eps0['n']} examples (it must return them unchanged): the attack "
+                         "moves the input or changes the model's state (mode, BatchNorm statistics)")
     recount = checks.get("recount") or {}
     for name, k in (recount.get("differs") or {}).items():
         if k:
-            flags.append(f"{LABELS[name]}: the verdict on {k} of {recount['n']} examples differs "
-                         "between the count and a second forward pass of the returned points: "
-                         "the model is random or depends on the batch, so its accuracy is not "
-                         "well defined")
+            flags.append(f"{ATTACKS[name].label}: the verdict on {k} of {recount['n']} examples "
+                         "differs between the count and a second forward pass of the returned "
+                         "points: the model is random or depends on the batch, so its accuracy is "
+                         "not well defined")
     return flags
 
 
 def checks_applied(result: EvalResult, white_box: bool = False) -> list[str]:
     """What sanity_flags verified for this result (for a "passed" line), in accuracy terms."""
-    out = [f"{LABELS[a]} accuracy <= {LABELS[b]} accuracy" for a, b, _ in _orderings(result)
+    orderings = _orderings(result)
+    out = [f"{ATTACKS[a].label} accuracy <= {ATTACKS[b].label} accuracy" for a, b, _ in orderings
            if b != "clean"]
-    if any(b == "clean" for _, b, _ in _orderings(result)):
+    if any(b == "clean" for _, b, _ in orderings):
         out.insert(0, "every attack's accuracy <= clean accuracy")
     out = [f"{line}, within noise" for line in out]
     if white_box:
@@ -408,78 +384,13 @@ def checks_applied(result: EvalResult, white_box: bool = False) -> list[str]:
 
 
 def eps_curve_flags(eps_values, correct_by_eps: list[np.ndarray], z: float = 2.0) -> list[str]:
-    """Flags where accuracy rises from one eps to a larger one beyond noise (paired test)."""
+    """Flags where accuracy rises from one eps to a larger one beyond noise (`mcnemar`)."""
     flags = []
     for (e1, c1), (e2, c2) in zip(zip(eps_values, correct_by_eps), zip(eps_values[1:], correct_by_eps[1:])):
-        k_ab, k_ba = int((c2 & ~c1).sum()), int((c1 & ~c2).sum())
-        if k_ab > k_ba and k_ab - k_ba > z * math.sqrt(k_ab + k_ba):
+        if mcnemar(c2, c1, z)[0]:
             flags.append(f"accuracy rises with eps: {100 * c2.mean():.2f}% at eps {e2:.4g} > "
                          f"{100 * c1.mean():.2f}% at eps {e1:.4g}, a sign of gradient masking")
     return flags
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-def checkpoint_in(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or the checkpoint of a run directory (checkpoint.pt or .npz)."""
-    p = Path(path)
-    if p.is_dir():
-        found = [p / name for name in ("checkpoint.pt", "checkpoint.npz") if (p / name).is_file()]
-        if not found:
-            raise CheckpointError(f"{p} holds no checkpoint.pt or checkpoint.npz")
-        if len(found) > 1:
-            cfg = p / "config.json"
-            backend = json.loads(cfg.read_text()).get("backend") if cfg.is_file() else None
-            return found[0] if backend == "torch" else found[1]
-        return found[0]
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file")
-    return p
-
-
-def peek_meta(path: str | os.PathLike) -> dict:
-    """The meta dict of a minidyn checkpoint (.pt or .npz) without building a model."""
-    p = Path(path)
-    if p.suffix not in (".pt", ".npz"):
-        raise CheckpointError(f"{p}: a minidyn checkpoint ends in .pt (torch) or .npz (numpy)")
-    return get_backend("torch" if p.suffix == ".pt" else "numpy").read_meta(p)
-
-
-def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> tuple[Backend, Model, dict]:
-    """(backend, model with the checkpoint's weights, meta) for a checkpoint.pt or .npz.
-
-    The backend follows the extension: .pt -> torch on `device`; .npz -> numpy (cupy when
-    `device` is cuda or cuda:N).
-    """
-    p = checkpoint_in(path)
-    meta = peek_meta(p)
-    arch = {**meta, **(meta.get("arch") or {})}
-    missing = [k for k in ("model", "input_shape", "num_classes") if k not in arch]
-    if missing:
-        raise CheckpointError(f"{p} does not record its architecture ({', '.join(missing)} missing)")
-    if p.suffix == ".pt":
-        B = get_backend("torch", device=device)
-    elif device in ("auto", "cpu", None):
-        B = get_backend("numpy")
-    elif str(device).startswith("cuda"):
-        index = str(device).partition(":")[2]
-        B = get_backend("cupy", device=int(index or 0))
-    else:
-        raise ConfigError(f"unknown device {device!r} for a numpy checkpoint; use cpu or cuda[:N]")
-    try:
-        model = B.make_model(arch["model"], tuple(arch["input_shape"]), int(arch["num_classes"]), 0)
-    except ConfigError as exc:
-        raise CheckpointError(f"{p} records a model this backend cannot build ({exc})") from None
-    meta = B.load_checkpoint(str(p), model)
-    return B, model, {**meta, "path": str(p)}
-
-
-def run_config(checkpoint: str | os.PathLike) -> dict:
-    """The config.json of the run a checkpoint belongs to ({} when there is none)."""
-    cfg = Path(checkpoint).parent / "config.json"
-    try:
-        return json.loads(cfg.read_text()) if cfg.is_file() else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def format_table(result: EvalResult, header: str | None = None) -> str:
@@ -488,6 +399,7 @@ def format_table(result: EvalResult, header: str | None = None) -> str:
     lines = [header] if header else []
     lines.append(f"{'attack':<12}{'accuracy':>10}{'correct':>14}")
     for name in [*result.attacks, WORST]:
-        k = int(result.worst_case().sum()) if name == WORST else int(result.correct[name].sum())
-        lines.append(f"{LABELS[name]:<12}{acc[name]:>9.2f}%{f'{k}/{result.n}':>14}")
+        mask = result.worst_case() if name == WORST else result.correct[name]
+        label = WORST_LABEL if name == WORST else ATTACKS[name].label
+        lines.append(f"{label:<12}{acc[name]:>9.2f}%{f'{int(mask.sum())}/{result.n}':>14}")
     return "\n".join(lines)

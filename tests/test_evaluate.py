@@ -6,8 +6,9 @@ from minidyn.data import Dataset
 from minidyn.errors import ConfigError
 from minidyn.backend import get_backend
 from minidyn.backends.array import ArrayBackend
-from minidyn.evaluate import (ATTACKS, WORST, EvalResult, checks_applied, eps_curve_flags,
-                              evaluate_attacks, parse_attacks, sanity_flags)
+from minidyn.attack_table import ATTACKS, WORST
+from minidyn.evaluate import (EvalResult, checks_applied, eps_curve_flags, evaluate_attacks,
+                              parse_attacks, sanity_flags)
 
 
 def tiny_data(n=40, seed=0, classes=4):
@@ -206,3 +207,73 @@ def test_a_random_model_fails_the_recount(setup):
     res, text = flags_of(B, trained_mlp(get_backend("numpy", dtype="float64"), data), data)
     assert "second forward pass" in text
     assert all(k > 0 for k in res.checks["recount"]["differs"].values())
+
+
+# --- the attack table and the checkpoints module ----------------------------------------------
+def test_the_attack_table_keeps_the_order_labels_and_seeds():
+    from minidyn.attack_table import DEFAULT_ATTACKS, TABLE, attack_seed
+
+    assert [a.name for a in TABLE] == ["clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr"]
+    assert [a.label for a in TABLE] == ["clean", "FGSM", "PGD-10", "PGD-20", "CW-inf", "APGD-CE", "APGD-DLR"]
+    assert DEFAULT_ATTACKS == ("clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce")
+    assert {a.name for a in TABLE if a.random_start} == {a.name for a in TABLE if a.iterative} == \
+        {"pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr"}
+    # the seeds of the random starts, as before the table: the order above numbers the attacks
+    assert {a.name: attack_seed(0, a.name, 0, 0) for a in TABLE} == {
+        "clean": 1467326133, "fgsm": 1274208359, "pgd10": 669649219, "pgd20": 3447075012,
+        "cw": 2309671971, "apgd-ce": 4170299732, "apgd-dlr": 198029697}
+    assert attack_seed(5, "apgd-dlr", 2, 7) == 1383877848
+
+
+def test_the_table_runs_each_attack_as_craft_does(setup):
+    from minidyn.attack_table import TABLE
+    from minidyn.evaluate import craft
+
+    B, model, data = setup
+    x, y = B.asarray(data.x / 255.0), B.asarray(data.y)
+    for attack in TABLE:
+        x_adv, _ = attack.craft(B, model, x, y, eps=0.1, rng=B.rng(1), apgd_steps=3)
+        np.testing.assert_array_equal(x_adv, craft(attack.name, B, model, x, y, eps=0.1, rng=B.rng(1),
+                                                   apgd_steps=3))
+    with pytest.raises(ConfigError, match="unknown attack"):
+        craft("pgd7", B, model, x, y, eps=0.1)
+
+
+def test_mcnemar_is_the_paired_test_of_weaker_and_the_eps_curve():
+    from minidyn.evaluate import mcnemar, weaker
+
+    a, b = np.arange(100) < 60, np.arange(100) < 40
+    assert mcnemar(a, b) == (True, 20, 0) and mcnemar(b, a) == (False, 0, 20)
+    assert weaker(fake({"pgd10": a, "pgd20": b}), "pgd10", "pgd20") == mcnemar(a, b)
+    assert eps_curve_flags([0.1, 0.2], [b, a]) and not eps_curve_flags([0.1, 0.2], [a, b])
+
+
+def test_architecture_reads_meta_arch_then_the_top_level():
+    from minidyn.checkpoints import architecture
+
+    assert architecture({"model": "mlp", "input_shape": [1, 4, 4], "num_classes": 4, "eps": 0.3,
+                         "arch": {}}) == {"model": "mlp", "input_shape": [1, 4, 4], "num_classes": 4}
+    assert architecture({"model": "mlp", "arch": {"model": "cnn", "num_classes": 10}}) == \
+        {"model": "cnn", "num_classes": 10}
+
+
+def test_checkpoints_find_read_and_load_a_numpy_run(tmp_path, setup):
+    from minidyn.checkpoints import checkpoint_in, load_checkpoint, read_meta, run_config
+    from minidyn.errors import CheckpointError
+
+    B, model, data = setup
+    meta = {"model": "mlp", "input_shape": [1, 4, 4], "num_classes": 4, "eps": 0.1, "epoch": 1}
+    B.save_checkpoint(str(tmp_path / "checkpoint.npz"), model, None, meta)
+    (tmp_path / "config.json").write_text('{"backend": "numpy", "seed": 3}')
+    path = checkpoint_in(tmp_path)
+    assert path == tmp_path / "checkpoint.npz" and read_meta(path) == meta
+    assert run_config(path) == {"backend": "numpy", "seed": 3}
+    backend, loaded, loaded_meta = load_checkpoint(tmp_path)
+    assert backend.name == "numpy" and loaded_meta == {**meta, "path": str(path)}
+    saved, restored = B.get_params(model), backend.get_params(loaded)
+    assert set(saved) == set(restored)
+    for name in saved:  # the loading backend computes in float32
+        np.testing.assert_array_equal(restored[name], saved[name].astype(np.float32))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        checkpoint_in(tmp_path / "empty")

@@ -1,0 +1,125 @@
+"""The attacks of `minidyn eval`, in one table: name, label, random start, iterative, how to run.
+
+    from minidyn.attack_table import ATTACKS, DEFAULT_ATTACKS
+    ATTACKS["pgd20"].label                                  # "PGD-20"
+    x_adv, fooled = ATTACKS["pgd20"].craft(backend, model, x, y, eps=0.3, rng=backend.rng(0))
+
+Every attack is L_inf, in the eps-ball intersected with [0, 1]^d, and is the one PGD loop of
+`minidyn.attacks` or APGD of `minidyn.apgd`:
+
+    clean     no perturbation
+    fgsm      one step of size eps (no random start)
+    pgd10     PGD, 10 steps of eps/4, random start          (the paper's evaluation)
+    pgd20     PGD, 20 steps of eps/4, random start
+    cw        CW_inf: PGD, 30 steps of eps/4 on the margin loss, random start
+    apgd-ce   APGD (Croce & Hein 2020) on the cross-entropy, --apgd-steps iterations, random start
+    apgd-dlr  APGD on the DLR loss (needs >= 3 classes)
+
+The evaluation (minidyn.evaluate), its sanity checks, the CLI's columns and the analyses
+(minidyn.analysis) all read this table. The order of TABLE is part of the results: it numbers
+the attacks in the seeds of their random starts (attack_seed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import numpy as np
+
+from minidyn.apgd import apgd
+from minidyn.attacks import cw_inf, fgsm, pgd
+from minidyn.backend import Array, Backend, Model
+from minidyn.errors import ConfigError
+
+
+# --- how to run each attack: (x_adv, fooled) ---------------------------------------------------
+# fooled is the attack's own (B,) record that x_adv is misclassified where it keeps one (APGD
+# against its own model), else None.
+def _no_attack(backend, model, x, y, **_) -> tuple[Array, None]:
+    return x, None
+
+
+def _fgsm(backend, model, x, y, *, eps, **_) -> tuple[Array, None]:
+    return fgsm(model, x, y, eps=eps, backend=backend).x_adv, None
+
+
+def _pgd(backend, model, x, y, *, eps, rng, steps, **_) -> tuple[Array, None]:
+    """PGD-`steps` with step eps/4 from a random start (Madry et al. 2018)."""
+    return pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, random_start=True,
+               final_stats=False, rng=rng, backend=backend).x_adv, None
+
+
+def _cw(backend, model, x, y, *, eps, rng, **_) -> tuple[Array, None]:
+    return cw_inf(model, x, y, eps=eps, steps=30, rng=rng, backend=backend).x_adv, None
+
+
+def _apgd(backend, model, x, y, *, eps, rng, apgd_steps, transfer, loss) -> tuple[Array, Array | None]:
+    """APGD on `loss`. transfer (the points are for another model): run every example to the end
+    and return the highest-loss point x_best, since the first misclassified iterate, what counts
+    against the model itself, barely crosses the surrogate's boundary and transfers poorly."""
+    result = apgd(model, x, y, eps=eps, steps=apgd_steps, loss=loss, rng=rng,
+                  stop_when_misclassified=not transfer, backend=backend)
+    return (result.x_best, None) if transfer else (result.x_adv, result.found)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One row of the table.
+
+    name:         the key in --attacks, eval.json and the CSV columns ("pgd20")
+    label:        how tables and sanity flags print it ("PGD-20")
+    random_start: starts at a random point of the eps-ball (so --restarts repeat it)
+    iterative:    takes several gradient steps (held to be at least as strong as FGSM)
+    run:          run(backend, model, x, y, *, eps, rng, apgd_steps, transfer) -> (x_adv, fooled)
+    default:      among the attacks `minidyn eval` and `minidyn compare` run by default
+    """
+
+    name: str
+    label: str
+    random_start: bool
+    iterative: bool
+    run: Callable[..., tuple[Array, Array | None]]
+    default: bool = True
+
+    def craft(self, backend: Backend, model: Model, x: Array, y: Array, *, eps: float, rng=None,
+              apgd_steps: int = 100, transfer: bool = False) -> tuple[Array, Array | None]:
+        """(x_adv (B, ...), fooled (B,) bool or None) of this attack against `model`."""
+        return self.run(backend, model, x, y, eps=eps, rng=rng, apgd_steps=apgd_steps,
+                        transfer=transfer)
+
+
+TABLE = (
+    Attack("clean", "clean", random_start=False, iterative=False, run=_no_attack),
+    Attack("fgsm", "FGSM", random_start=False, iterative=False, run=_fgsm),
+    Attack("pgd10", "PGD-10", random_start=True, iterative=True, run=partial(_pgd, steps=10)),
+    Attack("pgd20", "PGD-20", random_start=True, iterative=True, run=partial(_pgd, steps=20)),
+    Attack("cw", "CW-inf", random_start=True, iterative=True, run=_cw),
+    Attack("apgd-ce", "APGD-CE", random_start=True, iterative=True, run=partial(_apgd, loss="ce")),
+    Attack("apgd-dlr", "APGD-DLR", random_start=True, iterative=True, run=partial(_apgd, loss="dlr"),
+           default=False),
+)
+ATTACKS = {attack.name: attack for attack in TABLE}
+DEFAULT_ATTACKS = tuple(attack.name for attack in TABLE if attack.default)
+WORST, WORST_LABEL = "worst-case", "worst case"  # correct under every attack evaluated
+_EVAL_STREAM = 3  # seed lists [seed, 3, attack, restart, batch] never equal epoch_seed's [seed, epoch, stream]
+
+
+def parse_attacks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """'clean,pgd10' or a list -> attack names in the given order, duplicates dropped."""
+    names = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [s for s in names if s]
+    unknown = [s for s in names if s not in ATTACKS]
+    if unknown:
+        raise ConfigError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS)}")
+    if not names:
+        raise ConfigError("no attack given; choose from " + ", ".join(ATTACKS))
+    return list(dict.fromkeys(names))
+
+
+def attack_seed(seed: int, name: str, restart: int, batch: int) -> int:
+    """An independent 32-bit seed for the random start of (attack, restart, batch); the attack
+    enters as its position in TABLE."""
+    position = list(ATTACKS).index(name)
+    sequence = np.random.SeedSequence([seed, _EVAL_STREAM, position, restart, batch])
+    return int(sequence.generate_state(1)[0])

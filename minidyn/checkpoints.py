@@ -1,0 +1,96 @@
+"""The checkpoint of a run, for evaluation and analysis: find it, read it, describe it, load it.
+
+    from minidyn.checkpoints import checkpoint_in, read_meta, architecture, load_checkpoint
+    path = checkpoint_in("runs/x")      # runs/x/checkpoint.pt (or checkpoint.npz)
+    meta = read_meta(path)              # {"epoch", "eps", "dataset", "method", ...}, no model built
+    architecture(meta)                  # {"model": "mlp", "input_shape": [1, 28, 28], "num_classes": 10}
+    backend, model, meta = load_checkpoint(path)
+
+A checkpoint.pt belongs to the torch backend, a checkpoint.npz to the numpy (or cupy) backend;
+each backend reads its own format (its public `read_meta` and `load_checkpoint`). Training
+writes checkpoints and resumes from them itself (minidyn.runs).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from minidyn.backend import Backend, Model, get_backend
+from minidyn.errors import CheckpointError, ConfigError
+
+BACKEND_OF_SUFFIX = {".pt": "torch", ".npz": "numpy"}  # the backend that reads each format
+CHECKPOINT_FILES = ("checkpoint.pt", "checkpoint.npz")  # what a run directory holds
+ARCH_KEYS = ("model", "input_shape", "num_classes")     # what rebuilds the model
+
+
+def checkpoint_in(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or the checkpoint of a run directory (checkpoint.pt or .npz; with both,
+    the one of the backend its config.json names)."""
+    path = Path(path)
+    if not path.is_dir():
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        return path
+    found = [path / name for name in CHECKPOINT_FILES if (path / name).is_file()]
+    if not found:
+        raise CheckpointError(f"{path} holds no checkpoint.pt or checkpoint.npz")
+    if len(found) == 1:
+        return found[0]
+    config = path / "config.json"
+    backend = json.loads(config.read_text()).get("backend") if config.is_file() else None
+    return found[0] if backend == "torch" else found[1]
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The meta dict of a minidyn checkpoint file (.pt or .npz) without building a model."""
+    path = Path(path)
+    if path.suffix not in BACKEND_OF_SUFFIX:
+        raise CheckpointError(f"{path}: a minidyn checkpoint ends in .pt (torch) or .npz (numpy)")
+    return get_backend(BACKEND_OF_SUFFIX[path.suffix]).read_meta(path)
+
+
+def architecture(meta: dict) -> dict:
+    """The ARCH_KEYS a checkpoint's meta records (those it has): the torch backend keeps them
+    under meta["arch"], training also writes them at the top level."""
+    merged = {**meta, **(meta.get("arch") or {})}
+    return {key: merged[key] for key in ARCH_KEYS if key in merged}
+
+
+def evaluation_backend(path: Path, device: str | None = "auto") -> Backend:
+    """The backend that loads checkpoint `path`: .pt -> torch on `device`; .npz -> numpy, or cupy
+    when `device` is cuda or cuda:N."""
+    if path.suffix == ".pt":
+        return get_backend("torch", device=device)
+    if device in ("auto", "cpu", None):
+        return get_backend("numpy")
+    if str(device).startswith("cuda"):
+        index = str(device).partition(":")[2]
+        return get_backend("cupy", device=int(index or 0))
+    raise ConfigError(f"unknown device {device!r} for a numpy checkpoint; use cpu or cuda[:N]")
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> tuple[Backend, Model, dict]:
+    """(backend, model with the checkpoint's weights, meta with "path") for a checkpoint file or
+    a run directory; the backend as `evaluation_backend` chooses it."""
+    path = checkpoint_in(path)
+    arch = architecture(read_meta(path))
+    missing = [key for key in ARCH_KEYS if key not in arch]
+    if missing:
+        raise CheckpointError(f"{path} does not record its architecture ({', '.join(missing)} missing)")
+    backend = evaluation_backend(path, device)
+    try:
+        model = backend.make_model(arch["model"], tuple(arch["input_shape"]), int(arch["num_classes"]), 0)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} records a model this backend cannot build ({exc})") from None
+    meta = backend.load_checkpoint(str(path), model)
+    return backend, model, {**meta, "path": str(path)}
+
+
+def run_config(checkpoint: str | os.PathLike) -> dict:
+    """The config.json of the run a checkpoint file belongs to ({} when there is none)."""
+    config = Path(checkpoint).parent / "config.json"
+    try:
+        return json.loads(config.read_text()) if config.is_file() else {}
+    except (OSError, ValueError):
+        return {}
