@@ -6,6 +6,9 @@
 
 Design points:
 
+- The class is a `minidyn.backend.Backend`: its array side is the base's numpy-style defaults
+  run on the `torch` namespace, with overrides only where torch's names or arguments differ;
+  crop_flip is the base's. The model side and the process side (torchrun) are its own.
 - Gradients for attacks and FOSC are per example: `torch.autograd.grad(losses.sum(), x)`, so
   row i is d loss_i / d x_i. Nothing is accumulated into parameters' `.grad`.
 - Attacks run the model in `attack_mode` ("eval" by default). In "train" mode BatchNorm
@@ -223,10 +226,10 @@ class TorchBackend(Backend):
     """`minidyn.backend.Backend` on torch tensors living on `self.device`.
 
     The array side is the base's `xp` defaults with `xp = torch` (torch.sign, abs, where,
-    argmax(axis=1), count_nonzero take numpy's arguments) creating tensors on `self.device`;
-    this class overrides what differs: transfers, clip with mixed bounds, put's cast, the
-    shape of nonzero, casts, and torch.Generator draws, padding and flipping for crop_flip.
-    The process side is torchrun's (rank, world size, all-reduce).
+    flip, argmax(axis=1) and count_nonzero take numpy's arguments), creating tensors on
+    `self.device`; this class overrides what differs: transfers, casts, clip with scalar
+    bounds, put's cast, the shape of nonzero, and torch.Generator draws and F.pad for
+    crop_flip. The model side is autograd's; the process side is torchrun's.
     """
 
     name = "torch"
@@ -372,12 +375,9 @@ class TorchBackend(Backend):
         except (ValueError, RuntimeError) as exc:
             raise CheckpointError(f"the saved random generator state is damaged ({_first_line(exc)})") from None
 
-    # crop_flip's padding and mirror
+    # crop_flip's padding
     def zero_pad(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         return F.pad(x, (pad, pad, pad, pad))
-
-    def reverse_last(self, a: torch.Tensor) -> torch.Tensor:
-        return a.flip(-1)
 
     # --- the model side: forward passes, losses, attack gradients ------------------------------
     def _autocast(self) -> Any:

@@ -194,7 +194,7 @@ class ArrayOps:
 
     def reverse_last(self, a: Array) -> Array:
         """`a` with its last axis reversed."""
-        return a[..., ::-1]
+        return self.xp.flip(a, (-1,))
 
     def crop_flip(self, x: Array, rng: Any, pad: int = 4) -> Array:
         """Standard CIFAR augmentation, per example: zero-pad `pad` pixels, crop back to H x W
