@@ -44,9 +44,10 @@ Model = Any  # whatever the backend's make_model returns (an nn.Module for torch
 class ArrayOps:
     """The array operations the algorithms call, with defaults written against `self.xp`.
 
-    A subclass sets `xp` (a namespace with numpy's functions: zeros, full, arange, sign, abs,
-    maximum, minimum, where, argmax, nonzero, count_nonzero, pad, random.default_rng),
-    `name` and `float_dtype` (the dtype floats are computed in, an `xp` dtype).
+    A subclass sets `name`, `xp` (numpy unless set: a namespace with numpy's zeros, full,
+    arange, sign, abs, maximum, minimum, where, argmax, nonzero, count_nonzero, flip, pad and
+    random.default_rng) and `float_dtype` (the `xp` dtype floats are computed in, float32
+    unless set), then overrides the operations its framework spells differently.
     """
 
     name: str = "array"
