@@ -207,19 +207,19 @@ def _checked_state(model: nn.Module, state: dict, where: str) -> dict:
         if extra:
             parts.append(f"unexpected {len(extra)} (e.g. {extra[0]})")
         raise CheckpointError(f"{where} does not match the model's parameters: {', '.join(parts)}")
-    new = {}
-    for k, ref in own.items():
-        v = state[k]
+    checked = {}
+    for name, ref in own.items():
+        value = state[name]
         try:
-            t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
         except (TypeError, ValueError, RuntimeError):
-            raise CheckpointError(f"{where}: parameter {k} is not a numeric array") from None
-        if tuple(t.shape) != tuple(ref.shape):
+            raise CheckpointError(f"{where}: parameter {name} is not a numeric array") from None
+        if tuple(tensor.shape) != tuple(ref.shape):
             raise CheckpointError(
-                f"{where}: parameter {k} has shape {tuple(t.shape)}, the model expects {tuple(ref.shape)}"
+                f"{where}: parameter {name} has shape {tuple(tensor.shape)}, the model expects {tuple(ref.shape)}"
             )
-        new[k] = t.to(device=ref.device, dtype=ref.dtype)
-    return new
+        checked[name] = tensor.to(device=ref.device, dtype=ref.dtype)
+    return checked
 
 
 class TorchBackend(Backend):
@@ -269,44 +269,51 @@ class TorchBackend(Backend):
 
     # --- the array side: what differs from the numpy defaults ---------------------------------
     def asarray(self, a: Any, dtype: str | None = None) -> torch.Tensor:
+        """Tensors (detached), __dlpack__ objects (zero-copy), numpy arrays or lists -> a tensor
+        on `self.device`; dtypes as in the base (a CPU -> CUDA copy goes through pinned memory)."""
         if dtype is not None:
             self._dtype(dtype)  # ConfigError for an unknown name, before any work
         if isinstance(a, torch.Tensor):
-            t = a.detach()
+            tensor = a.detach()
         elif hasattr(a, "__dlpack__") and not isinstance(a, (np.ndarray, np.generic)):
-            t = torch.from_dlpack(a)  # e.g. a cupy array: zero-copy on its device
+            tensor = torch.from_dlpack(a)  # e.g. a cupy array: zero-copy on its device
         else:
-            arr = np.asarray(a)
-            if arr.dtype.kind not in "biuf":
-                raise ConfigError(f"cannot make a torch array from data of dtype {arr.dtype}")
-            if arr.dtype.kind == "u" and arr.dtype != np.uint8:
-                arr = arr.astype(np.int64)
-            if not arr.flags.writeable or not arr.dtype.isnative:
-                arr = arr.astype(arr.dtype.newbyteorder("="), copy=True)
-            t = torch.from_numpy(arr)
+            host = np.asarray(a)
+            if host.dtype.kind not in "biuf":
+                raise ConfigError(f"cannot make a torch array from data of dtype {host.dtype}")
+            if host.dtype.kind == "u" and host.dtype != np.uint8:
+                host = host.astype(np.int64)
+            if not host.flags.writeable or not host.dtype.isnative:
+                host = host.astype(host.dtype.newbyteorder("="), copy=True)
+            tensor = torch.from_numpy(host)
+        target = self._target_dtype(tensor, dtype)
+        if tensor.device != self._dev and self._dev.type == "cuda" and tensor.device.type == "cpu":
+            if tensor.dtype != target:  # convert on the host: the transfer is then the final data
+                tensor = tensor.to(target)
+            return tensor.pin_memory().to(self._dev, non_blocking=True)
+        return tensor.to(device=self._dev, dtype=target)
+
+    def _target_dtype(self, tensor: torch.Tensor, dtype: str | None) -> torch.dtype:
+        """`dtype`'s torch dtype, or for None the kind kept: floats -> the backend's float
+        dtype, bool and uint8 stay, other integers -> int64."""
         if dtype is not None:
-            target = self.dtypes[dtype]
-        elif t.is_floating_point():
-            target = self._float
-        elif t.dtype in (torch.bool, torch.uint8):
-            target = t.dtype
-        elif t.is_complex():
+            return self.dtypes[dtype]
+        if tensor.is_floating_point():
+            return self._float
+        if tensor.dtype in (torch.bool, torch.uint8):
+            return tensor.dtype
+        if tensor.is_complex():
             raise ConfigError("complex arrays are not supported")
-        else:
-            target = torch.int64
-        if t.device != self._dev and self._dev.type == "cuda" and t.device.type == "cpu":
-            if t.dtype != target:  # convert on the host: the transfer is then the final data
-                t = t.to(target)
-            return t.pin_memory().to(self._dev, non_blocking=True)
-        return t.to(device=self._dev, dtype=target)
+        return torch.int64
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        """A tensor -> numpy on the host (bfloat16 and float16 as float32)."""
         if not isinstance(a, torch.Tensor):
             return np.asarray(a)
-        t = a.detach()
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.float()
-        return t.cpu().numpy()
+        tensor = a.detach()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        return tensor.cpu().numpy()
 
     def astype(self, a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return a.to(dtype)
