@@ -9,33 +9,30 @@ import json
 
 import numpy as np
 
+from minidyn.backend import Backend
 from minidyn.backends import numpy_models as nm
 from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
 from minidyn.fileio import atomic_write
 
 
-class ArrayBackend:
-    """`minidyn.backend.Backend` for an array module `xp` (numpy or cupy) and a float dtype."""
+class ArrayBackend(Backend):
+    """`minidyn.backend.Backend` for an array module `xp` (numpy or cupy) and a float dtype.
+
+    The array side is the base's `xp` defaults; this class adds only what numpy and cupy
+    need beyond them (arrays of other frameworks in `asarray`, cupy's copy to the host) and
+    the model side of the hand-written models.
+    """
 
     def __init__(self, xp, name: str, dtype: str = "float32"):
         if dtype not in ("float32", "float64"):
             raise ConfigError(f"the {name} backend computes in float32 or float64, not {dtype!r}")
         self.xp, self.name = xp, name
         self.float_dtype = np.dtype(dtype)
-        self._dtypes = {"float": self.float_dtype, "int": np.dtype(np.int64),
-                        "bool": np.dtype(bool), "uint8": np.dtype(np.uint8)}
-        self._asnumpy = getattr(xp, "asnumpy", np.asarray)  # cupy.asnumpy copies to the host
-        self.rank, self.world_size = 0, 1  # one process (torchrun needs the torch backend)
 
     def __repr__(self) -> str:
         return f"<{self.name} backend, {self.float_dtype.name}>"
 
-    def _dtype(self, dtype: str):
-        if dtype not in self._dtypes:
-            raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(self._dtypes)}")
-        return self._dtypes[dtype]
-
-    # --- arrays: creation and transfer ---------------------------------------------------------
+    # --- the array side: what numpy's defaults do not cover -----------------------------------
     def asarray(self, a, dtype=None):
         """numpy/cupy arrays, __dlpack__ objects (zero-copy where the device allows) or lists.
 
@@ -52,119 +49,13 @@ class ArrayBackend:
                 a = xp.from_dlpack(a)  # zero-copy on the same device
             except (BufferError, RuntimeError, TypeError, ValueError):
                 a = np.from_dlpack(a)  # a host tensor for cupy: copied below by xp.asarray
-        arr = xp.asarray(a)
-        if dtype is not None:
-            return arr.astype(self._dtype(dtype), copy=False)
-        kind = arr.dtype.kind
-        if kind == "f":
-            return arr.astype(self.float_dtype, copy=False)
-        if kind == "b" or arr.dtype == np.uint8:
-            return arr
-        if kind in "iu":
-            return arr.astype(np.int64, copy=False)
-        raise ConfigError(f"the {self.name} backend cannot hold arrays of dtype {arr.dtype}")
+        return super().asarray(a, dtype)
 
     def to_numpy(self, a):
         """Backend array -> numpy.ndarray on the host (a copy for cupy, a view for numpy)."""
-        return self._asnumpy(a)
+        return self.xp.asnumpy(a) if self.xp is not np else np.asarray(a)
 
-    def zeros(self, shape, dtype="float"):
-        return self.xp.zeros(shape, dtype=self._dtype(dtype))
-
-    def full(self, shape, value, dtype="float"):
-        return self.xp.full(shape, value, dtype=self._dtype(dtype))
-
-    def arange(self, n):
-        """int64 index array [0, n)."""
-        return self.xp.arange(n, dtype=np.int64)
-
-    # --- element-wise and per-example math -----------------------------------------------------
-    def sign(self, a):
-        return self.xp.sign(a)
-
-    def abs(self, a):
-        return self.xp.abs(a)
-
-    def clip(self, a, lo, hi):
-        """min(max(a, lo), hi) element-wise; lo, hi arrays of a's shape or scalars; a's dtype kept."""
-        xp = self.xp
-        return xp.minimum(xp.maximum(a, lo), hi).astype(a.dtype, copy=False)
-
-    def where(self, cond, a, b):
-        return self.xp.where(cond, a, b)
-
-    def sum_per_example(self, a):
-        """(B, ...) -> (B,)."""
-        return a.reshape(a.shape[0], -1).sum(axis=1)
-
-    def argmax(self, a):
-        """(B, C) -> (B,) int64."""
-        return a.argmax(axis=1).astype(np.int64, copy=False)
-
-    # --- gather / scatter of sub-batches -------------------------------------------------------
-    def take(self, a, idx):
-        """a[idx], a new array."""
-        return a[idx]
-
-    def put(self, a, idx, values):
-        """a[idx] = values, in place."""
-        a[idx] = values
-
-    def nonzero(self, mask):
-        """(B,) bool -> int64 positions of the True entries."""
-        return self.xp.nonzero(mask)[0].astype(np.int64, copy=False)
-
-    def count(self, mask):
-        return int(self.xp.count_nonzero(mask))
-
-    # --- explicit random generators ------------------------------------------------------------
-    def rng(self, seed):
-        """xp.random.default_rng(seed): a generator on the backend's device, owned by the caller."""
-        return self.xp.random.default_rng(seed)
-
-    def uniform(self, rng, shape, low, high):
-        """U(low, high) samples of `shape` in the backend's float dtype."""
-        return rng.uniform(low, high, size=shape).astype(self.float_dtype, copy=False)
-
-    def rng_state(self, rng):
-        """{"numpy": bit_generator.state}, JSON-able (numpy only: cupy's state is not exposed)."""
-        if self.xp is not np:
-            raise ConfigError(f"the {self.name} backend cannot save a generator's state "
-                              "(mid-epoch checkpoints need the numpy or torch backend)")
-        return {"numpy": rng.bit_generator.state}
-
-    def set_rng_state(self, rng, state):
-        """Restore a state from rng_state; CheckpointError if it is not one of this generator's."""
-        saved = state.get("numpy") if isinstance(state, dict) else None
-        if self.xp is not np or not isinstance(saved, dict) \
-                or saved.get("bit_generator") != type(rng.bit_generator).__name__:
-            raise CheckpointError(f"the saved random generator state does not fit the {self.name} backend")
-        try:
-            rng.bit_generator.state = saved
-        except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            raise CheckpointError(f"the saved random generator state is damaged ({type(exc).__name__})") from None
-
-    # --- the model side ------------------------------------------------------------------------
-
-    def all_reduce_sum(self, a):
-        """One process: the sum over ranks is the array itself."""
-        return a
-
-    def crop_flip(self, x, rng, pad=4):
-        """Standard CIFAR augmentation, per example: zero-pad `pad` pixels, crop back to H x W
-        at a random offset, flip horizontally with probability 1/2. (B, C, H, W) -> same."""
-        xp = self.xp
-        n, c, h, w = x.shape
-        padded = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-        dy = rng.integers(0, 2 * pad + 1, (n, 1))
-        dx = rng.integers(0, 2 * pad + 1, (n, 1))
-        flip = rng.random((n, 1)) < 0.5
-        rows = dy + xp.arange(h)
-        cols = dx + xp.arange(w)
-        cols = xp.where(flip, cols[:, ::-1], cols)
-        batch = xp.arange(n)[:, None, None, None]
-        channel = xp.arange(c)[None, :, None, None]
-        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    # --- the model side: numpy_models' forward and backward passes ----------------------------
     def loss_and_grad(self, model, x, y, loss="ce"):
         """(per-example losses (B,), d sum_i loss_i / dx shaped like x): row i is d loss_i / d x_i."""
         if loss not in nm.LOSSES:
@@ -189,10 +80,6 @@ class ArrayBackend:
         _, grads = model.backward(cache, dlogits / (batch_size or x.shape[0]), input_grad=False)
         optimizer.step(grads)
         return float(losses.sum()), self.count(logits.argmax(axis=1) == y)
-
-    def min_train_batch(self, model):
-        """softmax and mlp have no batch statistics: one example trains."""
-        return 1
 
     # --- construction and persistence ----------------------------------------------------------
     def make_model(self, name, input_shape, num_classes, seed):

@@ -6,6 +6,9 @@
 
 Design points:
 
+- The class is a `minidyn.backend.Backend`: its array side is the base's numpy-style defaults
+  run on the `torch` namespace, with overrides only where torch's names or arguments differ;
+  crop_flip is the base's. The model side and the process side (torchrun) are its own.
 - Gradients for attacks and FOSC are per example: `torch.autograd.grad(losses.sum(), x)`, so
   row i is d loss_i / d x_i. Nothing is accumulated into parameters' `.grad`.
 - Attacks run the model in `attack_mode` ("eval" by default). In "train" mode BatchNorm
@@ -39,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minidyn.backend import Backend
 from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
 from minidyn.fileio import atomic_write
 from minidyn.backends.torch_models import MODEL_NAMES, build_model  # noqa: F401  (re-exported)
@@ -203,25 +207,33 @@ def _checked_state(model: nn.Module, state: dict, where: str) -> dict:
         if extra:
             parts.append(f"unexpected {len(extra)} (e.g. {extra[0]})")
         raise CheckpointError(f"{where} does not match the model's parameters: {', '.join(parts)}")
-    new = {}
-    for k, ref in own.items():
-        v = state[k]
+    checked = {}
+    for name, ref in own.items():
+        value = state[name]
         try:
-            t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
         except (TypeError, ValueError, RuntimeError):
-            raise CheckpointError(f"{where}: parameter {k} is not a numeric array") from None
-        if tuple(t.shape) != tuple(ref.shape):
+            raise CheckpointError(f"{where}: parameter {name} is not a numeric array") from None
+        if tuple(tensor.shape) != tuple(ref.shape):
             raise CheckpointError(
-                f"{where}: parameter {k} has shape {tuple(t.shape)}, the model expects {tuple(ref.shape)}"
+                f"{where}: parameter {name} has shape {tuple(tensor.shape)}, the model expects {tuple(ref.shape)}"
             )
-        new[k] = t.to(device=ref.device, dtype=ref.dtype)
-    return new
+        checked[name] = tensor.to(device=ref.device, dtype=ref.dtype)
+    return checked
 
 
-class TorchBackend:
-    """`minidyn.backend.Backend` on torch tensors living on `self.device`."""
+class TorchBackend(Backend):
+    """`minidyn.backend.Backend` on torch tensors living on `self.device`.
+
+    The array side is the base's `xp` defaults with `xp = torch` (torch.sign, abs, where,
+    flip, argmax(axis=1) and count_nonzero take numpy's arguments), creating tensors on
+    `self.device`; this class overrides what differs: transfers, casts, clip with scalar
+    bounds, put's cast, the shape of nonzero, and torch.Generator draws and F.pad for
+    crop_flip. The model side is autograd's; the process side is torchrun's.
+    """
 
     name = "torch"
+    xp = torch
 
     def __init__(self, device: str = "auto", attack_mode: str = "eval", channels_last: bool = False,
                  amp: str | None = None, dtype: str = "float32", compile: bool = False):
@@ -230,6 +242,7 @@ class TorchBackend:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process
         self.device = resolve_device(device)
         self._dev = torch.device(self.device)
+        self.device_kwargs = {"device": self._dev}  # the base's zeros, full, arange create here
         self._ddp: dict[int, nn.Module] = {}  # id(model) -> its DistributedDataParallel wrapper
         self.compile = bool(compile)
         self._compiled: dict[int, Any] = {}  # id(model) -> torch.compile'd attack loss, or None
@@ -237,7 +250,7 @@ class TorchBackend:
             raise ConfigError(f"the torch backend computes in float32 or float64, not {dtype!r}")
         self.float_dtype = dtype
         self._float = _FLOATS[dtype]
-        self._dtypes = {"float": self._float, "int": torch.int64, "bool": torch.bool, "uint8": torch.uint8}
+        self.dtypes = {"float": self._float, "int": torch.int64, "bool": torch.bool, "uint8": torch.uint8}
         if attack_mode not in _ATTACK_MODES:
             raise ConfigError(f"attack_mode must be one of {', '.join(_ATTACK_MODES)}, got {attack_mode!r}")
         self.attack_mode = attack_mode
@@ -254,64 +267,59 @@ class TorchBackend:
         return (f"TorchBackend(device={self.device!r}, attack_mode={self.attack_mode!r}, "
                 f"channels_last={self.channels_last}, amp={self.amp!r}, dtype={self.float_dtype!r})")
 
-    # --- arrays: creation and transfer -----------------------------------------------------
+    # --- the array side: what differs from the numpy defaults ---------------------------------
     def asarray(self, a: Any, dtype: str | None = None) -> torch.Tensor:
+        """Tensors (detached), __dlpack__ objects (zero-copy), numpy arrays or lists -> a tensor
+        on `self.device`; dtypes as in the base (a CPU -> CUDA copy goes through pinned memory)."""
         if dtype is not None:
             self._dtype(dtype)  # ConfigError for an unknown name, before any work
         if isinstance(a, torch.Tensor):
-            t = a.detach()
+            tensor = a.detach()
         elif hasattr(a, "__dlpack__") and not isinstance(a, (np.ndarray, np.generic)):
-            t = torch.from_dlpack(a)  # e.g. a cupy array: zero-copy on its device
+            tensor = torch.from_dlpack(a)  # e.g. a cupy array: zero-copy on its device
         else:
-            arr = np.asarray(a)
-            if arr.dtype.kind not in "biuf":
-                raise ConfigError(f"cannot make a torch array from data of dtype {arr.dtype}")
-            if arr.dtype.kind == "u" and arr.dtype != np.uint8:
-                arr = arr.astype(np.int64)
-            if not arr.flags.writeable or not arr.dtype.isnative:
-                arr = arr.astype(arr.dtype.newbyteorder("="), copy=True)
-            t = torch.from_numpy(arr)
+            host = np.asarray(a)
+            if host.dtype.kind not in "biuf":
+                raise ConfigError(f"cannot make a torch array from data of dtype {host.dtype}")
+            if host.dtype.kind == "u" and host.dtype != np.uint8:
+                host = host.astype(np.int64)
+            if not host.flags.writeable or not host.dtype.isnative:
+                host = host.astype(host.dtype.newbyteorder("="), copy=True)
+            tensor = torch.from_numpy(host)
+        target = self._target_dtype(tensor, dtype)
+        if tensor.device != self._dev and self._dev.type == "cuda" and tensor.device.type == "cpu":
+            if tensor.dtype != target:  # convert on the host: the transfer is then the final data
+                tensor = tensor.to(target)
+            return tensor.pin_memory().to(self._dev, non_blocking=True)
+        return tensor.to(device=self._dev, dtype=target)
+
+    def _target_dtype(self, tensor: torch.Tensor, dtype: str | None) -> torch.dtype:
+        """`dtype`'s torch dtype, or for None the kind kept: floats -> the backend's float
+        dtype, bool and uint8 stay, other integers -> int64."""
         if dtype is not None:
-            target = self._dtypes[dtype]
-        elif t.is_floating_point():
-            target = self._float
-        elif t.dtype in (torch.bool, torch.uint8):
-            target = t.dtype
-        elif t.is_complex():
+            return self.dtypes[dtype]
+        if tensor.is_floating_point():
+            return self._float
+        if tensor.dtype in (torch.bool, torch.uint8):
+            return tensor.dtype
+        if tensor.is_complex():
             raise ConfigError("complex arrays are not supported")
-        else:
-            target = torch.int64
-        if t.device != self._dev and self._dev.type == "cuda" and t.device.type == "cpu":
-            if t.dtype != target:  # convert on the host: the transfer is then the final data
-                t = t.to(target)
-            return t.pin_memory().to(self._dev, non_blocking=True)
-        return t.to(device=self._dev, dtype=target)
+        return torch.int64
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        """A tensor -> numpy on the host (bfloat16 and float16 as float32)."""
         if not isinstance(a, torch.Tensor):
             return np.asarray(a)
-        t = a.detach()
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.float()
-        return t.cpu().numpy()
+        tensor = a.detach()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        return tensor.cpu().numpy()
 
-    def zeros(self, shape: tuple[int, ...] | int, dtype: str = "float") -> torch.Tensor:
-        return torch.zeros(self._shape(shape), dtype=self._dtype(dtype), device=self._dev)
-
-    def full(self, shape: tuple[int, ...] | int, value: float, dtype: str = "float") -> torch.Tensor:
-        return torch.full(self._shape(shape), value, dtype=self._dtype(dtype), device=self._dev)
-
-    def arange(self, n: int) -> torch.Tensor:
-        return torch.arange(int(n), dtype=torch.int64, device=self._dev)
-
-    # --- element-wise and per-example math ---------------------------------------------------
-    def sign(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.sign(a)
-
-    def abs(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.abs(a)
+    def astype(self, a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return a.to(dtype)
 
     def clip(self, a: torch.Tensor, lo: Any, hi: Any) -> torch.Tensor:
+        """torch.maximum and minimum take no scalars: clamp where a bound is a number."""
         if isinstance(lo, torch.Tensor) and isinstance(hi, torch.Tensor):  # one kernel, not two
             if lo.dtype != a.dtype or hi.dtype != a.dtype:
                 lo, hi = lo.to(dtype=a.dtype), hi.to(dtype=a.dtype)
@@ -327,39 +335,36 @@ class TorchBackend:
             out = torch.clamp(out, max=hi)
         return out if out is not a else a.clone()
 
-    def where(self, cond: torch.Tensor, a: Any, b: Any) -> torch.Tensor:
-        return torch.where(cond, a, b)
-
     def sum_per_example(self, a: torch.Tensor) -> torch.Tensor:
+        """(B, ...) -> (B,); flatten(1) also handles B = 0 (reshape(0, -1) cannot)."""
         if a.dim() == 1:
             return a.clone()
         return a.flatten(1).sum(dim=1)
 
-    def argmax(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.argmax(a, dim=1)
-
-    # --- gather / scatter of sub-batches -----------------------------------------------------
-    def take(self, a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return a[idx]
-
     def put(self, a: torch.Tensor, idx: torch.Tensor, values: Any) -> None:
+        """a[idx] = values, values cast to a's dtype and device (torch does not cast)."""
         if isinstance(values, torch.Tensor):
             values = values.to(device=a.device, dtype=a.dtype)
         a[idx] = values
 
     def nonzero(self, mask: torch.Tensor) -> torch.Tensor:
+        """(B,) bool -> int64 positions (torch.nonzero returns them as a column)."""
         return torch.nonzero(mask, as_tuple=False).reshape(-1)
 
-    def count(self, mask: torch.Tensor) -> int:
-        return int(mask.sum().item())
-
-    # --- explicit random generators ----------------------------------------------------------
+    # random generators: torch.Generator on the backend's device
     def rng(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self._dev).manual_seed(int(seed))
 
     def uniform(self, rng: torch.Generator, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
         out = torch.empty(self._shape(shape), dtype=self._float, device=self._dev)
         return out.uniform_(float(low), float(high), generator=rng)
+
+    def integers(self, rng: torch.Generator, high: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(0, high, shape, generator=rng, device=self._dev)
+
+    def random(self, rng: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+        """U[0, 1) in torch's default dtype (float32)."""
+        return torch.rand(shape, generator=rng, device=self._dev)
 
     def rng_state(self, rng: torch.Generator) -> dict:
         """{"torch": base64 of Generator.get_state()} (a ByteTensor), JSON-able."""
@@ -377,22 +382,11 @@ class TorchBackend:
         except (ValueError, RuntimeError) as exc:
             raise CheckpointError(f"the saved random generator state is damaged ({_first_line(exc)})") from None
 
-    def crop_flip(self, x: torch.Tensor, rng: torch.Generator, pad: int = 4) -> torch.Tensor:
-        """Standard CIFAR augmentation, per example: zero-pad `pad` pixels, crop back to H x W
-        at a random offset, flip horizontally with probability 1/2. (B, C, H, W) -> same."""
-        n, c, h, w = x.shape
-        padded = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=rng, device=self._dev)
-        dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=rng, device=self._dev)
-        flip = torch.rand((n, 1), generator=rng, device=self._dev) < 0.5
-        rows = dy + torch.arange(h, device=self._dev)
-        cols = dx + torch.arange(w, device=self._dev)
-        cols = torch.where(flip, cols.flip(1), cols)
-        batch = torch.arange(n, device=self._dev)[:, None, None, None]
-        channel = torch.arange(c, device=self._dev)[None, :, None, None]
-        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    # crop_flip's padding
+    def zero_pad(self, x: torch.Tensor, pad: int) -> torch.Tensor:
+        return F.pad(x, (pad, pad, pad, pad))
 
-    # --- the model side ----------------------------------------------------------------------
+    # --- the model side: forward passes, losses, attack gradients ------------------------------
     def _autocast(self) -> Any:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
@@ -503,6 +497,7 @@ class TorchBackend:
             correct = int((z.detach().argmax(dim=1) == y).sum().item())
         return total, correct
 
+    # --- the model side: training ---------------------------------------------------------------
     def min_train_batch(self, model: nn.Module) -> int:
         """2 when the model has BatchNorm (train mode needs more than one value per channel)."""
         return 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
@@ -519,15 +514,7 @@ class TorchBackend:
             self._ddp[id(model)] = DistributedDataParallel(model, device_ids=ids)
         return self._ddp[id(model)]
 
-    def all_reduce_sum(self, a: np.ndarray) -> np.ndarray:
-        """Element-wise sum of a host array over the ranks (the array itself with one process)."""
-        if self.world_size == 1:
-            return a
-        t = torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64)).to(self._dev)
-        torch.distributed.all_reduce(t)
-        return t.cpu().numpy()
-
-    # --- construction and persistence --------------------------------------------------------
+    # --- the model side: construction and persistence ------------------------------------------
     def make_model(self, name: str, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
         """Build `name`, initialised from `seed` alone (on the CPU, so the same on every device)."""
         with torch.random.fork_rng(devices=[]):
@@ -598,16 +585,14 @@ class TorchBackend:
         model.load_state_dict(state, strict=True)
         return meta
 
-    # --- helpers -------------------------------------------------------------------------------
-    @staticmethod
-    def _shape(shape: Any) -> tuple[int, ...]:
-        return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-
-    def _dtype(self, dtype: str) -> torch.dtype:
-        if dtype not in self._dtypes:
-            raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(self._dtypes)}")
-        return self._dtypes[dtype]
-
+    # --- the process side: torchrun ----------------------------------------------------------
+    def all_reduce_sum(self, a: np.ndarray) -> np.ndarray:
+        """Element-wise sum of a host array over the ranks (the array itself with one process)."""
+        if self.world_size == 1:
+            return a
+        t = torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64)).to(self._dev)
+        torch.distributed.all_reduce(t)
+        return t.cpu().numpy()
 
 def torch_backend(device: str = "auto", attack_mode: str = "eval", channels_last: bool = False,
                   amp: str | None = None, dtype: str = "float32", compile: bool = False) -> TorchBackend:

@@ -1,96 +1,230 @@
-"""The backend protocol: everything algorithm code may call besides arithmetic.
+"""The backend protocol, split by concern: arrays, the model, the processes.
 
-Algorithm modules (`fosc`, `projection`, `attacks`, `train`) never import torch or cupy. They
-receive arrays that support `+ - * /`, comparisons and boolean indexing, and do everything else
-through a `Backend`. A backend is found by name (`get_backend("torch")`) or by the type of an
+Algorithm modules (`fosc`, `projection`, `attacks`, `apgd`, `train`) never import torch or cupy.
+They receive arrays that support `+ - * /`, comparisons and indexing, and do everything else
+through a backend. A backend is found by name (`get_backend("torch")`) or by the type of an
 array it owns (`backend_for(x)`); both import the framework lazily.
+
+A backend is a subclass of `Backend`, which joins three sides (einops' `_backends.py` and
+scikit-learn's array-API `xp` namespace are the models):
+
+- `ArrayOps`, the array side: creation, per-example math, sub-batches, random generators and
+  the CIFAR augmentation, each written once against a numpy-like namespace `self.xp`. A
+  backend whose arrays behave like numpy's (numpy, cupy) sets `xp` and `float_dtype` and is
+  done; torch overrides the few operations whose names or arguments differ.
+- `ModelOps`, the model side: losses and input gradients, logits, the SGD step, construction,
+  parameters and checkpoints. A model is the framework's own business, so these have no
+  defaults (but `min_train_batch`); a backend writes the ones it uses.
+- `ProcessOps`, the process side: rank, world size and the sum over ranks, with
+  single-process defaults. Only the torch backend (torchrun) overrides them.
+
+Random generators are on the array side: a generator lives on the device of the arrays it
+draws (a torch CUDA generator, cupy's generator on its GPU), its draws are the backend's
+arrays (the random start of PGD, the crops of `crop_flip`), and its state is in the
+framework's own format. The defaults are numpy's `Generator` API, which cupy shares.
 
 Shapes: a batch `x` is (B, ...) with B examples; per-example results are (B,); labels are (B,)
 integers; index arrays (from `nonzero`, `arange`) are 1-D integer arrays on the backend's device.
+See docs/backends.md for a complete minimal backend.
 """
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from minidyn.errors import BackendUnavailable, ConfigError
+import numpy as np
+
+from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
 
 Array = Any  # numpy.ndarray, cupy.ndarray or torch.Tensor, depending on the backend
 Model = Any  # whatever the backend's make_model returns (an nn.Module for torch)
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """The operations the algorithms need. See `docs/backends.md` for how to add one."""
+class ArrayOps:
+    """The array operations the algorithms call, with defaults written against `self.xp`.
 
-    name: str
-    rank: int        # this process's rank under torchrun (0 otherwise)
-    world_size: int  # number of training processes (1 without torchrun)
+    A subclass sets `name`, `xp` (numpy unless set: a namespace with numpy's zeros, full,
+    arange, sign, abs, maximum, minimum, where, argmax, nonzero, count_nonzero, flip, pad and
+    random.default_rng) and `float_dtype` (the `xp` dtype floats are computed in, float32
+    unless set), then overrides the operations its framework spells differently.
+    """
 
-    # --- arrays: creation and transfer -----------------------------------------------------
+    name: str = "array"
+    xp: Any = np
+    float_dtype: Any = np.dtype("float32")
+    device_kwargs: dict = {}  # passed to xp's creation functions, e.g. {"device": ...} for torch
+
+    def __repr__(self) -> str:
+        return f"<{self.name} backend>"
+
+    @functools.cached_property
+    def dtypes(self) -> dict[str, Any]:
+        """The protocol's dtype names ("float", "int", "bool", "uint8") -> this backend's dtypes."""
+        xp = self.xp
+        return {"float": self.float_dtype, "int": xp.int64, "bool": xp.bool_, "uint8": xp.uint8}
+
+    def _dtype(self, dtype: str) -> Any:
+        if dtype not in self.dtypes:
+            raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(self.dtypes)}")
+        return self.dtypes[dtype]
+
+    @staticmethod
+    def _shape(shape: Any) -> tuple[int, ...]:
+        """An int or a sequence of ints (numpy integers too) -> a tuple of Python ints."""
+        return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+
+    def astype(self, a: Array, dtype: Any) -> Array:
+        """`a` in `dtype` (an `xp` dtype), `a` itself when it already has it."""
+        return a.astype(dtype, copy=False)
+
+    # --- creation and transfer ---------------------------------------------------------------
     def asarray(self, a: Any, dtype: str | None = None) -> Array:
-        """Host or device data -> backend array. Floats become the backend's float dtype."""
+        """Host data (numpy arrays, lists) -> backend array, `a` itself when nothing changes.
 
-    def to_numpy(self, a: Array) -> Any:
+        dtype None keeps the kind: floats -> the backend's float dtype, bool and uint8 stay,
+        other integers -> int64. Otherwise "float" | "int" | "bool" | "uint8" casts.
+        """
+        arr = self.xp.asarray(a)
+        if dtype is not None:
+            return self.astype(arr, self._dtype(dtype))
+        kind = arr.dtype.kind
+        if kind == "f":
+            return self.astype(arr, self._dtype("float"))
+        if kind == "b" or arr.dtype == np.uint8:
+            return arr
+        if kind in "iu":
+            return self.astype(arr, self._dtype("int"))
+        raise ConfigError(f"the {self.name} backend cannot hold arrays of dtype {arr.dtype}")
+
+    def to_numpy(self, a: Array) -> np.ndarray:
         """Backend array -> numpy.ndarray on the host (a copy where the data lives elsewhere)."""
+        return np.asarray(a)
 
-    def zeros(self, shape: tuple[int, ...], dtype: str = "float") -> Array: ...
+    def zeros(self, shape: tuple[int, ...] | int, dtype: str = "float") -> Array:
+        return self.xp.zeros(self._shape(shape), dtype=self._dtype(dtype), **self.device_kwargs)
 
-    def full(self, shape: tuple[int, ...], value: float, dtype: str = "float") -> Array: ...
+    def full(self, shape: tuple[int, ...] | int, value: float, dtype: str = "float") -> Array:
+        return self.xp.full(self._shape(shape), value, dtype=self._dtype(dtype), **self.device_kwargs)
 
     def arange(self, n: int) -> Array:
-        """Integer index array [0, n)."""
+        """Integer (int64) index array [0, n)."""
+        return self.xp.arange(int(n), dtype=self._dtype("int"), **self.device_kwargs)
 
-    # --- element-wise and per-example math ---------------------------------------------------
-    def sign(self, a: Array) -> Array: ...
+    # --- element-wise and per-example math -----------------------------------------------------
+    def sign(self, a: Array) -> Array:
+        return self.xp.sign(a)
 
-    def abs(self, a: Array) -> Array: ...
+    def abs(self, a: Array) -> Array:
+        return self.xp.abs(a)
 
     def clip(self, a: Array, lo: Array | float, hi: Array | float) -> Array:
-        """Element-wise min(max(a, lo), hi); lo and hi are arrays of a's shape or scalars."""
+        """Element-wise min(max(a, lo), hi) in a's dtype; lo and hi are arrays of a's shape or scalars."""
+        xp = self.xp
+        return self.astype(xp.minimum(xp.maximum(a, lo), hi), a.dtype)
 
-    def where(self, cond: Array, a: Array, b: Array) -> Array: ...
+    def where(self, cond: Array, a: Array, b: Array) -> Array:
+        return self.xp.where(cond, a, b)
 
     def sum_per_example(self, a: Array) -> Array:
         """(B, ...) -> (B,): the sum over every axis but the first."""
+        return a.reshape(a.shape[0], -1).sum(axis=1)
 
     def argmax(self, a: Array) -> Array:
-        """(B, C) -> (B,) integer index of the largest entry of each row."""
+        """(B, C) -> (B,) int64 index of the largest entry of each row."""
+        return self.astype(self.xp.argmax(a, axis=1), self._dtype("int"))
 
-    # --- gather / scatter of sub-batches -----------------------------------------------------
+    # --- gather / scatter of sub-batches -------------------------------------------------------
     def take(self, a: Array, idx: Array) -> Array:
         """Rows `idx` of `a` (a new array)."""
+        return a[idx]
 
     def put(self, a: Array, idx: Array, values: Array) -> None:
         """In place: a[idx] = values."""
+        a[idx] = values
 
     def nonzero(self, mask: Array) -> Array:
-        """(B,) bool -> 1-D integer array of the positions that are True."""
+        """(B,) bool -> 1-D int64 array of the positions that are True."""
+        return self.astype(self.xp.nonzero(mask)[0], self._dtype("int"))
 
     def count(self, mask: Array) -> int:
         """Number of True entries, as a Python int (a host synchronisation on a GPU)."""
+        return int(self.xp.count_nonzero(mask))
 
-    def all_reduce_sum(self, a: Any) -> Any:
-        """A host numpy array summed element-wise over the ranks (itself with one process)."""
-
-    # --- explicit random generators ----------------------------------------------------------
+    # --- random generators: explicit, owned by the caller; no global random state ----------
     def rng(self, seed: int) -> Any:
-        """A generator owned by the caller; no global random state is used anywhere."""
+        """A generator on the backend's device, seeded with `seed`."""
+        return self.xp.random.default_rng(seed)
 
-    def uniform(self, rng: Any, shape: tuple[int, ...], low: float, high: float) -> Array: ...
+    def uniform(self, rng: Any, shape: tuple[int, ...], low: float, high: float) -> Array:
+        """U(low, high) samples of `shape` in the backend's float dtype."""
+        return self.astype(rng.uniform(low, high, size=shape), self._dtype("float"))
+
+    def integers(self, rng: Any, high: int, shape: tuple[int, ...]) -> Array:
+        """Integers drawn uniformly from [0, high), of `shape`."""
+        return rng.integers(0, high, shape)
+
+    def random(self, rng: Any, shape: tuple[int, ...]) -> Array:
+        """U[0, 1) samples of `shape` (the generator's own float dtype)."""
+        return rng.random(shape)
 
     def rng_state(self, rng: Any) -> dict:
-        """The generator's current state as a JSON-able dict (saved by mid-epoch checkpoints).
+        """{"numpy": bit_generator.state}, JSON-able, saved by mid-epoch checkpoints.
 
-        ConfigError where the framework does not expose it (cupy)."""
+        ConfigError for a generator that does not expose its state (cupy's)."""
+        if not isinstance(rng, np.random.Generator):
+            raise ConfigError(f"the {self.name} backend cannot save a generator's state "
+                              "(mid-epoch checkpoints need the numpy or torch backend)")
+        return {"numpy": rng.bit_generator.state}
 
     def set_rng_state(self, rng: Any, state: dict) -> None:
         """Put `rng` back in a state returned by rng_state; CheckpointError if it does not fit."""
+        saved = state.get("numpy") if isinstance(state, dict) else None
+        if not isinstance(rng, np.random.Generator) or not isinstance(saved, dict) \
+                or saved.get("bit_generator") != type(rng.bit_generator).__name__:
+            raise CheckpointError(f"the saved random generator state does not fit the {self.name} backend")
+        try:
+            rng.bit_generator.state = saved
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise CheckpointError(f"the saved random generator state is damaged ({type(exc).__name__})") from None
+
+    # --- the CIFAR augmentation, from the primitives above and these two -----------------------
+    def zero_pad(self, x: Array, pad: int) -> Array:
+        """(B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad), zeros around each image."""
+        return self.xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+    def reverse_last(self, a: Array) -> Array:
+        """`a` with its last axis reversed."""
+        return self.xp.flip(a, (-1,))
 
     def crop_flip(self, x: Array, rng: Any, pad: int = 4) -> Array:
-        """Per-example random crop of the zero-padded image and random horizontal flip (CIFAR)."""
+        """Standard CIFAR augmentation, per example: zero-pad `pad` pixels, crop back to H x W
+        at a random offset, flip horizontally with probability 1/2. (B, C, H, W) -> same.
 
-    # --- the model side ----------------------------------------------------------------------
+        Draws, in this order: the row offsets (B, 1), the column offsets (B, 1), then (B, 1)
+        U[0, 1) numbers of which those < 1/2 flip; then one gather from the padded batch.
+        """
+        n, c, h, w = x.shape
+        padded = self.zero_pad(x, pad)
+        dy = self.integers(rng, 2 * pad + 1, (n, 1))
+        dx = self.integers(rng, 2 * pad + 1, (n, 1))
+        flip = self.random(rng, (n, 1)) < 0.5
+        rows = dy + self.arange(h)  # (B, H): the padded rows each output row reads
+        cols = dx + self.arange(w)  # (B, W)
+        cols = self.where(flip, self.reverse_last(cols), cols)
+        batch = self.arange(n)[:, None, None, None]
+        channel = self.arange(c)[None, :, None, None]
+        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _missing(backend: Any, method: str) -> NotImplementedError:
+    return NotImplementedError(f"the {backend.name} backend does not implement {method} "
+                               "(docs/backends.md lists what a backend writes)")
+
+
+class ModelOps:
+    """The model side: what a backend writes for its framework's models and optimizers."""
+
     def loss_and_grad(self, model: Model, x: Array, y: Array, loss: str = "ce") -> tuple[Array, Array]:
         """Per-example losses (B,) and grad_x of each example's own loss, shaped like x.
 
@@ -100,40 +234,70 @@ class Backend(Protocol):
         Ratio -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), for APGD-DLR; needs >= 3
         classes). No parameter gradient is left behind.
         """
+        raise _missing(self, "loss_and_grad")
 
     def logits(self, model: Model, x: Array) -> Array:
         """(B, ...) -> (B, C), in inference mode."""
+        raise _missing(self, "logits")
 
     def train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
                    batch_size: int | None = None) -> tuple[float, int]:
         """One SGD step on the mean cross-entropy over the global batch of `batch_size` examples,
         of which x is this rank's share under torchrun (default: x's own mean, which is right
         when every rank has len(x)); returns (sum of this rank's losses, its correct count)."""
+        raise _missing(self, "train_step")
 
     def min_train_batch(self, model: Model) -> int:
-        """The fewest examples one process can train on (2 where BatchNorm needs batch statistics)."""
+        """The fewest examples one process can train on: 1, unless the model needs batch
+        statistics (2 for BatchNorm)."""
+        return 1
 
-    # --- construction and persistence --------------------------------------------------------
-    def make_model(self, name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> Model: ...
+    def make_model(self, name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> Model:
+        """The model called `name`, initialised from `seed` alone."""
+        raise _missing(self, "make_model")
 
-    def make_optimizer(self, model: Model, lr: float, momentum: float, weight_decay: float) -> Any: ...
+    def make_optimizer(self, model: Model, lr: float, momentum: float, weight_decay: float) -> Any:
+        """SGD with momentum and weight decay, torch.optim.SGD's semantics."""
+        raise _missing(self, "make_optimizer")
 
-    def set_lr(self, optimizer: Any, lr: float) -> None: ...
+    def set_lr(self, optimizer: Any, lr: float) -> None:
+        raise _missing(self, "set_lr")
 
     def get_params(self, model: Model) -> dict:
         """Model weights as {name: numpy.ndarray}, torch's state_dict names and layouts."""
+        raise _missing(self, "get_params")
 
     def set_params(self, model: Model, params: dict) -> None:
         """Load {name: numpy.ndarray} (as returned by get_params) into the model."""
+        raise _missing(self, "set_params")
 
-    def save_checkpoint(self, path: str, model: Model, optimizer: Any, meta: dict) -> None: ...
+    def save_checkpoint(self, path: str, model: Model, optimizer: Any, meta: dict) -> None:
+        """Write weights, optimizer state and the JSON-able `meta` to `path`, atomically."""
+        raise _missing(self, "save_checkpoint")
 
     def load_checkpoint(self, path: str, model: Model, optimizer: Any | None = None) -> dict:
         """Load weights (and optimizer state) into the given objects; return the saved meta."""
+        raise _missing(self, "load_checkpoint")
 
     def read_meta(self, path: str) -> dict:
         """The meta dict save_checkpoint wrote, without a model; CheckpointError if the file is
         not such a checkpoint."""
+        raise _missing(self, "read_meta")
+
+
+class ProcessOps:
+    """The process side, for data-parallel training: one process unless a backend says more."""
+
+    rank: int = 0        # this process's rank under torchrun
+    world_size: int = 1  # number of training processes
+
+    def all_reduce_sum(self, a: np.ndarray) -> np.ndarray:
+        """A host numpy array summed element-wise over the ranks: itself with one process."""
+        return a
+
+
+class Backend(ArrayOps, ModelOps, ProcessOps):
+    """Everything algorithm code may call besides arithmetic; subclass it to add a backend."""
 
 
 # name -> "module:factory"; the module is imported only when the backend is asked for.
