@@ -9,16 +9,17 @@ per example, so the result is exactly the masked one.
 
 Two moves, in this order, whenever some rows stop:
 
-    active.write(out, x_adv=x, steps=k)             every active row's outputs, in the batch's order
-    x, y, state = active.keep(go_on, x, y, state)   only the rows `go_on` from here on
+    active.write(out, x_adv=x, steps=k)            every active row's outputs, in batch order
+    x, y, state = active.keep(go_on, x, y, state)  only the rows `go_on` from here on
 
 Every active row is written, not only the rows that stop (which would need one more gather);
 the rows that go on overwrite theirs when they stop, or in the last write after the loop.
 
-While every row is active nothing is gathered or scattered: `index` is None and a write hands
-the arrays themselves to the outputs. So the first write (always made while every row is
-active, since `keep` follows a write) fills every output row, and the values it is given must
-not be changed in place afterwards; attacks never change their per-row arrays in place.
+While every row is active nothing is gathered or scattered: `index` is None, and a write hands
+the arrays themselves to the outputs, without a copy. That first write (a write always comes
+before the first `keep`) so fills every output row, and later writes change those arrays in
+place; an attack therefore writes a per-row array only just before `keep` replaces it, or
+after its loop, and never changes its per-row arrays in place.
 """
 from __future__ import annotations
 

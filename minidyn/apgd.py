@@ -29,8 +29,9 @@ Deviations from the paper's Algorithm 1 (and where the authors' code, AutoAttack
   p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (`checkpoint_rule="paper"`); the two agree for
   N = 100 and differ for most other N (N = 10, 20, 50), so the default keeps results equal to
   AutoAttack's at any number of iterations.
-- Random start: uniform in the eps-ball (as `minidyn.pgd`), then projected. The authors' code
-  starts at x_0 + eps t / ||t||_inf with t uniform in [-1, 1]^d (one coordinate on the sphere).
+- Random start: uniform in the eps-ball, then projected (`attacks.start_point`, as in `pgd`).
+  The authors' code starts at x_0 + eps t / ||t||_inf with t uniform in [-1, 1]^d (one
+  coordinate on the sphere).
 - Condition 1 is the paper's strict "< rho (w_j - w_{j-1})" (the authors' code uses "<="), and
   condition 2 is checked from the first checkpoint on, with w_0 = 0 (the authors' code skips
   it at the first checkpoint). After a restart from x_max, the next comparison for condition 1
@@ -159,7 +160,9 @@ def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss
     f, grad = backend.loss_and_grad(model, x_start, y, loss)
     state = _initial_state(backend, y, lower, upper, x_start, f, grad, 2.0 * eps,
                            _misclassified(backend, model, x_start, y, f, loss))
-    active, out = ActiveSet(backend, n), ApgdResult(None, None, None, None, None, grad_evals=n)
+    active = ActiveSet(backend, n)
+    out = ApgdResult(x_adv=None, x_best=None, loss_best=None, found=None, steps=None,  # by _write
+                     grad_evals=n)
     last_check = 0  # w_{j-1}
     for k in range(steps):
         if stop_when_misclassified:

@@ -110,7 +110,8 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
     x_k = start_point(x, eps, lower, upper, random_start, rng, backend)  # x^0
     x_0, labels, n, stats = x, y, int(x.shape[0]), final_stats or trace
     active = ActiveSet(backend, n)
-    out = AttackResult(None, None, None, None, 0, _empty_trace(steps, n) if trace else None)
+    out = AttackResult(x_adv=None, fosc=None, loss=None, steps=None, grad_evals=0,  # active.write
+                       trace=_empty_trace(steps, n) if trace else None)            # fills these
     for k in range(steps + 1):
         if k == steps and not stats:  # plain PGD needs no gradient at x^K
             break
@@ -124,7 +125,7 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
             active.write(out, fosc=c, loss=losses)
             break
         if check:
-            go_on = backend.nonzero(c > stop_fosc)  # the paper's V: 0 where FOSC <= c_t
+            go_on = backend.nonzero(c > stop_fosc)  # V = 1: the paper's V is 0 where FOSC <= c_t
             if int(go_on.shape[0]) < len(active):  # some stop at x^k
                 active.write(out, x_adv=x_k, fosc=c, loss=losses, steps=k)
                 x_k, x_0, labels, lower, upper, g = active.keep(
