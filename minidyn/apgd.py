@@ -29,8 +29,9 @@ Deviations from the paper's Algorithm 1 (and where the authors' code, AutoAttack
   p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (`checkpoint_rule="paper"`); the two agree for
   N = 100 and differ for most other N (N = 10, 20, 50), so the default keeps results equal to
   AutoAttack's at any number of iterations.
-- Random start: uniform in the eps-ball (as `minidyn.pgd`), then projected. The authors' code
-  starts at x_0 + eps t / ||t||_inf with t uniform in [-1, 1]^d (one coordinate on the sphere).
+- Random start: uniform in the eps-ball, then projected (`attacks.start_point`, as in `pgd`).
+  The authors' code starts at x_0 + eps t / ||t||_inf with t uniform in [-1, 1]^d (one
+  coordinate on the sphere).
 - Condition 1 is the paper's strict "< rho (w_j - w_{j-1})" (the authors' code uses "<="), and
   condition 2 is checked from the first checkpoint on, with w_0 = 0 (the authors' code skips
   it at the first checkpoint). After a restart from x_max, the next comparison for condition 1
@@ -52,9 +53,10 @@ Deviations from the paper's Algorithm 1 (and where the authors' code, AutoAttack
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from minidyn.attacks import _check
+from minidyn.active import ActiveSet
+from minidyn.attacks import check_settings, start_point
 from minidyn.backend import Array, Backend, Model, backend_for
 from minidyn.errors import ConfigError
 from minidyn.projection import feasible_box
@@ -115,9 +117,28 @@ def _autoattack_checkpoints(n_iter: int) -> list[int]:
     return w
 
 
-def _rows(a: Array, ndim: int) -> Array:
-    """(B,) -> (B, 1, ..., 1) so that it broadcasts against (B, ...) arrays."""
-    return a.reshape((-1,) + (1,) * (ndim - 1))
+@dataclass
+class ApgdState:
+    """Each active row's example (label, feasible box) and Algorithm 1's quantities for it:
+    arrays (A, ...) like x, or (A,) per example."""
+
+    y: Array                 # int: the label
+    lower: Array             # the feasible box [lower, upper] that P clips into
+    upper: Array
+    x: Array                 # x^(k), the current iterate
+    x_prev: Array            # x^(k-1), for the momentum term
+    grad: Array              # grad f(x^(k)), for the next step
+    f: Array                 # f(x^(k))
+    x_max: Array             # the highest-loss point so far (x_best of ApgdResult)
+    f_max: Array             # its loss
+    grad_max: Array          # its gradient, for the step after a restart from x_max
+    eta: Array               # eta^(k), the step size
+    increases: Array         # steps since w_{j-1} at which f increased (condition 1)
+    f_max_at_check: Array    # f_max at w_{j-1} (condition 2)
+    eta_halved_at_check: Array  # eta was halved at w_{j-1} (condition 2)
+    x_mis: Array             # the first misclassified iterate (where `found`)
+    found: Array             # bool: some iterate was misclassified
+    steps: Array             # int: the iterations taken
 
 
 def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss: str = "ce",
@@ -127,101 +148,102 @@ def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss
          backend: Backend | None = None) -> ApgdResult:
     """APGD with `steps` iterations (N_iter) on `loss` ("ce", "dlr", or "cw") in the eps-ball.
 
+    x: (B, ...) natural examples in `bounds`; y: (B,) integer labels; eps in the units of x.
     checkpoint_rule: "autoattack" (default) or "paper", see `checkpoints`.
     rng: the backend generator for the random start (default: a fixed seed 0).
     """
-    _check(eps, 2 * eps, steps)
-    B = backend or backend_for(x)
-    n, nd = int(x.shape[0]), len(x.shape)
-    w_list = checkpoints(steps, checkpoint_rule)
-    lower, upper = feasible_box(x, eps, bounds, B)  # P is the clip into this box
-    start = x + B.uniform(rng if rng is not None else B.rng(0), tuple(x.shape), -eps, eps) \
-        if random_start else x
-    xk = B.clip(start, lower, upper)
-
-    # outputs, over the whole batch
-    out_adv, out_best = xk + 0, xk + 0
-    out_loss = B.full((n,), float("nan"))
-    out_found = B.zeros((n,), dtype="bool")
-    out_steps = B.zeros((n,), dtype="int")
-
-    active = B.arange(n)
-    losses, g = B.loss_and_grad(model, xk, y, loss)
-    evals = n
-    ya = y
-    found = _misclassified(B, model, xk, ya, losses, loss)
-    s = {  # per-example state of the active rows
-        "x": xk, "x_prev": xk, "g": g, "f": losses, "f_best": losses, "x_best": xk, "g_best": g,
-        "eta": B.full((n,), 2.0 * eps), "increases": B.zeros((n,)),
-        "f_best_at_check": losses, "reduced_at_check": B.zeros((n,), dtype="bool"),
-        "x_mis": xk, "found": found, "taken": B.zeros((n,), dtype="int"),
-    }
-    last_check = 0
+    check_settings(eps, 2 * eps, steps)
+    backend = backend or backend_for(x)
+    n, w = int(x.shape[0]), checkpoints(steps, checkpoint_rule)
+    lower, upper = feasible_box(x, eps, bounds, backend)  # P is the clip into this box
+    x_start = start_point(x, eps, lower, upper, random_start, rng, backend)  # x^(0)
+    f, grad = backend.loss_and_grad(model, x_start, y, loss)
+    state = _initial_state(backend, y, lower, upper, x_start, f, grad, 2.0 * eps,
+                           _misclassified(backend, model, x_start, y, f, loss))
+    active = ActiveSet(backend, n)
+    out = ApgdResult(x_adv=None, x_best=None, loss_best=None, found=None, steps=None,  # by _write
+                     grad_evals=n)
+    last_check = 0  # w_{j-1}
     for k in range(steps):
         if stop_when_misclassified:
-            keep = B.nonzero(~s["found"])
-            if int(keep.shape[0]) < int(active.shape[0]):
-                done = B.nonzero(s["found"])
-                _write(B, active, done, s, out_adv, out_best, out_loss, out_found, out_steps)
-                active = B.take(active, keep)
-                s = {name: B.take(v, keep) for name, v in s.items()}
-                ya, lower, upper = (B.take(a, keep) for a in (ya, lower, upper))
-            if int(active.shape[0]) == 0:
+            go_on = backend.nonzero(~state.found)
+            if int(go_on.shape[0]) < len(active):
+                _write(active, out, state)
+                (state,) = active.keep(go_on, state)
+            if len(active) == 0:
                 break
-        xc, eta = s["x"], _rows(s["eta"], nd)
-        z = B.clip(xc + eta * B.sign(s["g"]), lower, upper)
-        if k == 0:
-            x_new = z
-        else:
-            x_new = B.clip(xc + momentum * (z - xc) + (1 - momentum) * (xc - s["x_prev"]),
-                           lower, upper)
-        f_new, g_new = B.loss_and_grad(model, x_new, ya, loss)
-        evals += int(active.shape[0])
-        s["taken"] = s["taken"] + 1
-        s["increases"] = s["increases"] + (f_new > s["f"]) * 1.0
-        better = f_new > s["f_best"]
-        rb = _rows(better, nd)
-        s["x_best"] = B.where(rb, x_new, s["x_best"])
-        s["g_best"] = B.where(rb, g_new, s["g_best"])
-        s["f_best"] = B.where(better, f_new, s["f_best"])
-        mis = _misclassified(B, model, x_new, ya, f_new, loss, skip=s["found"])
-        s["x_mis"] = B.where(_rows(mis, nd), x_new, s["x_mis"])
-        s["found"] = s["found"] | mis
-        s["x_prev"], s["x"], s["g"], s["f"] = xc, x_new, g_new, f_new
-        if k + 1 in w_list:
-            w_j = k + 1
-            cond1 = s["increases"] < rho * (w_j - last_check)
-            cond2 = (~s["reduced_at_check"]) & (s["f_best_at_check"] >= s["f_best"])
-            reduce = cond1 | cond2
-            rr = _rows(reduce, nd)
-            s["eta"] = B.where(reduce, s["eta"] / 2, s["eta"])
-            s["x"] = B.where(rr, s["x_best"], s["x"])
-            s["g"] = B.where(rr, s["g_best"], s["g"])
-            s["f"] = B.where(reduce, s["f_best"], s["f"])
-            s["reduced_at_check"], s["f_best_at_check"] = reduce, s["f_best"]
-            s["increases"] = B.zeros((int(active.shape[0]),))
-            last_check = w_j
-    _write(B, active, B.arange(int(active.shape[0])), s, out_adv, out_best, out_loss, out_found,
-           out_steps)
-    return ApgdResult(out_adv, out_best, out_loss, out_found, out_steps, evals)
+        state = _iterate(backend, model, state, loss, k == 0, momentum)
+        out.grad_evals += len(active)
+        if k + 1 in w:
+            state = _checkpoint(backend, state, rho * (k + 1 - last_check))
+            last_check = k + 1
+    _write(active, out, state)
+    return out
 
 
-def _write(B, active, rows, s, out_adv, out_best, out_loss, out_found, out_steps) -> None:
-    """Copy the results of state rows `rows` (positions in the active set) to the outputs."""
-    if int(rows.shape[0]) == 0:
-        return
-    where = B.take(active, rows)
-    found = B.take(s["found"], rows)
-    x_best = B.take(s["x_best"], rows)
-    x_mis = B.take(s["x_mis"], rows)
-    B.put(out_adv, where, B.where(_rows(found, len(x_best.shape)), x_mis, x_best))
-    B.put(out_best, where, x_best)
-    B.put(out_loss, where, B.take(s["f_best"], rows))
-    B.put(out_found, where, found)
-    B.put(out_steps, where, B.take(s["taken"], rows))
+def _initial_state(backend: Backend, y: Array, lower: Array, upper: Array, x: Array, f: Array,
+                   grad: Array, eta: float, found: Array) -> ApgdState:
+    """The state at x^(0) (B, ...): its losses f (B,), gradient, misclassified mask; eta^(0)."""
+    n = int(x.shape[0])
+    return ApgdState(y=y, lower=lower, upper=upper, x=x, x_prev=x, grad=grad, f=f,
+                     x_max=x, f_max=f, grad_max=grad, eta=backend.full((n,), eta),
+                     increases=backend.zeros((n,)), f_max_at_check=f,
+                     eta_halved_at_check=backend.zeros((n,), dtype="bool"),
+                     x_mis=x, found=found, steps=backend.zeros((n,), dtype="int"))
 
 
-def _misclassified(B: Backend, model: Model, x: Array, y: Array, losses: Array, loss: str,
+def _iterate(backend: Backend, model: Model, s: ApgdState, loss: str, first: bool,
+             momentum: float) -> ApgdState:
+    """One iteration, x^(k) -> x^(k+1) (lines 3 and 7-11 of Algorithm 1), and the new best and
+    misclassified points:
+
+        z^(k+1) = P(x^(k) + eta sign(grad f(x^(k))))                            (x^(1) = z^(1))
+        x^(k+1) = P(x^(k) + alpha (z^(k+1) - x^(k)) + (1 - alpha) (x^(k) - x^(k-1)))
+    """
+    nd, x = len(s.x.shape), s.x
+    z = backend.clip(x + _rows(s.eta, nd) * backend.sign(s.grad), s.lower, s.upper)
+    x_new = z if first else backend.clip(
+        x + momentum * (z - x) + (1 - momentum) * (x - s.x_prev), s.lower, s.upper)
+    f_new, grad_new = backend.loss_and_grad(model, x_new, s.y, loss)
+    better = f_new > s.f_max
+    mis = _misclassified(backend, model, x_new, s.y, f_new, loss, skip=s.found)
+    return replace(
+        s, x=x_new, x_prev=x, grad=grad_new, f=f_new, steps=s.steps + 1,
+        increases=s.increases + (f_new > s.f) * 1.0,
+        x_max=backend.where(_rows(better, nd), x_new, s.x_max),
+        grad_max=backend.where(_rows(better, nd), grad_new, s.grad_max),
+        f_max=backend.where(better, f_new, s.f_max),
+        x_mis=backend.where(_rows(mis, nd), x_new, s.x_mis), found=s.found | mis)
+
+
+def _checkpoint(backend: Backend, s: ApgdState, fewest_increases: float) -> ApgdState:
+    """At a checkpoint w_j (lines 12-16): halve eta and restart from x_max where
+
+        condition 1: f increased at fewer than rho (w_j - w_{j-1}) = `fewest_increases` steps, or
+        condition 2: eta was not halved at w_{j-1} and f_max has not grown since.
+    """
+    not_grown = s.f_max_at_check >= s.f_max
+    halve = (s.increases < fewest_increases) | (~s.eta_halved_at_check & not_grown)
+    restart = _rows(halve, len(s.x.shape))
+    return replace(
+        s, eta=backend.where(halve, s.eta / 2, s.eta), x=backend.where(restart, s.x_max, s.x),
+        grad=backend.where(restart, s.grad_max, s.grad), f=backend.where(halve, s.f_max, s.f),
+        eta_halved_at_check=halve, f_max_at_check=s.f_max,
+        increases=backend.zeros((int(s.x.shape[0]),)))
+
+
+def _write(active: ActiveSet, out: ApgdResult, s: ApgdState) -> None:
+    """The active rows' results: x_adv is the misclassified iterate where one was found."""
+    x_adv = active.backend.where(_rows(s.found, len(s.x.shape)), s.x_mis, s.x_max)
+    active.write(out, x_adv=x_adv, x_best=s.x_max, loss_best=s.f_max, found=s.found, steps=s.steps)
+
+
+def _rows(a: Array, ndim: int) -> Array:
+    """(B,) -> (B, 1, ..., 1) so that it broadcasts against (B, ...) arrays."""
+    return a.reshape((-1,) + (1,) * (ndim - 1))
+
+
+def _misclassified(backend: Backend, model: Model, x: Array, y: Array, losses: Array, loss: str,
                    skip: Array | None = None) -> Array:
     """(B,) bool: x is misclassified. Read from the loss where it decides (margin losses: > 0;
     CE below log 2: correct); a forward pass for the rest (rows in `skip` are not checked)."""
@@ -230,9 +252,9 @@ def _misclassified(B: Backend, model: Model, x: Array, y: Array, losses: Array, 
     unsure = losses >= LOG2
     if skip is not None:
         unsure = unsure & ~skip
-    out = B.zeros((int(x.shape[0]),), dtype="bool")
-    idx = B.nonzero(unsure)
+    out = backend.zeros((int(x.shape[0]),), dtype="bool")
+    idx = backend.nonzero(unsure)
     if int(idx.shape[0]):
-        pred = B.argmax(B.logits(model, B.take(x, idx)))
-        B.put(out, idx, pred != B.take(y, idx))
+        pred = backend.argmax(backend.logits(model, backend.take(x, idx)))
+        backend.put(out, idx, pred != backend.take(y, idx))
     return out

@@ -9,9 +9,16 @@ With `stop_fosc=c_t` it is the inner loop of Algorithm 1 (Dynamic Adversarial Tr
 each step the FOSC of every example is computed from the gradient that the next step needs
 anyway, and an example with c(x^k) <= c_t stops where it is. Stopped examples cost nothing:
 when some stop, the loop writes their points to the output and keeps working on the smaller
-batch of the still-active rows, so gradients are evaluated only for them. Because the
-backend's gradients are per example (attacks run the model in eval mode), the result is
-identical to the paper's masked full-batch update x + V * alpha * sign(g).
+batch of the still-active rows (`minidyn.active`), so gradients are evaluated only for them.
+Because the backend's gradients are per example (attacks run the model in eval mode), the
+result is identical to the paper's masked full-batch update x + V * alpha * sign(g).
+
+FOSC here (the stop rule, final_stats and the trace) is always the paper's Eq. 4 over the
+eps-ball alone, c(x^k) = eps ||g||_1 - <x^k - x_0, g>, whatever `bounds` is: the box changes
+where PGD may go, not how FOSC is measured. The FOSC over the set PGD actually searches, the
+ball intersected with the box, is `minidyn.fosc(..., bounds=(0, 1))`; it is never larger, and
+much smaller where pixels sit on the box's faces (MNIST's are mostly 0 or 1), because the box
+removes the vertices that push pixels outside [0, 1] (docs/fosc.md).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minidyn.active import ActiveSet
 from minidyn.backend import Array, Backend, Model, backend_for
 from minidyn.errors import ConfigError
 from minidyn.fosc import fosc
@@ -54,7 +62,8 @@ class AttackResult:
     trace: Trace | None = None
 
 
-def _check(eps: float, step_size: float, steps: int) -> None:
+def check_settings(eps: float, step_size: float, steps: int) -> None:
+    """ConfigError unless eps is in [0, 1], the step size > 0 (or 0 with eps 0) and steps >= 1."""
     # eps 0 is allowed (with step size 0): every attack must then return x itself, which is
     # what the eps-0 sanity check of minidyn.evaluate verifies
     if not 0 <= eps <= 1:
@@ -65,80 +74,80 @@ def _check(eps: float, step_size: float, steps: int) -> None:
         raise ConfigError(f"steps must be >= 1, got {steps}")
 
 
+def start_point(x: Array, eps: float, lower: Array, upper: Array, random_start: bool, rng,
+                backend: Backend) -> Array:
+    """x^0 = P(x_0 + u), u ~ U(-eps, eps)^d: uniform in the eps-ball, then projected into the
+    feasible box [lower, upper] (each of x's shape (B, ...)); u = 0 without random_start.
+
+    rng: the backend generator the noise is drawn from (default: a fixed seed 0).
+    """
+    if random_start:
+        rng = rng if rng is not None else backend.rng(0)
+        x = x + backend.uniform(rng, tuple(x.shape), -eps, eps)
+    return backend.clip(x, lower, upper)
+
+
 def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps: int,
         random_start: bool = True, loss: str = "ce", stop_fosc: float | None = None,
         final_stats: bool = False, trace: bool = False, bounds: tuple[float, float] = (0.0, 1.0),
         rng=None, backend: Backend | None = None) -> AttackResult:
-    """Projected gradient ascent on `loss` within the eps-ball of x (B, ...) and [0, 1]^d.
+    """Projected gradient ascent on `loss` within the eps-ball of x (B, ...) and the pixel box.
 
     x: (B, ...) natural examples x_0 in `bounds`; y: (B,) integer labels; eps, step_size: in
-    the units of x (pixels in [0, 1]); steps: K.
-
-    stop_fosc: None runs every example for `steps` steps (Madry's PGD); a number c_t stops each
+    the units of x (pixels in [0, 1]); steps: K. bounds: the pixel box (lo, hi).
+    stop_fosc: None runs every example for K steps (Madry's PGD); a number c_t stops each
                example after the first step at which FOSC <= c_t (Algorithm 1).
-    final_stats: also return FOSC and loss at x_adv (off by default, as in fgsm and cw). Plain
-               PGD spends exactly B * steps gradient evaluations; final_stats adds one more
-               for examples that never stopped.
-    trace:     also return `Trace`: FOSC and loss of every example at every point x^0 .. x^K,
-               numpy arrays (K + 1, B), row k at x^k (NaN after an example stopped). Costs
-               the one extra gradient evaluation of the last point, like final_stats.
-    bounds:    the pixel box (lo, hi) the iterates are projected into, with the eps-ball.
-
-    FOSC here (the stop rule, final_stats and the trace) is always the paper's Eq. 4 over the
-    eps-ball alone, c(x^k) = eps ||g||_1 - <x^k - x_0, g>, whatever `bounds` is: the box
-    changes where PGD may go, not how FOSC is measured. The FOSC over the set PGD actually
-    searches, the ball intersected with the box, is `minidyn.fosc(..., bounds=(0, 1))`; it is
-    never larger, and much smaller where pixels sit on the box's faces (MNIST's are mostly 0 or
-    1), because the box removes the vertices that push pixels outside [0, 1] (docs/fosc.md).
+    final_stats: also return FOSC and loss at x_adv (one more gradient evaluation for the
+               examples that never stopped; plain PGD spends exactly B * K).
+    trace:     also return `Trace`, FOSC and loss at every point x^0 .. x^K (NaN after an
+               example stopped); costs the same extra evaluation as final_stats.
     rng:       the backend generator for the random start (default: a fixed seed 0).
+    FOSC (stop rule, final_stats, trace) is Eq. 4 over the eps-ball alone (module docstring).
     """
-    _check(eps, step_size, steps)
-    B = backend or backend_for(x)
-    n = int(x.shape[0])
-    box = feasible_box(x, eps, bounds, B)    # the ball around x_0 = x, intersected with the pixel box
-    start = x + B.uniform(rng if rng is not None else B.rng(0), tuple(x.shape), -eps, eps) \
-        if random_start else x
-    # The active rows, compacted: x^k, x_0, y and the box of each example still moving.
-    active = B.arange(n)
-    x_adv, taken = B.clip(start, *box), B.zeros((n,), dtype="int")  # x^0; rows written as they stop
-    xa, x0a, ya, lower, upper = x_adv, x, y, *box
-    c_out, loss_out = B.full((n,), float("nan")), B.full((n,), float("nan"))
-    tr = Trace(np.full((steps + 1, n), np.nan), np.full((steps + 1, n), np.nan)) if trace else None
-    evals = 0
+    check_settings(eps, step_size, steps)
+    backend = backend or backend_for(x)
+    lower, upper = feasible_box(x, eps, bounds, backend)  # the ball around x_0, in the pixel box
+    x_k = start_point(x, eps, lower, upper, random_start, rng, backend)  # x^0
+    x_0, labels, n, stats = x, y, int(x.shape[0]), final_stats or trace
+    active = ActiveSet(backend, n)
+    out = AttackResult(x_adv=None, fosc=None, loss=None, steps=None, grad_evals=0,  # active.write
+                       trace=_empty_trace(steps, n) if trace else None)            # fills these
     for k in range(steps + 1):
-        last = k == steps
-        if last and not (final_stats or trace):
+        if k == steps and not stats:  # plain PGD needs no gradient at x^K
             break
-        losses, g = B.loss_and_grad(model, xa, ya, loss)
-        evals += int(active.shape[0])
+        losses, g = backend.loss_and_grad(model, x_k, labels, loss)
+        out.grad_evals += len(active)
         check = stop_fosc is not None and 0 < k < steps  # Algorithm 1's stop check, after a step
-        if check or trace or last:
-            c = fosc(xa, x0a, g, eps)
-            if tr is not None:
-                idx = B.to_numpy(active)
-                tr.fosc[k, idx], tr.loss[k, idx] = B.to_numpy(c), B.to_numpy(losses)
-            keep = B.nonzero(c > stop_fosc) if check else None  # V = 0 where FOSC <= c_t
-            if last or (keep is not None and int(keep.shape[0]) < int(active.shape[0])):
-                # some rows stop here (at the end: all): record x^k, its FOSC and loss for every
-                # active row; rows that go on overwrite theirs when they stop or at the end
-                B.put(c_out, active, c)
-                B.put(loss_out, active, losses)
-                if last:
+        if check or trace or k == steps:
+            c = fosc(x_k, x_0, g, eps)
+            _record(out.trace, k, active, c, losses)
+        if k == steps:
+            active.write(out, fosc=c, loss=losses)
+            break
+        if check:
+            go_on = backend.nonzero(c > stop_fosc)  # V = 1: the paper's V is 0 where FOSC <= c_t
+            if int(go_on.shape[0]) < len(active):  # some stop at x^k
+                active.write(out, x_adv=x_k, fosc=c, loss=losses, steps=k)
+                x_k, x_0, labels, lower, upper, g = active.keep(
+                    go_on, x_k, x_0, labels, lower, upper, g)
+                if len(active) == 0:
                     break
-                B.put(x_adv, active, xa)
-                B.put(taken, active, k)
-                active, xa, x0a, ya, lower, upper, g = (
-                    B.take(a, keep) for a in (active, xa, x0a, ya, lower, upper, g))
-                if int(active.shape[0]) == 0:
-                    break
-        xa = B.clip(xa + step_size * B.sign(g), lower, upper)  # x^{k+1} = project(x^k + alpha sign(g))
-    if int(active.shape[0]) == n:              # nobody stopped: no scatter needed
-        x_adv, taken = xa, B.full((n,), steps, dtype="int")
-    elif int(active.shape[0]) > 0:             # the rows that never stopped took every step
-        B.put(x_adv, active, xa)
-        B.put(taken, active, steps)
-    done = final_stats or trace
-    return AttackResult(x_adv, c_out if done else None, loss_out if done else None, taken, evals, tr)
+        x_k = backend.clip(x_k + step_size * backend.sign(g), lower, upper)  # x^{k+1}
+    active.write(out, x_adv=x_k, steps=steps)  # the rows that never stopped took every step
+    if not stats:
+        out.fosc = out.loss = None
+    return out
+
+
+def _empty_trace(steps: int, n: int) -> Trace:
+    return Trace(np.full((steps + 1, n), np.nan), np.full((steps + 1, n), np.nan))
+
+
+def _record(trace: Trace | None, k: int, active: ActiveSet, c: Array, losses: Array) -> None:
+    """Row k of the trace, at the active examples (the others keep NaN)."""
+    if trace is not None:
+        rows, backend = active.host_index(), active.backend
+        trace.fosc[k, rows], trace.loss[k, rows] = backend.to_numpy(c), backend.to_numpy(losses)
 
 
 def fgsm(model: Model, x: Array, y: Array, *, eps: float, loss: str = "ce",

@@ -146,3 +146,27 @@ def test_dlr_needs_three_classes(backend):
     x, y = backend.asarray(np.zeros((2,) + SHAPE)), backend.asarray(np.array([0, 1]))
     with pytest.raises(ConfigError, match="3 classes"):
         backend.loss_and_grad(model, x, y, "dlr")
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_on_an_example_does_not_depend_on_its_batch(backend64, loss):
+    """Compaction (stop_when_misclassified) changes nothing for any one example: attacking the
+    batch or each example alone gives the same points, losses and steps."""
+    B = backend64
+    rng = np.random.default_rng(1)
+    model = B.make_model("mlp", SHAPE, 5, 0)
+    x = B.asarray(rng.random((8,) + SHAPE))
+    y = B.argmax(B.logits(model, x))  # every example correct at x_0, so none stops at once
+    for eps in (0.02, 0.05, 0.1, 0.2, 0.3):  # a budget at which some stop early and some never
+        kw = dict(eps=eps, steps=12, loss=loss, random_start=False, stop_when_misclassified=True,
+                  backend=B)
+        batch = apgd(model, x, y, **kw)
+        taken = B.to_numpy(batch.steps)
+        if 0 < taken.min() < 12 and taken.max() == 12:
+            break
+    assert 0 < taken.min() < 12 and taken.max() == 12
+    for i in range(8):
+        one = apgd(model, x[i:i + 1], y[i:i + 1], **kw)
+        for name in ("x_adv", "x_best", "loss_best", "found", "steps"):
+            np.testing.assert_allclose(B.to_numpy(getattr(one, name))[0],
+                                       B.to_numpy(getattr(batch, name))[i], rtol=1e-12, atol=1e-12)

@@ -165,3 +165,87 @@ def test_every_attack_with_eps_0_returns_its_input(backend, attack):
     else:
         out = apgd(model, x, y, eps=0.0, steps=5, rng=B.rng(1), backend=B).x_best
     np.testing.assert_array_equal(B.to_numpy(out), B.to_numpy(x))
+
+
+class CountingBackend:
+    """A backend that counts the gathers (take) and scatters (put) made through it."""
+
+    def __init__(self, inner):
+        self.inner, self.takes, self.puts = inner, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def take(self, a, idx):
+        self.takes += 1
+        return self.inner.take(a, idx)
+
+    def put(self, a, idx, values):
+        self.puts += 1
+        return self.inner.put(a, idx, values)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(final_stats=True), dict(trace=True),
+                                     dict(stop_fosc=-1.0, final_stats=True)])
+def test_no_gather_or_scatter_while_every_example_is_active(backend, options):
+    """The performance property of the active set: compaction costs nothing until a row stops
+    (stop_fosc=-1 checks FOSC after every step, and no example reaches it)."""
+    counting = CountingBackend(backend)
+    model, x, y = setup(backend, n=8)
+    res = pgd(model, x, y, eps=0.3, step_size=0.075, steps=5, backend=counting, **options)
+    assert (counting.takes, counting.puts) == (0, 0)
+    np.testing.assert_array_equal(backend.to_numpy(res.steps), 5)
+    c_t = c_t_between(backend, model, x, y, 0.3, 0.075, 5)  # now some stop: the rows are gathered
+    pgd(model, x, y, eps=0.3, step_size=0.075, steps=5, random_start=False, stop_fosc=c_t,
+        backend=counting)
+    assert counting.takes > 0 and counting.puts > 0
+
+
+def test_active_set_writes_every_active_row_and_keeps_the_rows_that_go_on(backend):
+    from dataclasses import dataclass
+
+    from minidyn.active import ActiveSet
+
+    @dataclass
+    class Out:
+        v: object = None
+        steps: object = None
+
+    @dataclass
+    class Rows:
+        a: object
+        b: object
+
+    B = backend
+    active, out = ActiveSet(B, 5), Out()
+    values = B.asarray(np.arange(5.0))
+    active.write(out, v=values, steps=0)
+    assert out.v is values and len(active) == 5 and active.host_index() == slice(None)
+    rows = Rows(B.asarray(np.arange(5.0) * 10), B.asarray(np.arange(5)))
+    kept, rows = active.keep(B.asarray(np.array([1, 3, 4])), values, rows)
+    np.testing.assert_array_equal(B.to_numpy(kept), [1, 3, 4])
+    np.testing.assert_array_equal(B.to_numpy(rows.a), [10, 30, 40])
+    active.write(out, v=kept * -1, steps=2)
+    np.testing.assert_array_equal(B.to_numpy(out.v), [0, -1, 2, -3, -4])
+    (rows,) = active.keep(B.asarray(np.array([2])), rows)  # positions in the active set
+    np.testing.assert_array_equal(active.host_index(), [4])
+    np.testing.assert_array_equal(B.to_numpy(rows.b), [4])
+    active.write(out, steps=7)
+    np.testing.assert_array_equal(B.to_numpy(out.steps), [0, 2, 0, 2, 7])
+    active.keep(B.asarray(np.array([], dtype=np.int64)))
+    active.write(out, v=B.asarray(np.zeros(0)), steps=9)  # nothing left: nothing written
+    assert len(active) == 0
+    np.testing.assert_array_equal(B.to_numpy(out.steps), [0, 2, 0, 2, 7])
+
+
+def test_the_random_start_is_uniform_in_the_ball_then_projected(backend):
+    from minidyn.attacks import start_point
+    from minidyn.projection import feasible_box
+    B = backend
+    _, x, _ = setup(B, n=6)
+    lower, upper = feasible_box(x, 0.3, (0.0, 1.0), B)
+    start = start_point(x, 0.3, lower, upper, True, None, B)  # the default generator: seed 0
+    noise = B.uniform(B.rng(0), tuple(x.shape), -0.3, 0.3)
+    np.testing.assert_array_equal(B.to_numpy(start), B.to_numpy(B.clip(x + noise, lower, upper)))
+    np.testing.assert_array_equal(B.to_numpy(start_point(x, 0.3, lower, upper, False, None, B)),
+                                  B.to_numpy(x))
