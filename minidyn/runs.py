@@ -65,8 +65,10 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
     return train_loop(run, report)
 
 
-def train_loop(run: "Run", report: Reporter) -> dict:
-    """Epochs run.start_epoch .. epochs-1, then the final evaluation; returns the summary."""
+def train_loop(run: Run, report: Reporter) -> dict:
+    """The run from epoch run.start_epoch on: per epoch the lr and the attack (c_t), Algorithm 1
+    with the NaN check and the mid-epoch checkpoints after each SGD step, the test monitor, the
+    metrics line, the FOSC file and the checkpoint; then the final evaluation (returned)."""
     cfg, backend, n = run.cfg, run.backend, len(run.train_set)
     lr_schedule = StepLR(cfg.lr, tuple(cfg.lr_milestones))
     test = functools.partial(monitor, backend, run.model, run.test_set, eps=cfg.eps,

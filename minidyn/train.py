@@ -2,7 +2,7 @@
 
 `train_epoch` is Algorithm 1 for one epoch (for Dynamic; the other methods differ only in the
 `AttackPlan` they pass, see methods.py): for each mini-batch, craft adversarial examples with
-PGD, stopping each example once its FOSC <= c_t (Eq. 3 of fosc.py), then take one SGD step on
+PGD, stopping each example once its FOSC <= c_t (Eq. 4, fosc.py), then take one SGD step on
 the adversarial batch. The run loop around it (runs.py) chooses the batches, c_t and the lr,
 checks every step and writes the run directory.
 
@@ -30,12 +30,13 @@ def train_epoch(backend: Backend, model: Model, optimizer, batches: Iterable[Bat
                 record_fosc: bool = True) -> Iterator[float]:
     """Algorithm 1, one epoch: per batch, PGD with the FOSC stopping rule, then one SGD step.
 
-    For each batch (x, y): x' = PGD(x, y) within the L_inf ball of radius eps, where example i
-    stops at step s once FOSC(x_i^s) <= c_t (plan.stop_fosc; None runs all plan.steps); then
-    theta <- theta - lr * grad_theta of the batch's mean cross-entropy at (x', y). `plan` None
-    trains on the clean batch. Each example's FOSC and PGD steps, the loss, correct count and
-    gradient evaluations go to `state`. Yields the batch's loss (summed over this process's
-    examples) after each SGD step, so that the caller sees every step.
+    For each batch (x, y), with alpha = plan.step_size, K = plan.steps, c_t = plan.stop_fosc:
+        x^0 = x + U(-eps, eps) (plan.random_start),  x^{k+1} = Proj(x^k + V * alpha * sign(g^k)),
+        V_i = 0 once example i's FOSC c(x_i^k) <= c_t (Eq. 4; c_t None: never), k < K;
+        theta <- theta - lr * grad_theta of the mean cross-entropy at each example's last x^k.
+    `plan` None trains on the clean batch. Each example's FOSC and PGD steps, the loss, the
+    correct count and the gradient evaluations go to `state`. Yields the batch's loss (summed
+    over this process's examples) after each SGD step, so that the caller sees every step.
     """
     for batch in batches:
         x = batch.x
