@@ -41,7 +41,7 @@ from minidyn.config import TrainConfig  # noqa: E402
 from minidyn.data import load_dataset  # noqa: E402
 from minidyn.methods import AttackPlan  # noqa: E402
 from minidyn.data.batches import to_backend  # noqa: E402
-from minidyn.train import train_epoch  # noqa: E402
+from minidyn.runs import run_epoch as train_epoch  # noqa: E402
 
 
 def main(argv=None) -> int:

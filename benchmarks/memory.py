@@ -54,7 +54,7 @@ def child(backend: str, n: int, steps: int, batch: int) -> dict:
 
     from minidyn.backend import get_backend
     from minidyn.data import Dataset, load_dataset
-    from minidyn.train import evaluate
+    from minidyn.train import monitor as evaluate
 
     options = {"device": "cpu"} if backend == "torch" else {}
     B = get_backend(backend, **options)

@@ -19,6 +19,7 @@ from minidyn.cli.malloc import tune_glibc_malloc
 from minidyn.cli.params import CMax, Eps, epoch_list
 from minidyn.config import BACKENDS, METHODS, PRESETS, TrainConfig, load_preset
 from minidyn.errors import MinidynError, NumericalError
+from minidyn.reporter import Reporter
 
 
 class UserError(click.ClickException):
@@ -111,13 +112,11 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
             raise type(error)(f"rank {rank}: {error}") from None
         return
     click.echo(first_line(given, cfg, out))
-    bar = _EpochProgress(cfg)
+    console = ConsoleReporter(cfg)
     try:
-        summary = train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every,
-                            on_epoch=bar.end_epoch, on_batch=bar.advance, on_resume=bar.resume_at,
-                            log=click.echo)
+        summary = train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every, reporter=console)
     finally:
-        bar.close()  # an error message then starts on a line of its own
+        console.close()  # an error message then starts on a line of its own
     pgd_key = f"test_pgd{cfg.eval_steps}_acc"
     n_pgd = summary["test_pgd_n"]
     click.echo(f"test accuracy: clean {summary['test_clean_acc']:.2f}% on {summary['test_n']} examples, "
@@ -160,39 +159,43 @@ def data_download(name, data_dir):
         click.echo(str(path))
 
 
-class _EpochProgress:
-    """A progress bar over the batches of an epoch (stderr), and one summary line per epoch."""
+class ConsoleReporter(Reporter):
+    """What `minidyn train` prints: the notes and one summary line per epoch (stdout), and a
+    progress bar over each epoch's examples (stderr, only on a terminal: a log file gets the
+    epoch lines, not a bar's label)."""
 
     def __init__(self, cfg: TrainConfig):
-        self.cfg, self.bar, self.epoch, self.done = cfg, None, 0, 0
+        self.cfg, self.bar, self.shown = cfg, None, 0
 
-    def advance(self, n: int, total: int) -> None:
-        if not sys.stderr.isatty():  # a log file gets the epoch lines, not a bar's label
+    def note(self, line: str) -> None:
+        click.echo(line)
+
+    def progress(self, t: int, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
             return
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+        if self.bar is None:  # the epoch's first step (after a resume: its first since then)
+            self.bar = click.progressbar(length=total, label=f"epoch {t + 1}/{self.cfg.epochs}",
                                          file=sys.stderr, show_pos=True)
             self.bar.__enter__()
-        self.bar.update(n + self.done)
-        self.done = 0
-
-    def resume_at(self, epoch: int, done: int) -> None:
-        self.epoch, self.done = epoch, done
+            self.shown = 0
+        self.bar.update(done - self.shown)
+        self.shown = done
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
 
-    def end_epoch(self, r: dict) -> None:
+    def epoch(self, record: dict) -> None:
         self.close()
-        self.epoch = r["epoch"] + 1
-        c_t = f"c_t {r['c_t']:.3f}  " if r["c_t"] is not None else ""
-        fosc = f"fosc {r['fosc_mean']:.3f}  " if r["fosc_mean"] is not None else ""
-        click.echo(f"epoch {r['epoch'] + 1:>3}/{self.cfg.epochs}  {c_t}steps {r['pgd_steps_mean']:.2f}/{r['pgd_steps']}  "
-                   f"{fosc}loss {r['train_loss']:.3f}  acc {r['train_acc']:.1f}%  "
-                   f"test clean {r['test_clean_acc']:.1f}% (n={r['test_clean_n']})  "
-                   f"pgd{self.cfg.eval_steps} {r['test_pgd_acc']:.1f}% (n={r['test_pgd_n']})  {r['seconds']:.1f}s")
+        c_t = f"c_t {record['c_t']:.3f}  " if record["c_t"] is not None else ""
+        fosc = f"fosc {record['fosc_mean']:.3f}  " if record["fosc_mean"] is not None else ""
+        click.echo(f"epoch {record['epoch'] + 1:>3}/{self.cfg.epochs}  {c_t}"
+                   f"steps {record['pgd_steps_mean']:.2f}/{record['pgd_steps']}  {fosc}"
+                   f"loss {record['train_loss']:.3f}  acc {record['train_acc']:.1f}%  "
+                   f"test clean {record['test_clean_acc']:.1f}% (n={record['test_clean_n']})  "
+                   f"pgd{self.cfg.eval_steps} {record['test_pgd_acc']:.1f}% (n={record['test_pgd_n']})  "
+                   f"{record['seconds']:.1f}s")
 
 
 main.add_command(eval_command, "eval")

@@ -1,20 +1,29 @@
-"""An epoch in progress, as a mid-epoch checkpoint stores it.
+"""An epoch in progress: its batches, and what a mid-epoch checkpoint stores of it.
 
 Randomness is derived from (seed, epoch, stream), so the data order of an epoch is recomputed on
-resume; what a checkpoint taken inside an epoch must add is held by `EpochState`: the state of
-the epoch's generators, the mini-batches already trained and the partial statistics. Under
-torchrun every rank has its own generators and statistics; the checkpoint holds all of them.
+resume (`epoch_order`) and `epoch_batches` starts again at the batch the checkpoint reached;
+what a checkpoint taken inside an epoch must add is held by `EpochState`: the state of the
+epoch's generators, the mini-batches already trained and the partial statistics. Under torchrun
+every rank trains on its own share of every batch, with generators and statistics of its own;
+the checkpoint holds those of every rank.
 """
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Iterator
 
 import numpy as np
 
 from minidyn.backend import Backend
+from minidyn.data import Dataset
+from minidyn.data.batches import batch_indices, to_backend
+from minidyn.distributed import gather_json, rank_share
 from minidyn.errors import CheckpointError
+
+__all__ = ["Batch", "EpochState", "EpochStats", "epoch_batches", "epoch_order", "epoch_seed",
+           "gather_json", "pack_array", "unpack_array"]
 
 
 def epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
@@ -22,6 +31,35 @@ def epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
     2 evaluation, 3 augmentation. Ranks > 0 of a torchrun job get streams of their own."""
     key = [seed, epoch, stream] + ([rank] if rank else [])
     return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def epoch_order(seed: int, t: int, n: int) -> np.ndarray:
+    """The order (n,) in which epoch t visits the n training examples (a permutation)."""
+    return np.random.default_rng(epoch_seed(seed, t, 0)).permutation(n)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """This process's share of one global mini-batch (all of it without torchrun)."""
+
+    index: np.ndarray  # (b,) int, the examples' positions in the training set
+    x: Any             # (b, C, H, W) backend float array in [0, 1]
+    y: Any             # (b,) backend int labels
+    size: int          # examples in the global batch, over all ranks (the mean loss's divisor)
+
+
+def epoch_batches(backend: Backend, data: Dataset, state: "EpochState", t: int, seed: int,
+                  batch_size: int, augment: bool = False) -> Iterator[Batch]:
+    """This rank's share of each mini-batch of epoch t, from batch `state.batches` on (those
+    before it were trained before the checkpoint the epoch resumed from). With `augment`, each
+    share is randomly cropped and flipped (CIFAR-10) with the epoch's "augment" generator."""
+    order = epoch_order(seed, t, len(data))
+    for idx in islice(batch_indices(order, batch_size), state.batches, None):
+        mine = rank_share(backend, idx)
+        x, y = to_backend(backend, data, mine)
+        if augment:
+            x = backend.crop_flip(x, state.rngs["augment"])
+        yield Batch(mine, x, y, len(idx))
 
 
 @dataclass
@@ -58,48 +96,48 @@ class EpochState:
     grad_evals: int = 0
 
     @classmethod
-    def begin(cls, B: Backend, seed: int, t: int, n: int) -> "EpochState":
-        rngs = {name: B.rng(epoch_seed(seed, t, stream, B.rank)) for name, stream in RNG_STREAMS.items()}
+    def begin(cls, backend: Backend, seed: int, t: int, n: int) -> "EpochState":
+        rngs = {name: backend.rng(epoch_seed(seed, t, stream, backend.rank)) for name, stream in RNG_STREAMS.items()}
         return cls(rngs, np.full(n, np.nan, dtype=np.float32), np.zeros(n, dtype=np.int64))
 
-    def record_attack(self, B: Backend, idx: np.ndarray, adv) -> None:
+    def record_attack(self, backend: Backend, idx: np.ndarray, adv) -> None:
         self.grad_evals += adv.grad_evals
-        self.steps[idx] = B.to_numpy(adv.steps)
+        self.steps[idx] = backend.to_numpy(adv.steps)
         if adv.fosc is not None:
-            self.fosc[idx] = B.to_numpy(adv.fosc)
+            self.fosc[idx] = backend.to_numpy(adv.fosc)
 
     def record_step(self, batch_loss: float, batch_correct: int) -> None:
         self.loss_sum += batch_loss
         self.correct += batch_correct
         self.batches += 1
 
-    def stats(self, B: Backend) -> EpochStats:
+    def stats(self, backend: Backend) -> EpochStats:
         """The epoch's statistics, summed over the ranks of a torchrun job (each rank trained on
         its own share of every batch, so each example's FOSC and steps come from one rank)."""
         n, seen = len(self.steps), np.isfinite(self.fosc)
         packed = np.concatenate([[self.loss_sum, self.correct, self.grad_evals], self.steps,
                                  seen, np.where(seen, self.fosc, 0.0)])
-        total = B.all_reduce_sum(packed)
+        total = backend.all_reduce_sum(packed)
         loss_sum, correct, evals = total[:3]
         steps, seen, fosc = total[3:3 + n], total[3 + n:3 + 2 * n], total[3 + 2 * n:]
         fosc = np.where(seen > 0, fosc, np.nan).astype(np.float32)
         return EpochStats(float(loss_sum) / n, 100.0 * float(correct) / n, int(evals), fosc,
                           steps.astype(np.int64))
 
-    def to_meta(self, B: Backend) -> dict:
+    def to_meta(self, backend: Backend) -> dict:
         """JSON-able: counters, the generator state, and fosc/steps as base64 bytes (exact).
         Under torchrun every rank must call it: the result holds every rank's state, by rank."""
         own = {"batches": self.batches, "loss_sum": self.loss_sum, "correct": self.correct,
                "grad_evals": self.grad_evals,
-               "rngs": {name: B.rng_state(rng) for name, rng in self.rngs.items()},
+               "rngs": {name: backend.rng_state(rng) for name, rng in self.rngs.items()},
                "fosc": pack_array(self.fosc), "steps": pack_array(self.steps)}
-        return own if B.world_size == 1 else {"ranks": gather_json(B, own)}
+        return own if backend.world_size == 1 else {"ranks": gather_json(backend, own)}
 
     @classmethod
-    def from_meta(cls, B: Backend, meta: dict, seed: int, t: int, n: int) -> "EpochState":
+    def from_meta(cls, backend: Backend, meta: dict, seed: int, t: int, n: int) -> "EpochState":
         """The state to_meta saved, checked against an epoch of n examples; CheckpointError if not."""
-        meta = _own_share(B, meta)
-        state = cls.begin(B, seed, t, n)
+        meta = _own_share(backend, meta)
+        state = cls.begin(backend, seed, t, n)
         try:
             fosc, steps = unpack_array(meta["fosc"]), unpack_array(meta["steps"])
             state.batches, state.loss_sum = int(meta["batches"]), float(meta["loss_sum"])
@@ -111,42 +149,25 @@ class EpochState:
                 or state.batches < 0 or set(rng_states) != set(state.rngs):
             raise CheckpointError(f"the checkpoint's mid-epoch state is not one of an epoch of {n} examples")
         for name, rng in state.rngs.items():
-            B.set_rng_state(rng, rng_states[name])
+            backend.set_rng_state(rng, rng_states[name])
         state.fosc[:], state.steps[:] = fosc, steps
         return state
 
 
-def _own_share(B: Backend, meta: dict) -> dict:
+def _own_share(backend: Backend, meta: dict) -> dict:
     """This rank's entry of a mid-epoch state: each rank trained its own share of the batches with
     its own generators, so a state can only be resumed by as many processes as saved it."""
     ranks = meta.get("ranks")
     saved = len(ranks) if isinstance(ranks, list) else 1
-    if saved != B.world_size:
+    if saved != backend.world_size:
         how = "without torchrun" if saved == 1 else f"with torchrun --nproc_per_node={saved}"
         raise CheckpointError(f"saved in the middle of an epoch by {_processes(saved)}; resume it {how}, "
-                              f"not with {_processes(B.world_size)}")
-    return meta if ranks is None else ranks[B.rank]
+                              f"not with {_processes(backend.world_size)}")
+    return meta if ranks is None else ranks[backend.rank]
 
 
 def _processes(n: int) -> str:
     return "1 process" if n == 1 else f"{n} processes"
-
-
-def gather_json(B: Backend, obj) -> list:
-    """`obj` (JSON-able) from every rank, in rank order; each rank calls it.
-
-    all_reduce_sum is the protocol's one collective: a gather is a sum in which each rank fills
-    only its own slot, here of the UTF-8 bytes of its JSON (exact in float64).
-    """
-    data = np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
-    sizes = np.zeros(B.world_size)
-    sizes[B.rank] = data.size
-    sizes = B.all_reduce_sum(sizes).astype(np.int64)
-    ends = np.cumsum(sizes)
-    buf = np.zeros(int(ends[-1]))
-    buf[ends[B.rank] - data.size:ends[B.rank]] = data
-    raw = B.all_reduce_sum(buf).astype(np.uint8).tobytes()
-    return [json.loads(raw[end - size:end]) for size, end in zip(sizes, ends)]
 
 
 def pack_array(a: np.ndarray) -> dict:

@@ -1,172 +1,284 @@
-"""A training run on disk, and `train_run`, which sets one up and trains it.
+"""A training run: `train_run` sets one up, `train_loop` trains it, epoch after epoch.
 
-A run directory holds:
-    config.json      the resolved TrainConfig and the c_max actually used
-    metrics.jsonl    one JSON object per finished epoch (see train.epoch_record)
-    fosc/epoch_NNN.npy  final FOSC of every training example that epoch (dataset order)
-    checkpoint.pt | checkpoint.npz   weights, optimiser state and the epoch count, every epoch
-                     (and every N SGD steps with checkpoint_every=N: then also the batch
-                     position, the attack generator's state and the epoch's partial statistics)
-    summary.json     clean and PGD accuracy on the whole test set, at the end
+    train_run(cfg, out)
+        setup            backend, data, model, optimiser, the run directory (rundir.RunDir)
+        start | resume   c_max and config.json | the last checkpoint, the metric lines after it
+                         dropped
+        train_loop       per epoch: lr and c_t, Algorithm 1 (train.train_epoch) with the NaN
+                         check and the mid-epoch checkpoints after each SGD step, the test
+                         monitor, metrics.jsonl, fosc/, the checkpoint; then the final
+                         evaluation and summary.json
 
-Files are replaced atomically (temporary file, fsync, rename), so a crash leaves either the old
-or the new version, never a torn one. The checkpoint is the commit point: on resume, metric
-lines logged after it are dropped, and training continues from it (see docs/reliability.md).
+What the run tells its user goes to one `Reporter` (reporter.py). Randomness is derived from
+(seed, epoch) (epoch_state.py), so resuming at an epoch boundary reproduces the run exactly; a
+mid-epoch checkpoint adds the epoch's generator states and partial statistics, so resuming
+there is exact too. Under torchrun every rank runs this loop on its share of every batch
+(distributed.py) and only rank 0 writes.
 """
 from __future__ import annotations
 
 import functools
-import json
 import os
-from pathlib import Path
-from typing import Callable
+import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from minidyn import __version__
-from minidyn.backend import Backend, get_backend
+from minidyn.backend import Backend, Model, get_backend
 from minidyn.config import TrainConfig, cuda_index
-from minidyn.data import load_dataset
+from minidyn.data import Dataset, load_dataset
+from minidyn.distributed import check_batch_shares, check_finite_loss, from_rank_0
+from minidyn.epoch_state import EpochState, EpochStats, epoch_batches
 from minidyn.errors import CheckpointError, ConfigError, NumericalError
-from minidyn.fileio import atomic_write
-from minidyn.epoch_state import EpochState, EpochStats
-from minidyn.train import estimate_c_max, evaluate, fit
+from minidyn.methods import AttackPlan, attack_plan
+from minidyn.reporter import Reporter
+from minidyn.rundir import CHECKPOINT_NAMES, RunDir
+from minidyn.schedules import StepLR
+from minidyn.train import estimate_c_max, monitor, train_epoch
 
-CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
+__all__ = ["CHECKPOINT_NAMES", "Run", "RunDir", "backend_from_config", "c_t_warnings",
+           "check_batch_shares", "epoch_record", "run_epoch", "train_loop", "train_run"]
+
 # Options that may change between a run and its resumption without changing its result.
 RESUMABLE_CHANGES = {"data_dir", "device"}
 
 
-def _writes(method):
-    """A RunDir method that writes files: it does nothing where the RunDir is not writable
-    (ranks > 0 of a torchrun job; rank 0 writes for all)."""
-    @functools.wraps(method)
-    def guarded(self, *args, **kwargs):
-        if self.writable:
-            method(self, *args, **kwargs)
-    return guarded
+def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool = False,
+              checkpoint_every: int | None = None, reporter: Reporter | None = None) -> dict:
+    """Train `cfg` (resolving its defaults), writing the run directory `out` if given.
+
+    A checkpoint is written after every epoch and, with `checkpoint_every` N, after every N-th
+    SGD step (counted over the whole run) as well. `resume` continues the run in `out` from
+    its last checkpoint, exactly: the result is bit-identical to an uninterrupted run on the
+    same machine. Returns the summary: the final clean and PGD-`eval_steps` accuracy on the
+    whole test set. `reporter` is told the progress, each epoch's record and one-line notes
+    (what is resumed from where, warnings); by default nothing is said.
+    """
+    report = reporter if reporter is not None else Reporter()
+    run = setup(cfg.resolved(), out, resume, checkpoint_every)
+    if resume and run.files.has_run():
+        resume_from_checkpoint(run, report)
+    else:
+        start(run, resume, report)
+    return train_loop(run, report)
 
 
-class RunDir:
-    """The files of one run under `path`."""
+def train_loop(run: Run, report: Reporter) -> dict:
+    """The run from epoch run.start_epoch on: per epoch the lr and the attack (c_t), Algorithm 1
+    with the NaN check and the mid-epoch checkpoints after each SGD step, the test monitor, the
+    metrics line, the FOSC file and the checkpoint; then the final evaluation (returned)."""
+    cfg, backend, n = run.cfg, run.backend, len(run.train_set)
+    lr_schedule = StepLR(cfg.lr, tuple(cfg.lr_milestones))
+    test = functools.partial(monitor, backend, run.model, run.test_set, eps=cfg.eps,
+                             steps=cfg.eval_steps, batch_size=cfg.batch_size, seed=cfg.seed)
+    # a diverging run is caught explicitly (NumericalError), not by numpy's warnings
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(run.start_epoch, cfg.epochs):
+            started = time.perf_counter()
+            lr = lr_schedule.at(t)
+            backend.set_lr(run.optimizer, lr)
+            plan = attack_plan(cfg, t, run.c_max)  # the epoch's attack; Dynamic: c_t
+            state = run.epoch_state(t)
+            batches = epoch_batches(backend, run.train_set, state, t, cfg.seed, cfg.batch_size, cfg.augment)
+            for batch_loss in train_epoch(backend, run.model, run.optimizer, batches, plan, state,
+                                          eps=cfg.eps, record_fosc=cfg.record_fosc):
+                check_finite_loss(backend, batch_loss, t, state.batches)  # every rank, same batch
+                if run.checkpoint_due(t, state):
+                    run.save_checkpoint(t, state)
+                report.progress(t, min(n, state.batches * cfg.batch_size), n)
+            stats = state.stats(backend)  # summed over the ranks
+            record = epoch_record(t, cfg, plan, lr, stats, test(limit=cfg.eval_limit),
+                                  time.perf_counter() - started)
+            if run.files is not None:
+                run.check_weights(f"in epoch {t + 1}")  # before anything of this epoch is written
+                run.files.save_fosc(t, stats.fosc)
+                run.files.log(record)
+                run.save_checkpoint(t + 1)  # the commit point of the epoch
+            report.epoch(record)
+            if t == 0 and record["c_t"]:
+                for line in c_t_warnings(record["c_t"], stats.steps, cfg.steps):
+                    report.note(line)
+    final = test(limit=cfg.final_eval_limit)
+    summary = {"test_clean_acc": final["clean_acc"], f"test_pgd{cfg.eval_steps}_acc": final["pgd_acc"],
+               "test_n": len(run.test_set), "test_pgd_n": final["pgd_n"], "eps": cfg.eps,
+               "epochs": cfg.epochs, "c_max_used": run.c_max}
+    if run.files is not None:
+        run.files.write_json(run.files.summary, summary)
+    return summary
 
-    def __init__(self, path: str | os.PathLike, writable: bool = True):
-        self.writable = writable  # False on ranks > 0 of a torchrun job: only rank 0 writes
-        self.path = Path(path)
-        self.config = self.path / "config.json"
-        self.metrics = self.path / "metrics.jsonl"
-        self.summary = self.path / "summary.json"
-        self.fosc_dir = self.path / "fosc"
 
-    def checkpoint(self, backend: str) -> Path:
-        return self.path / CHECKPOINT_NAMES[backend]
+@dataclass
+class Run:
+    """What a run trains with and where it stands: the resolved config, the backend, the data,
+    model and optimiser, its directory (None: nothing is written), Dynamic's c_max, and the
+    epoch training starts at (with that epoch's saved state where a checkpoint stopped in it)."""
 
-    def has_run(self) -> bool:
-        """Whether a run was started here (its config.json was written)."""
-        return self.config.is_file()
+    cfg: TrainConfig
+    backend: Backend
+    train_set: Dataset
+    test_set: Dataset
+    model: Model
+    optimizer: Any
+    files: RunDir | None
+    checkpoint_every: int | None = None  # a mid-epoch checkpoint every N SGD steps of the run
+    c_max: float = 0.0
+    start_epoch: int = 0
+    resume_state: EpochState | None = None
 
-    def leftovers_only(self) -> bool:
-        """True if the directory is missing or holds only what a run killed before writing its
-        config.json can leave: an empty fosc/ directory and temporary files."""
-        if not self.path.exists():
-            return True
-        try:
-            for entry in self.path.iterdir():
-                if entry == self.fosc_dir and entry.is_dir() and not any(entry.iterdir()):
-                    continue
-                if _is_temporary(entry):
-                    continue
-                return False
-        except OSError:
+    def epoch_state(self, t: int) -> EpochState:
+        """Epoch t's state: the saved one where the run resumes inside epoch t, else a new one."""
+        if t == self.start_epoch and self.resume_state is not None:
+            return self.resume_state
+        return EpochState.begin(self.backend, self.cfg.seed, t, len(self.train_set))
+
+    def checkpoint_due(self, t: int, state: EpochState) -> bool:
+        """Whether the SGD step just taken gets a mid-epoch checkpoint: every checkpoint_every-th
+        step of the run, except an epoch's last (the epoch's own checkpoint follows)."""
+        if self.files is None or not self.checkpoint_every:
             return False
-        return True
+        per_epoch = -(-len(self.train_set) // self.cfg.batch_size)
+        step = t * per_epoch + state.batches  # SGD steps since the start of the run
+        return step % self.checkpoint_every == 0 and state.batches < per_epoch
 
-    @_writes
-    def prepare(self, resume: bool) -> None:
-        """Create the directory; refuse to overwrite a run unless resuming, or to resume nothing.
+    def save_checkpoint(self, epochs_done: int, state: EpochState | None = None) -> None:
+        """The checkpoint after `epochs_done` epochs (and `state.batches` batches of the next).
+        Every rank calls it (the state of every rank goes in); rank 0 writes it."""
+        cfg = self.cfg
+        if state is not None:
+            self.check_weights(f"at epoch {epochs_done + 1}, batch {state.batches}")
+        meta = {"epoch": epochs_done, "c_max": self.c_max, "model": cfg.model, "dataset": cfg.dataset,
+                "eps": cfg.eps, "input_shape": list(self.train_set.x.shape[1:]),
+                "num_classes": self.train_set.num_classes, "method": cfg.method}
+        if state is not None:
+            meta["progress"] = state.to_meta(self.backend)
+        if self.files.writable:
+            self.backend.save_checkpoint(str(self.files.checkpoint(cfg.backend)), self.model,
+                                         self.optimizer, meta)
 
-        `resume` where no run was started yet (killed before it wrote config.json) starts one.
-        """
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"--out {self.path} is a file, not a directory")
-        if resume and not self.has_run() and not self.leftovers_only():
-            raise ConfigError(f"--resume: {self.path} holds no minidyn run to resume (no config.json) "
-                              "and is not empty; choose another --out")
-        if not resume and self.path.exists() and any(self.path.iterdir()):
-            raise ConfigError(f"{self.path} is not empty; pass --resume to continue the run "
-                              "there, or choose another --out")
-        try:
-            self.fosc_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create --out {self.path}: {exc.strerror or exc}") from None
-        if not os.access(self.path, os.W_OK) or not os.access(self.fosc_dir, os.W_OK):
-            raise ConfigError(f"cannot write to --out {self.path}: permission denied")
-
-    @_writes
-    def remove_temporary_files(self) -> None:
-        """Delete the temporary files of writes that a crash interrupted (never the real files)."""
-        for folder in (self.path, self.fosc_dir):
-            if folder.is_dir():
-                for entry in folder.iterdir():
-                    if _is_temporary(entry) and entry.is_file():
-                        entry.unlink(missing_ok=True)
-
-    @_writes
-    def write_json(self, path: Path, obj: dict) -> None:
-        atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True))
-
-    def read_json(self, path: Path) -> dict:
-        try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
-            raise ConfigError(f"{path} cannot be read as a minidyn run file ({reason})") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{path} is not a minidyn run file (not a JSON object)")
-        return obj
-
-    @_writes
-    def log(self, record: dict) -> None:
-        """Append one epoch's record: the whole file is rewritten atomically (never a torn line)."""
-        records = self.read_metrics() + [record]
-        atomic_write(self.metrics, lambda f: f.writelines(json.dumps(r) + "\n" for r in records))
-
-    def read_metrics(self) -> list[dict]:
-        if not self.metrics.exists():
-            return []
-        try:
-            lines = self.metrics.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self.metrics} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-        records = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                raise ConfigError(f"{self.metrics}: line {number} is not a minidyn epoch record")
-            records.append(record)
-        return records
-
-    @_writes
-    def keep_metrics_before(self, epoch: int) -> None:
-        """Drop metric lines of epochs >= epoch (logged after the last checkpoint was written)."""
-        records = self.read_metrics()
-        kept = [r for r in records if r["epoch"] < epoch]
-        if kept != records or not self.metrics.exists():
-            atomic_write(self.metrics, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept))
-
-    @_writes
-    def save_fosc(self, t: int, fosc: np.ndarray) -> None:
-        atomic_write(self.fosc_dir / f"epoch_{t:03d}.npy", lambda f: np.save(f, fosc), mode="wb")
+    def check_weights(self, where: str) -> None:
+        if not weights_are_finite(self.backend, self.model):
+            raise NumericalError(f"the weights became NaN or infinite ({where}); lower --lr "
+                                 "(the last good checkpoint is kept)")
 
 
-def _is_temporary(entry: Path) -> bool:
-    """A temporary file of `atomic_write` (".NAME.XXXXXXXX.tmp")."""
-    return entry.name.startswith(".") and entry.name.endswith(".tmp")
+def setup(cfg: TrainConfig, out: str | os.PathLike | None, resume: bool,
+          checkpoint_every: int | None) -> Run:
+    """The backend, data, model, optimiser and run directory of a resolved `cfg`; ConfigError
+    for a run that cannot be trained, before anything is written."""
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
+    backend = backend_from_config(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and backend.world_size == 1:
+        raise ConfigError(f"torchrun trains with --backend torch; the {cfg.backend} backend runs in one process")
+    if checkpoint_every is not None:
+        backend.rng_state(backend.rng(0))  # ConfigError now where the backend cannot save its generator
+    train_set = load_dataset(cfg.dataset, "train", cfg.data_dir)
+    if cfg.limit is not None:
+        train_set = train_set.subset(cfg.limit)
+    test_set = load_dataset(cfg.dataset, "test", cfg.data_dir)
+    model = backend.make_model(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes, cfg.seed)
+    check_batch_shares(backend, model, cfg, len(train_set))
+    optimizer = backend.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    files = RunDir(out, writable=backend.rank == 0) if out is not None else None
+    if resume and files is None:
+        raise ConfigError("--resume needs the run directory (--out) to continue")
+    if files is not None:
+        files.prepare(resume)
+    return Run(cfg, backend, train_set, test_set, model, optimizer, files, checkpoint_every)
+
+
+def start(run: Run, resume: bool, report: Reporter) -> None:
+    """A new run: its c_max (`auto`: rank 0's estimate, so that c_t agrees on every rank even
+    where GPU kernels are not deterministic) and its config.json."""
+    cfg = run.cfg
+    if resume:
+        report.note(f"--resume: nothing was saved in {run.files.path} yet; starting the run from the beginning")
+        run.files.remove_temporary_files()
+    if cfg.c_max == "auto":
+        run.c_max = from_rank_0(run.backend, estimate_c_max(run.backend, run.model, run.train_set, cfg))
+    else:
+        run.c_max = float(cfg.c_max)
+    if run.files is not None:
+        run.files.write_json(run.files.config, {**cfg.to_dict(), "c_max_used": run.c_max, "version": __version__})
+
+
+def resume_from_checkpoint(run: Run, report: Reporter) -> None:
+    """Continue the run in run.files: the saved options must be the same; c_max is the saved one;
+    the model and optimiser come from the last checkpoint, metric lines after it are dropped."""
+    files, cfg = run.files, run.cfg
+    saved = files.read_json(files.config)
+    differing = config_differences(saved, cfg.to_dict())
+    if differing:
+        raise ConfigError("--resume with options that differ from the saved run: "
+                          + ", ".join(f"{k} ({saved.get(k)!r} saved, {getattr(cfg, k, None)!r} now)"
+                                      for k in differing))
+    run.c_max = saved.get("c_max_used")
+    if not isinstance(run.c_max, (int, float)) or isinstance(run.c_max, bool):
+        raise ConfigError(f"{files.config} records no c_max_used; it was not written by minidyn train")
+    run.start_epoch, run.resume_state = load_resume_point(run)
+    files.remove_temporary_files()
+    files.keep_metrics_before(run.start_epoch)
+    where = f"epoch {run.start_epoch + 1}" + (f", batch {run.resume_state.batches + 1}" if run.resume_state else "")
+    report.note(f"resuming {files.path} at {where}" if run.start_epoch < cfg.epochs
+                else f"{files.path}: all {cfg.epochs} epochs were trained; evaluating the final model")
+
+
+def load_resume_point(run: Run) -> tuple[int, EpochState | None]:
+    """Load the last checkpoint into the model and optimiser: (epochs done, state of the next
+    epoch when it stopped midway). (0, None) when the run stopped before its first checkpoint."""
+    cfg, n = run.cfg, len(run.train_set)
+    path = run.files.checkpoint(cfg.backend)
+    if not path.exists():
+        return 0, None
+    meta = run.backend.load_checkpoint(str(path), run.model, run.optimizer)
+    epoch = meta.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= cfg.epochs:
+        raise CheckpointError(f"{path} records epoch {epoch!r}, not one of 0..{cfg.epochs}")
+    progress = meta.get("progress")
+    if progress is None:
+        return epoch, None
+    if epoch >= cfg.epochs or not isinstance(progress, dict):
+        raise CheckpointError(f"{path} holds a mid-epoch state that does not fit the run")
+    try:
+        state = EpochState.from_meta(run.backend, progress, cfg.seed, epoch, n)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if state.batches > -(-n // cfg.batch_size):
+        raise CheckpointError(f"{path} holds a mid-epoch state past the end of the epoch")
+    return epoch, state
+
+
+def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, stats: EpochStats,
+                 test: dict, seconds: float) -> dict:
+    """The metrics.jsonl line of epoch t."""
+    trained = plan is not None
+    fosc = stats.fosc[np.isfinite(stats.fosc)]
+    return {
+        "epoch": t, "method": cfg.method,
+        "c_t": plan.stop_fosc if trained else None,
+        "pgd_steps": plan.steps if trained else 0,
+        "lr": lr, "train_loss": stats.loss, "train_acc": stats.acc,
+        "fosc_mean": float(fosc.mean()) if fosc.size else None,
+        "fosc_median": float(np.median(fosc)) if fosc.size else None,
+        "pgd_steps_mean": float(stats.steps.mean()),
+        "grad_evals": stats.grad_evals,
+        "test_clean_acc": test["clean_acc"], "test_clean_n": test["clean_n"],
+        "test_pgd_acc": test["pgd_acc"], "test_pgd_n": test["pgd_n"], "seconds": seconds,
+    }
+
+
+def run_epoch(backend: Backend, model: Model, optimizer, data: Dataset, cfg: TrainConfig, t: int,
+              plan: AttackPlan | None) -> EpochStats:
+    """One epoch of Algorithm 1 outside a run (tests, benchmarks): epoch t's batches of `data`
+    (this rank's shares), the NaN check after every step, the statistics summed over the ranks."""
+    state = EpochState.begin(backend, cfg.seed, t, len(data))
+    batches = epoch_batches(backend, data, state, t, cfg.seed, cfg.batch_size, cfg.augment)
+    for batch_loss in train_epoch(backend, model, optimizer, batches, plan, state, eps=cfg.eps,
+                                  record_fosc=cfg.record_fosc):
+        check_finite_loss(backend, batch_loss, t, state.batches)
+    return state.stats(backend)
 
 
 def backend_from_config(cfg: TrainConfig) -> Backend:
@@ -177,141 +289,14 @@ def backend_from_config(cfg: TrainConfig) -> Backend:
     return get_backend(cfg.backend, **cfg.extras)
 
 
-def check_batch_shares(B: Backend, model, cfg: TrainConfig, n: int) -> None:
-    """ConfigError if some process would get fewer examples of a batch than the model trains on
-    (a BatchNorm model needs 2); the smallest share is that of the last rank in the last batch."""
-    size = (n - 1) % cfg.batch_size + 1  # the last batch's
-    share, need = size // B.world_size, B.min_train_batch(model)
-    if share < need:
-        split = "" if B.world_size == 1 else f" split over {B.world_size} processes gives one of them {share}"
-        why = f"{cfg.model}'s BatchNorm needs at least {need}" if need > 1 else "every process needs at least 1"
-        raise ConfigError(f"a batch of {size} example{'s' * (size != 1)}{split}, and {why} to train; "
-                          f"change --batch-size or --limit ({n} training examples)")
-
-
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Names of the options whose values differ between a saved config and the current one."""
     keys = (set(saved) | set(current)) - RESUMABLE_CHANGES - {"c_max_used", "version"}
     return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
-def weights_are_finite(B: Backend, model) -> bool:
-    return all(np.isfinite(v).all() for v in B.get_params(model).values() if v.dtype.kind == "f")
-
-
-def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool = False,
-              checkpoint_every: int | None = None,
-              on_epoch: Callable[[dict], None] | None = None,
-              on_batch: Callable[[int, int], None] | None = None,
-              on_resume: Callable[[int, int], None] | None = None,
-              log: Callable[[str], None] | None = None) -> dict:
-    """Train `cfg` (resolving its defaults), writing the run directory `out` if given.
-
-    A checkpoint is written after every epoch and, with `checkpoint_every` N, after every N-th
-    SGD step (counted over the whole run) as well. `resume` continues the run in `out` from
-    its last checkpoint, exactly: the result is bit-identical to an uninterrupted run on the
-    same machine. Returns the summary: the final clean and PGD-`eval_steps` accuracy on the
-    whole test set. `log` receives one-line notes (what is resumed from where);
-    `on_resume(epoch, examples)` is told where training continues (examples done in that epoch).
-    """
-    cfg = cfg.resolved()
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
-    B = backend_from_config(cfg)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and B.world_size == 1:
-        raise ConfigError(f"torchrun trains with --backend torch; the {cfg.backend} backend runs in one process")
-    if checkpoint_every is not None:
-        B.rng_state(B.rng(0))  # ConfigError now where the backend cannot save its generator
-    train_set = load_dataset(cfg.dataset, "train", cfg.data_dir)
-    if cfg.limit is not None:
-        train_set = train_set.subset(cfg.limit)
-    test_set = load_dataset(cfg.dataset, "test", cfg.data_dir)
-    model = B.make_model(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes, cfg.seed)
-    check_batch_shares(B, model, cfg, len(train_set))
-    optimizer = B.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    run = RunDir(out, writable=B.rank == 0) if out is not None else None
-    say = log or (lambda line: None)
-    start_epoch, resume_state = 0, None
-    if resume and run is None:
-        raise ConfigError("--resume needs the run directory (--out) to continue")
-    if run is not None:
-        run.prepare(resume)
-    if resume and run is not None and run.has_run():
-        saved = run.read_json(run.config)
-        differing = config_differences(saved, cfg.to_dict())
-        if differing:
-            raise ConfigError("--resume with options that differ from the saved run: "
-                              + ", ".join(f"{k} ({saved.get(k)!r} saved, {getattr(cfg, k, None)!r} now)"
-                                          for k in differing))
-        c_max = saved.get("c_max_used")
-        if not isinstance(c_max, (int, float)) or isinstance(c_max, bool):
-            raise ConfigError(f"{run.config} records no c_max_used; it was not written by minidyn train")
-        start_epoch, resume_state = _load_resume_point(B, run, cfg, model, optimizer, len(train_set))
-        run.remove_temporary_files()
-        run.keep_metrics_before(start_epoch)
-        where = f"epoch {start_epoch + 1}" + (f", batch {resume_state.batches + 1}" if resume_state else "")
-        say(f"resuming {run.path} at {where}" if start_epoch < cfg.epochs
-            else f"{run.path}: all {cfg.epochs} epochs were trained; evaluating the final model")
-        if on_resume:
-            done = min(len(train_set), resume_state.batches * cfg.batch_size) if resume_state else 0
-            on_resume(start_epoch, done)
-    else:
-        if resume:
-            say(f"--resume: nothing was saved in {run.path} yet; starting the run from the beginning")
-            run.remove_temporary_files()
-        c_max = estimate_c_max(B, model, train_set, cfg) if cfg.c_max == "auto" else float(cfg.c_max)
-        if run is not None:
-            run.write_json(run.config, {**cfg.to_dict(), "c_max_used": c_max, "version": __version__})
-
-    batches_per_epoch = -(-len(train_set) // cfg.batch_size)
-
-    def check_weights(where: str) -> None:
-        if not weights_are_finite(B, model):
-            raise NumericalError(f"the weights became NaN or infinite ({where}); lower --lr "
-                                 "(the last good checkpoint is kept)")
-
-    def save_checkpoint(epochs_done: int, state: EpochState | None = None) -> None:
-        """The checkpoint after `epochs_done` epochs (and `state.batches` batches of the next)."""
-        if state is not None:
-            check_weights(f"at epoch {epochs_done + 1}, batch {state.batches}")
-        meta = {"epoch": epochs_done, "c_max": c_max, "model": cfg.model, "dataset": cfg.dataset,
-                "eps": cfg.eps, "input_shape": list(train_set.x.shape[1:]),
-                "num_classes": train_set.num_classes, "method": cfg.method}
-        if state is not None:
-            meta["progress"] = state.to_meta(B)
-        if run.writable:
-            B.save_checkpoint(str(run.checkpoint(cfg.backend)), model, optimizer, meta)
-
-    def after_step(t: int, state: EpochState) -> None:
-        step = t * batches_per_epoch + state.batches  # SGD steps since the start of the run
-        if step % checkpoint_every == 0 and state.batches < batches_per_epoch:
-            save_checkpoint(t, state)  # the end of an epoch has its own checkpoint
-
-    def end_of_epoch(t: int, record: dict, stats: EpochStats) -> None:
-        if run is not None:
-            check_weights(f"in epoch {t + 1}")  # before anything of this epoch is written
-            run.save_fosc(t, stats.fosc)
-            run.log(record)
-            save_checkpoint(t + 1)
-        if on_epoch:
-            on_epoch(record)
-        if t == 0 and record["c_t"]:
-            for line in c_t_warnings(record["c_t"], stats.steps, cfg.steps):
-                say(line)
-
-    # a diverging run is caught explicitly (NumericalError above), not by numpy's warnings
-    with np.errstate(over="ignore", invalid="ignore"):
-        fit(cfg, B, model, optimizer, train_set, test_set, c_max=c_max, start_epoch=start_epoch,
-            resume=resume_state, end_of_epoch=end_of_epoch, on_batch=on_batch,
-            on_step=after_step if run is not None and checkpoint_every else None)
-    final = evaluate(B, model, test_set, eps=cfg.eps, steps=cfg.eval_steps,
-                     batch_size=cfg.batch_size, seed=cfg.seed, limit=cfg.final_eval_limit)
-    summary = {"test_clean_acc": final["clean_acc"], f"test_pgd{cfg.eval_steps}_acc": final["pgd_acc"],
-               "test_n": len(test_set), "test_pgd_n": final["pgd_n"], "eps": cfg.eps,
-               "epochs": cfg.epochs, "c_max_used": c_max}
-    if run is not None:
-        run.write_json(run.summary, summary)
-    return summary
+def weights_are_finite(backend: Backend, model) -> bool:
+    return all(np.isfinite(v).all() for v in backend.get_params(model).values() if v.dtype.kind == "f")
 
 
 def c_t_warnings(c_t: float, steps: np.ndarray, k: int) -> list[str]:
@@ -329,28 +314,3 @@ def c_t_warnings(c_t: float, steps: np.ndarray, k: int) -> list[str]:
         return [f"warning: c_t {c_t:g} stopped no example before {k} PGD steps (their FOSC stays "
                 f"above it), so Dynamic trained as Standard; {hint}"]
     return []
-
-
-def _load_resume_point(B: Backend, run: RunDir, cfg: TrainConfig, model, optimizer,
-                       n: int) -> tuple[int, EpochState | None]:
-    """Load the last checkpoint into model and optimizer: (epochs done, state of the next epoch
-    when it stopped midway). (0, None) when the run stopped before its first checkpoint."""
-    path = run.checkpoint(cfg.backend)
-    if not path.exists():
-        return 0, None
-    meta = B.load_checkpoint(str(path), model, optimizer)
-    epoch = meta.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= cfg.epochs:
-        raise CheckpointError(f"{path} records epoch {epoch!r}, not one of 0..{cfg.epochs}")
-    progress = meta.get("progress")
-    if progress is None:
-        return epoch, None
-    if epoch >= cfg.epochs or not isinstance(progress, dict):
-        raise CheckpointError(f"{path} holds a mid-epoch state that does not fit the run")
-    try:
-        state = EpochState.from_meta(B, progress, cfg.seed, epoch, n)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    if state.batches > -(-n // cfg.batch_size):
-        raise CheckpointError(f"{path} holds a mid-epoch state past the end of the epoch")
-    return epoch, state

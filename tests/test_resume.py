@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 from minidyn.config import TrainConfig
+from minidyn.reporter import Notes
 from minidyn.runs import backend_from_config, train_run
 
 
@@ -60,8 +61,8 @@ def reference(tiny_mnist, tmp_path_factory):
 
 def crash_at_checkpoint(monkeypatch, cfg, number, when):
     """Make the `number`-th checkpoint write raise Crash, `when` "before" or "after" it."""
-    B = backend_from_config(cfg.resolved())
-    real, calls = B.save_checkpoint, []
+    backend = backend_from_config(cfg.resolved())
+    real, calls = backend.save_checkpoint, []
 
     def save(*args, **kwargs):
         calls.append(1)
@@ -71,7 +72,7 @@ def crash_at_checkpoint(monkeypatch, cfg, number, when):
         if len(calls) == number and when == "after":
             raise Crash
 
-    monkeypatch.setattr(B, "save_checkpoint", save)
+    monkeypatch.setattr(backend, "save_checkpoint", save)
 
 
 # 3 epochs x 3 steps with a checkpoint every 2 steps: mid-epoch ones after steps 2, 4, 8 and
@@ -86,9 +87,9 @@ def test_a_crash_at_any_checkpoint_resumes_exactly(tiny_mnist, tmp_path, monkeyp
         train_run(cfg, out, checkpoint_every=2)
     monkeypatch.undo()
     (out / ".checkpoint.npz.x1y2z3.tmp").write_bytes(b"torn")  # a write that SIGKILL cut short
-    notes = []
-    train_run(cfg, out, resume=True, checkpoint_every=2, log=notes.append)
-    assert notes[0].startswith("resuming") or "all 3 epochs were trained" in notes[0]
+    notes = Notes()
+    train_run(cfg, out, resume=True, checkpoint_every=2, reporter=notes)
+    assert notes.lines[0].startswith("resuming") or "all 3 epochs were trained" in notes.lines[0]
     assert run_files(out) == reference  # weights, momentum, metrics, FOSC files, summary
 
 
@@ -118,9 +119,9 @@ def test_resume_after_the_end_only_evaluates_again(tiny_mnist, tmp_path, referen
     cfg, out = small_config(tiny_mnist), tmp_path / "run"
     train_run(cfg, out)
     (out / "summary.json").unlink()  # killed during the final evaluation
-    notes = []
-    train_run(cfg, out, resume=True, log=notes.append)
-    assert "all 3 epochs were trained" in notes[0]
+    notes = Notes()
+    train_run(cfg, out, resume=True, reporter=notes)
+    assert "all 3 epochs were trained" in notes.lines[0]
     assert run_files(out) == reference
 
 
@@ -129,9 +130,9 @@ def test_resume_before_anything_was_saved_starts_the_run(tiny_mnist, tmp_path, r
     cfg, out = small_config(tiny_mnist), tmp_path / "run"
     (out / "fosc").mkdir(parents=True)
     (out / ".config.json.abc.tmp").write_text("{")
-    notes = []
-    train_run(cfg, out, resume=True, log=notes.append)
-    assert "starting the run from the beginning" in notes[0]
+    notes = Notes()
+    train_run(cfg, out, resume=True, reporter=notes)
+    assert "starting the run from the beginning" in notes.lines[0]
     assert run_files(out) == reference
     # and with no directory at all (killed while still importing)
     train_run(cfg, tmp_path / "never-made", resume=True)
@@ -185,8 +186,8 @@ def test_an_existing_run_is_never_overwritten_without_resume(tiny_mnist, tmp_pat
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_path, monkeypatch):
     """The loss turns NaN in epoch 2 (its second step): exit 3, one line, checkpoint of epoch 1."""
     cfg = small_config(tiny_mnist).resolved()
-    B = backend_from_config(cfg)
-    out, real_step, calls, saved = tmp_path / "run", B.train_step, [], {}
+    backend = backend_from_config(cfg)
+    out, real_step, calls, saved = tmp_path / "run", backend.train_step, [], {}
 
     def train_step(*args):
         calls.append(1)
@@ -196,7 +197,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist
             return float("nan"), correct
         return loss, correct
 
-    monkeypatch.setattr(B, "train_step", train_step)
+    monkeypatch.setattr(backend, "train_step", train_step)
     r = cli("train", *tiny_args(tiny_mnist), "--out", out)
     assert r.exit_code == 3
     assert r.stderr.splitlines()[-1] == ("Error: training loss became nan at epoch 2, batch 2; "
@@ -208,25 +209,25 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_a_huge_learning_rate_diverges_cleanly(tiny_mnist, tmp_path, backend):
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_a_huge_learning_rate_diverges_cleanly(tiny_mnist, tmp_path, name):
     """A real divergence, with a checkpoint after every step: whatever is on disk is finite."""
-    if backend == "torch":
+    if name == "torch":
         pytest.importorskip("torch")
     out = tmp_path / "run"  # an MLP: a linear model's weights grow only linearly in the lr
-    args = [{"numpy": backend, "softmax": "mlp"}.get(a, a) for a in tiny_args(tiny_mnist)]
+    args = [{"numpy": name, "softmax": "mlp"}.get(a, a) for a in tiny_args(tiny_mnist)]
     r = cli("train", *args, "--lr", "1e12", "--checkpoint-every", "1", "--out", out)
     assert r.exit_code == 3, r.output
     last = r.stderr.splitlines()[-1]
     assert last.startswith("Error: ") and ("nan" in last or "inf" in last or "NaN" in last)
     assert "RuntimeWarning" not in r.stderr and "Traceback" not in r.stderr
-    cfg = small_config(tiny_mnist, backend=backend, lr=1e12).resolved()
-    B = backend_from_config(cfg)
-    model = B.make_model("mlp", (1, 28, 28), 10, seed=0)
-    ckpt = out / ("checkpoint.pt" if backend == "torch" else "checkpoint.npz")
+    cfg = small_config(tiny_mnist, backend=name, lr=1e12).resolved()
+    backend = backend_from_config(cfg)
+    model = backend.make_model("mlp", (1, 28, 28), 10, seed=0)
+    ckpt = out / ("checkpoint.pt" if name == "torch" else "checkpoint.npz")
     if ckpt.exists():
-        B.load_checkpoint(str(ckpt), model)
-        assert all(np.isfinite(v).all() for v in B.get_params(model).values())
+        backend.load_checkpoint(str(ckpt), model)
+        assert all(np.isfinite(v).all() for v in backend.get_params(model).values())
 
 
 # --- the real thing: SIGKILL a `minidyn train` process, resume it ---------------------------------

@@ -1,23 +1,28 @@
-"""The training loop: one epoch of each method, determinism, and augmentation."""
+"""Algorithm 1: one epoch of each method, determinism, augmentation, resuming inside an epoch
+and the ranks' shares of a batch."""
+import copy
+
 import numpy as np
 import pytest
 
 from minidyn import get_backend
 from minidyn.config import METHODS, TrainConfig
 from minidyn.data import load_dataset
+from minidyn.epoch_state import EpochState, epoch_batches
 from minidyn.methods import attack_plan
+from minidyn.runs import run_epoch
 from minidyn.train import train_epoch
 
 DATA = load_dataset("mnist-sample", "train").subset(128)
 
 
 def one_epoch(**kw):
-    B = get_backend("numpy")
+    backend = get_backend("numpy")
     cfg = TrainConfig(backend="numpy", epochs=4, batch_size=64, **kw).resolved()
-    model = B.make_model("mlp", (1, 28, 28), 10, seed=0)
-    opt = B.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    stats = train_epoch(B, model, opt, DATA, cfg, 0, attack_plan(cfg, 0))
-    return stats, B.get_params(model)
+    model = backend.make_model("mlp", (1, 28, 28), 10, seed=0)
+    opt = backend.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    stats = run_epoch(backend, model, opt, DATA, cfg, 0, attack_plan(cfg, 0))
+    return stats, backend.get_params(model)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -49,3 +54,61 @@ def test_augmentation_is_applied_and_reproducible():
     aug2, p2 = one_epoch(method="unsecured", augment=True)
     assert all(np.array_equal(p1[k], p2[k]) for k in p1)
     assert not all(np.array_equal(p0[k], p1[k]) for k in p0)
+
+
+def test_algorithm_1_yields_after_every_sgd_step_and_records_every_example():
+    backend = get_backend("numpy")
+    cfg = TrainConfig(backend="numpy", epochs=4, batch_size=48, method="dynamic").resolved()
+    model = backend.make_model("mlp", (1, 28, 28), 10, seed=0)
+    opt = backend.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    state = EpochState.begin(backend, cfg.seed, 0, len(DATA))
+    batches = epoch_batches(backend, DATA, state, 0, cfg.seed, cfg.batch_size)
+    losses = list(train_epoch(backend, model, opt, batches, attack_plan(cfg, 0), state, eps=cfg.eps))
+    assert len(losses) == state.batches == 3  # 128 examples in batches of 48, 48, 32
+    assert state.loss_sum == sum(losses) and np.isfinite(state.fosc).all()
+    assert 1 <= state.steps.min() and state.steps.max() <= cfg.steps
+
+
+def test_an_epoch_continued_from_its_state_is_the_epoch_uninterrupted():
+    """What a mid-epoch resume does: the same state, the batches from state.batches on."""
+    backend = get_backend("numpy")
+    cfg = TrainConfig(backend="numpy", epochs=4, batch_size=32, method="dynamic", augment=True).resolved()
+    plan = attack_plan(cfg, 0)
+
+    def fresh():
+        model = backend.make_model("mlp", (1, 28, 28), 10, seed=0)
+        return model, backend.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+    def steps(model, opt, state, n=None):
+        batches = epoch_batches(backend, DATA, state, 0, cfg.seed, cfg.batch_size, cfg.augment)
+        for number, _ in enumerate(train_epoch(backend, model, opt, batches, plan, state, eps=cfg.eps), 1):
+            if number == n:
+                return
+
+    model, opt = fresh()
+    whole = EpochState.begin(backend, cfg.seed, 0, len(DATA))
+    steps(model, opt, whole)
+    model2, opt2 = fresh()
+    part = EpochState.begin(backend, cfg.seed, 0, len(DATA))
+    steps(model2, opt2, part, n=2)
+    assert part.batches == 2
+    steps(model2, opt2, part)  # the generator starts again at batch 3
+    assert part.batches == whole.batches == 4
+    np.testing.assert_array_equal(part.fosc, whole.fosc)
+    assert all(np.array_equal(v, backend.get_params(model2)[k]) for k, v in backend.get_params(model).items())
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_the_ranks_shares_partition_every_global_batch(world):
+    backend = get_backend("numpy")
+    state = EpochState.begin(backend, 0, 0, len(DATA))
+    shares = []
+    for rank in range(world):
+        as_rank = copy.copy(backend)
+        as_rank.rank, as_rank.world_size = rank, world
+        shares.append(list(epoch_batches(as_rank, DATA, state, 0, 0, 33)))
+    whole = list(epoch_batches(backend, DATA, state, 0, 0, 33))
+    for number, batch in enumerate(whole):
+        parts = [s[number] for s in shares]
+        np.testing.assert_array_equal(np.concatenate([p.index for p in parts]), batch.index)
+        assert all(p.size == len(batch.index) for p in parts)  # each rank knows the global size
