@@ -40,6 +40,11 @@ class Group(click.Group):
             raise UserError(error) from None
 
 
+# The quickstart's budget (README, "Choices made for the quickstart"), used when neither --epochs
+# nor --preset is given; with --epochs E the schedule takes the paper's fractions of E.
+QUICKSTART = {"epochs": 10, "lr_milestones": [7, 10], "eval_limit": 200}
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="minidyn")
 def main():
@@ -58,7 +63,7 @@ def main():
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset files are.")
 @click.option("--model", help="Model name (softmax, mlp; torch also cnn4, cnn8, wrn-D-W, preact-resnet18/50).  [default: torch: cnn4, cifar10 cnn8; numpy/cupy: mlp]")
 @click.option("--method", type=click.Choice(METHODS), help="Training method.  [default: dynamic]")
-@click.option("--epochs", type=int, help="Training epochs.  [default: 15]")
+@click.option("--epochs", type=int, help="Training epochs; without it (and --preset), the quickstart: 10 epochs, lr /10 at epochs 7 and 10, monitor on 200 test examples.  [default: 10]")
 @click.option("--batch-size", type=int, help="Mini-batch size.  [default: 32]")
 @click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: mnist 0.3, fashion-mnist 0.1, cifar10 8/255]")
 @click.option("--step-size", type=float, help="PGD step size.  [default: eps/4]")
@@ -68,10 +73,10 @@ def main():
 @click.option("--curriculum-epochs", type=int, help="Curriculum: epochs to ramp PGD steps from 0 (clean) to K.  [default: T']")
 @click.option("--fgsm-epochs", type=int, help="FGSM-PGD: epochs trained with FGSM first.  [default: epochs / 6, the paper's 20 of 120]")
 @click.option("--lr", type=float, help="Initial learning rate (SGD, momentum 0.9, weight decay 1e-4).  [default: 0.01]")
-@click.option("--lr-milestones", callback=epoch_list, help="Epochs (counted from 1) from which lr /= 10, e.g. 20,40.  [default: 0.4 and 0.8 * epochs; cifar10 60 and 100 of 120]")
+@click.option("--lr-milestones", callback=epoch_list, help="Epochs (counted from 1) from which lr /= 10, e.g. 20,40.  [default: with --epochs, 0.4 and 0.8 * epochs (cifar10: 60 and 100 of 120); the quickstart: 7,10]")
 @click.option("--seed", type=int, help="Seed of every random choice.  [default: 0]")
 @click.option("--limit", type=int, help="Train on the first N training examples.")
-@click.option("--eval-limit", type=int, help="Test examples attacked after each epoch.  [default: 500]")
+@click.option("--eval-limit", type=int, help="Test examples attacked after each epoch.  [default: 500; the quickstart: 200]")
 @click.option("--final-eval-limit", type=int, help="Test examples attacked by the final evaluation.  [default: all]")
 @click.option("--eval-steps", type=int, help="PGD steps of the test accuracy after each epoch and at the end.  [default: 20]")
 @click.option("--attack-mode", type=click.Choice(["eval", "train"]), help="Model mode while attacking (BatchNorm).  [default: eval]")
@@ -86,13 +91,15 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
     """Train a model with one of the five methods and write a run directory.
 
     Defaults are the paper's MNIST settings (eps 0.3, cnn4, PGD-10 with step eps/4, SGD lr
-    0.01, c_max 0.5), on the embedded 10,000-digit MNIST sample, for 15 epochs. Another
+    0.01, c_max 0.5), on the embedded 10,000-digit MNIST sample, with the quickstart's budget
+    when --epochs is not given (10 epochs, lr /10 at epochs 7 and 10, the per-epoch test
+    monitor on 200 examples; README, "Choices made for the quickstart"). Another
     --dataset brings its own eps, model and schedule where none is given (fashion-mnist: eps
     0.1; cifar10: 8/255, cnn8 and the paper's CIFAR-10 schedule); the first line says which.
     """
     from minidyn.runs import train_run
 
-    values = {"epochs": 15}
+    values = dict(QUICKSTART) if preset is None and options["epochs"] is None else {}
     values.update(load_preset(preset) if preset else {})
     values.update({k: v for k, v in options.items() if v is not None})
     extras = {k: v for k, v in (("amp", amp), ("channels_last", channels_last), ("compile", compile_)) if v}

@@ -156,3 +156,17 @@ def test_numpy_training_works_without_torch(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def test_without_epochs_the_quickstart_budget_is_trained(tmp_path):
+    """README: no --epochs means 10 epochs, lr /10 at epochs 7 and 10, monitor on 200 examples;
+    --epochs E brings the paper's fractions of E back."""
+    small = ["--backend", "numpy", "--limit", "64", "--batch-size", "64", "--eval-steps", "1",
+             "--final-eval-limit", "8"]
+    r = run("train", *small, "--out", str(tmp_path / "q"))
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert (cfg["epochs"], cfg["lr_milestones"], cfg["eval_limit"]) == (10, [7, 10], 200)
+    r = run("train", *small, "--epochs", "5", "--out", str(tmp_path / "e"))
+    cfg = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert (cfg["epochs"], cfg["lr_milestones"], cfg["eval_limit"]) == (5, [2, 4], 500)
