@@ -3,7 +3,7 @@
 
     python benchmarks/dynamic_vs_standard.py                 # torch CPU, cnn4, 2048 mnist-sample digits
 
-Both epochs run `minidyn.train.train_epoch` from the same weights (a model first trained
+Both epochs run `minidyn.runs.run_epoch` (Algorithm 1, `minidyn.train.train_epoch`) from the same weights (a model first trained
 naturally for --pretrain-epochs, so that FOSC values are those of a model in training), the same
 data order and the same random starts; they differ only in the attack plan:
 
