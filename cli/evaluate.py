@@ -177,8 +177,9 @@ def echo_sanity(result, flags: list[str], note: str | None, white_box: bool) -> 
             click.echo(f"  ! {flag}")
         return
     done = checks_applied(result, white_box)
-    click.echo("sanity checks passed (differences beyond noise would be flagged): " + "; ".join(done)
-               if done else "sanity checks: none applies to these attacks")
+    click.echo("sanity checks passed:" if done else "sanity checks: none applies to these attacks")
+    for line in done:
+        click.echo(f"  {line}")
 
 
 COST = "grad_evals_per_example"

@@ -365,11 +365,13 @@ def _check_flags(checks: dict) -> list[str]:
 
 def checks_applied(result: EvalResult, white_box: bool = False) -> list[str]:
     """What sanity_flags verified for this result (for a "passed" line), in accuracy terms."""
-    orderings = _orderings(result)
-    out = [f"{ATTACKS[a].label} accuracy <= {ATTACKS[b].label} accuracy" for a, b, _ in orderings
-           if b != "clean"]
-    if any(b == "clean" for _, b, _ in orderings):
-        out.insert(0, "every attack's accuracy <= clean accuracy")
+    below = {}  # b -> the attacks whose accuracy should be <= b's, in table order
+    for a, b, _ in _orderings(result):
+        below.setdefault(b, []).append(ATTACKS[a].label)
+    out = ["every attack's accuracy <= clean accuracy"] if below.pop("clean", None) else []
+    for b, labels in below.items():
+        names = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+        out.append(f"{names} accuracy <= {ATTACKS[b].label} accuracy")
     out = [f"{line}, within noise" for line in out]
     if white_box:
         out.append("black-box accuracy >= white-box accuracy, within noise")

@@ -135,7 +135,7 @@ def test_sanity_lines_are_worded_in_accuracy_terms():
     assert flags[0].startswith("PGD-20 accuracy (100.00%) is above PGD-10 accuracy (50.00%)")
     applied = checks_applied(fake({"clean": ones, "fgsm": half, "pgd10": half, "pgd20": half}))
     assert "PGD-20 accuracy <= PGD-10 accuracy, within noise" in applied
-    assert "PGD-10 accuracy <= FGSM accuracy, within noise" in applied
+    assert "PGD-10 and PGD-20 accuracy <= FGSM accuracy, within noise" in applied
     assert not any("below" in line for line in applied)
 
 
