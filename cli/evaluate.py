@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -115,7 +116,7 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
     echo_sanity(result, flags, note, white_box is not None)
 
 
-def load_source(source, path, meta: dict, device) -> tuple[tuple | None, "Path | None"]:
+def load_source(source, path, meta: dict, device) -> tuple[tuple | None, Path | None]:
     """((backend, model), its checkpoint) of the --source surrogate, (None, None) without one;
     ConfigError when it takes other inputs or classes than the target `path` (meta: its meta)."""
     if source is None:
@@ -204,7 +205,7 @@ def saved_eval(checkpoint) -> dict | None:
     return evaluation if usable else None
 
 
-def resolve_runs(runs) -> tuple[list[tuple[str, "Path"]], list[str]]:
+def resolve_runs(runs) -> tuple[list[tuple[str, Path]], list[str]]:
     """([(RUN, its checkpoint)] with each checkpoint once, [notes on RUNs given twice]);
     ConfigError naming every RUN that is missing or holds no checkpoint, before anything is
     evaluated."""

@@ -75,3 +75,25 @@ def tiny_mnist(tmp_path_factory):
         data = load_dataset("mnist-sample", split)
         _write_idx_pair(directory, prefix, data.x[:n, 0], data.y[:n])
     return directory
+
+
+@pytest.fixture
+def run_documented_code(tmp_path):
+    """run(text, section, shown_after) -> runs the first ```python block after the heading
+    `section` of a document as a script and asserts that it prints the indented block that
+    follows the line starting with `shown_after` (whitespace-insensitive)."""
+    import re
+    import subprocess
+    import sys
+
+    def run(text: str, section: str, shown_after: str) -> None:
+        part = text.split(section, 1)[1]
+        code = re.search(r"```python\n(.*?)```", part, re.S).group(1)
+        shown = re.search(re.escape(shown_after) + r"[^\n]*\n(?:[^\n]+\n)*?\n((?:    [^\n]*\n)+)", part).group(1)
+        script = tmp_path / "documented.py"
+        script.write_text(code)
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == shown.split()
+
+    return run

@@ -16,14 +16,6 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    r = run("train", "--backend", "numpy", "--limit", "256", "--epochs", "2", "--eval-limit", "64",
-            "--eval-steps", "2", "--batch-size", "256", "--out", out)
-    assert r.exit_code == 0, r.output
-    return out
-
 
 def test_analyze_writes_numbers_and_figures(tiny_run, tmp_path):
     pytest.importorskip("matplotlib")  # the `plot` extra; without it see the test below

@@ -2,7 +2,6 @@
 `compare`: test_cli_compare.py)."""
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from minidyn.cli.main import main
@@ -13,14 +12,6 @@ FAST = ["--limit", "48", "--batch-size", "32", "--apgd-steps", "5"]
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    r = run("train", "--backend", "numpy", "--limit", "256", "--epochs", "2", "--eval-limit", "64",
-            "--eval-steps", "2", "--batch-size", "256", "--out", out)
-    assert r.exit_code == 0, r.output
-    return out
 
 
 def test_eval_json_holds_every_requested_attack(tiny_run):
