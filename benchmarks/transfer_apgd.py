@@ -37,8 +37,8 @@ import minidyn  # noqa: E402
 from minidyn.apgd import apgd  # noqa: E402
 from minidyn.cli.params import Eps  # noqa: E402
 from minidyn.data import load_dataset  # noqa: E402
-from minidyn.checkpoints import checkpoint_in, load_checkpoint  # noqa: E402
-from minidyn.evaluate import craft  # noqa: E402
+from minidyn.evaluation.checkpoints import checkpoint_in, load_checkpoint  # noqa: E402
+from minidyn.evaluation.evaluate import craft  # noqa: E402
 from minidyn.data.batches import batch_indices, to_backend  # noqa: E402
 
 

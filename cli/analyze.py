@@ -1,4 +1,4 @@
-"""`minidyn analyze RUN_DIR`: the paper's FOSC figures redrawn from a run (minidyn.analysis)."""
+"""`minidyn analyze RUN_DIR`: the paper's FOSC figures redrawn from a run (minidyn.evaluation.analysis)."""
 from __future__ import annotations
 
 import click
@@ -71,7 +71,7 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_g
     PGD-10 accuracy against the test eps (Fig 4a). Numbers go to CSV and analysis.json, figures
     to PNG (with matplotlib).
     """
-    from minidyn.analysis import FIG_ATTACK, analyze_run
+    from minidyn.evaluation.analysis import FIG_ATTACK, analyze_run
     from minidyn.cli.evaluate import progress
 
     if limit is not None and limit < 1:
@@ -102,7 +102,7 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_g
 
 def _echo_fig1a(fig1a: dict) -> None:
     """The Fig 1a lines of analysis.json's "fig1a", with a note when the range misses most examples."""
-    from minidyn.analysis import FIG_ATTACK, describe_corr
+    from minidyn.evaluation.analysis import FIG_ATTACK, describe_corr
 
     lo, hi = fig1a["fosc_range"]
     inside = fig1a["n"] - fig1a["n_below"] - fig1a["n_above"] - fig1a["n_nan"]

@@ -3,7 +3,7 @@
 `minidyn eval --save` writes eval.json (white-box) or eval-blackbox.json (with --source) next
 to the checkpoint, the object `eval --json` prints; `minidyn compare` reads RUN/eval.json where
 it exists and evaluates the run otherwise, then aggregates runs that differ only in seed with
-minidyn.aggregate (the module the study report shares). Registered on the `minidyn` group at
+minidyn.evaluation.aggregate (the module the study report shares). Registered on the `minidyn` group at
 the end of cli/main.py.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from minidyn.attack_table import ATTACKS, DEFAULT_ATTACKS, WORST, WORST_LABEL
+from minidyn.evaluation.attack_table import ATTACKS, DEFAULT_ATTACKS, WORST, WORST_LABEL
 from minidyn.cli.params import Eps
 from minidyn.errors import ConfigError
 
@@ -37,7 +37,7 @@ def progress(label: str, total: int):
 
 def test_set(meta: dict, dataset: str | None, data_dir: str | None, checkpoint: str):
     """The test split the checkpoint was trained on (or --dataset/--data-dir)."""
-    from minidyn.checkpoints import run_config
+    from minidyn.evaluation.checkpoints import run_config
     from minidyn.data import load_dataset
 
     name = dataset or meta.get("dataset")
@@ -84,8 +84,8 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
     it survives every attack. Sanity flags point at results that look like gradient masking.
     """
     from minidyn import __version__
-    from minidyn.checkpoints import checkpoint_in, load_checkpoint
-    from minidyn.evaluate import evaluate_attacks, format_table, parse_attacks, sanity_flags
+    from minidyn.evaluation.checkpoints import checkpoint_in, load_checkpoint
+    from minidyn.evaluation.evaluate import evaluate_attacks, format_table, parse_attacks, sanity_flags
 
     names = parse_attacks(attacks or list(DEFAULT_ATTACKS))
     path = checkpoint_in(checkpoint)
@@ -121,7 +121,7 @@ def load_source(source, path, meta: dict, device) -> tuple[tuple | None, Path | 
     ConfigError when it takes other inputs or classes than the target `path` (meta: its meta)."""
     if source is None:
         return None, None
-    from minidyn.checkpoints import architecture, checkpoint_in, load_checkpoint
+    from minidyn.evaluation.checkpoints import architecture, checkpoint_in, load_checkpoint
 
     source_path = checkpoint_in(source)
     source_backend, source_model, source_meta = load_checkpoint(source_path, device)
@@ -168,7 +168,7 @@ def eval_header(path, meta: dict, data, result, mode: str) -> str:
 
 def echo_sanity(result, flags: list[str], note: str | None, white_box: bool) -> None:
     """The lines after the table: the note, then the sanity flags or the checks that passed."""
-    from minidyn.evaluate import checks_applied
+    from minidyn.evaluation.evaluate import checks_applied
 
     if note:
         click.echo(note)
@@ -211,7 +211,7 @@ def resolve_runs(runs) -> tuple[list[tuple[str, Path]], list[str]]:
     evaluated."""
     from pathlib import Path
 
-    from minidyn.checkpoints import checkpoint_in
+    from minidyn.evaluation.checkpoints import checkpoint_in
     from minidyn.errors import CheckpointError
 
     bad, out, seen, twice = [], [], {}, []
@@ -235,7 +235,7 @@ def resolve_runs(runs) -> tuple[list[tuple[str, Path]], list[str]]:
 
 
 def _cell(summary: dict, runs: int, column: str) -> str:
-    from minidyn.aggregate import format_summary
+    from minidyn.evaluation.aggregate import format_summary
 
     return format_summary(summary, runs, digits=1 if column == COST else 2)
 
@@ -285,8 +285,8 @@ def compare_command(runs, limit, batch_size, seed, apgd_steps, device, baseline,
     clean, FGSM, PGD-10/20, CW-inf and APGD-CE) on the first --limit test examples. Every RUN
     is checked before anything is evaluated.
     """
-    from minidyn.aggregate import group_runs, summarize_groups
-    from minidyn.checkpoints import run_config
+    from minidyn.evaluation.aggregate import group_runs, summarize_groups
+    from minidyn.evaluation.checkpoints import run_config
 
     check_outputs(as_json, csv_path)
     found, twice = resolve_runs(runs)
@@ -360,7 +360,7 @@ def echo_json(table, eps, n, baseline, warnings) -> None:
 def plan_runs(found) -> list[dict]:
     """Per run: its white-box eval.json, or {"eps", "data"} to evaluate it with, read for every
     run before any is evaluated (the checkpoint's meta, its eps and its test set)."""
-    from minidyn.checkpoints import read_meta, run_config
+    from minidyn.evaluation.checkpoints import read_meta, run_config
 
     plans, test_sets = [], {}
     for run, path in found:
@@ -378,9 +378,9 @@ def plan_runs(found) -> list[dict]:
 def evaluate_run(run, path, cfg, plan, *, limit, batch_size, seed, apgd_steps, device) -> dict:
     """What compare knows of one run: where its numbers come from, the eval settings, the
     accuracies (evaluated now with DEFAULT_ATTACKS where plan has no eval.json) and its cost."""
-    from minidyn.aggregate import grad_evals_per_example
-    from minidyn.checkpoints import load_checkpoint
-    from minidyn.evaluate import evaluate_attacks
+    from minidyn.evaluation.aggregate import grad_evals_per_example
+    from minidyn.evaluation.checkpoints import load_checkpoint
+    from minidyn.evaluation.evaluate import evaluate_attacks
 
     if "data" in plan:
         backend, model, _ = load_checkpoint(path, device)
@@ -404,7 +404,7 @@ def evaluate_run(run, path, cfg, plan, *, limit, batch_size, seed, apgd_steps, d
 
 def paired_difference_of(rows, group, base, column):
     """aggregate.paired_difference of `column` between `group` and `base`, paired by seed."""
-    from minidyn.aggregate import paired_difference
+    from minidyn.evaluation.aggregate import paired_difference
 
     return paired_difference(_by_seed(rows, group.members, group.seeds, column),
                              _by_seed(rows, base.members, base.seeds, column))
@@ -433,7 +433,7 @@ def write_csv(target: str, table: list[dict]) -> None:
     import csv
     import io
 
-    from minidyn.aggregate import flat_row
+    from minidyn.evaluation.aggregate import flat_row
 
     buf = io.StringIO()
     rows = [flat_row(entry, COLUMNS) for entry in table]

@@ -19,7 +19,7 @@ from minidyn.cli.malloc import tune_glibc_malloc
 from minidyn.cli.params import CMax, Eps, epoch_list
 from minidyn.config import BACKENDS, METHODS, PRESETS, TrainConfig, load_preset
 from minidyn.errors import MinidynError, NumericalError
-from minidyn.reporter import Reporter
+from minidyn.runs.reporter import Reporter
 
 
 class UserError(click.ClickException):

@@ -43,7 +43,7 @@ Deviations from the paper's Algorithm 1 (and where the authors' code, AutoAttack
   misclassified, which saves its remaining gradient evaluations and changes no accuracy *of
   the model attacked* (gradients are per example, so the others' iterates are unchanged). It
   does change what a transfer (black-box) attack carries to another model: the first iterate
-  that crossed the surrogate's boundary barely fools it and transfers poorly, so minidyn.evaluate
+  that crossed the surrogate's boundary barely fools it and transfers poorly, so minidyn.evaluation.evaluate
   runs APGD to the end on a surrogate and transfers x_best. Misclassification is
   read from the loss where the loss says it (CW, DLR: loss > 0; CE: loss < log 2 means the
   true class has probability > 1/2, so still correct) and from a forward pass otherwise.

@@ -65,7 +65,7 @@ class AttackResult:
 def check_settings(eps: float, step_size: float, steps: int) -> None:
     """ConfigError unless eps is in [0, 1], the step size > 0 (or 0 with eps 0) and steps >= 1."""
     # eps 0 is allowed (with step size 0): every attack must then return x itself, which is
-    # what the eps-0 sanity check of minidyn.evaluate verifies
+    # what the eps-0 sanity check of minidyn.evaluation.evaluate verifies
     if not 0 <= eps <= 1:
         raise ConfigError(f"eps must be in [0, 1], got {eps}")
     if not (step_size > 0 or step_size == eps == 0):

@@ -12,7 +12,7 @@ seed, so neither depends on anything but (seed, epoch).
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -21,8 +21,18 @@ from minidyn.backend import Backend, Model
 from minidyn.config import TrainConfig
 from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
-from minidyn.epoch_state import Batch, EpochState, epoch_seed
 from minidyn.methods import AttackPlan
+
+if TYPE_CHECKING:  # the run layer's types; it imports this module, not the reverse
+    from minidyn.runs.epoch_state import Batch, EpochState
+
+
+def epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
+    """An independent 32-bit seed for (run seed, epoch, stream): 0 data order, 1 attacks,
+    2 evaluation, 3 augmentation. Ranks > 0 of a torchrun job get streams of their own."""
+    key = [seed, epoch, stream] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
 
 
 def train_epoch(backend: Backend, model: Model, optimizer, batches: Iterable[Batch],
@@ -55,7 +65,7 @@ def monitor(backend: Backend, model: Model, data: Dataset, *, eps: float, steps:
             batch_size: int, seed: int, limit: int | None = None) -> dict:
     """Clean accuracy on all of `data` and PGD-`steps` accuracy (step eps/4, random start) on its
     first `limit` examples, in percent, with their counts: the test accuracy a run measures
-    after every epoch and, on more examples, at the end (minidyn.evaluate is the full
+    after every epoch and, on more examples, at the end (minidyn.evaluation.evaluate is the full
     evaluation of a trained model)."""
     rng = backend.rng(epoch_seed(seed, 0, 2))
     n_adv = len(data) if limit is None else min(limit, len(data))

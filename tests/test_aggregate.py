@@ -1,4 +1,4 @@
-"""minidyn.aggregate: grouping runs by config, mean ± std over seeds, paired t intervals."""
+"""minidyn.evaluation.aggregate: grouping runs by config, mean ± std over seeds, paired t intervals."""
 import json
 import math
 import statistics
@@ -6,7 +6,7 @@ import statistics
 import numpy as np
 import pytest
 
-from minidyn.aggregate import (IGNORED_KEYS, Summary, betainc, flat_row, format_summary,
+from minidyn.evaluation.aggregate import (IGNORED_KEYS, Summary, betainc, flat_row, format_summary,
                                grad_evals_per_example, group_runs, paired_difference, summarize,
                                summarize_groups, t_cdf, t_quantile)
 

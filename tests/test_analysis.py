@@ -1,8 +1,8 @@
-"""minidyn.analysis on synthetic numbers and a synthetic run directory."""
+"""minidyn.evaluation.analysis on synthetic numbers and a synthetic run directory."""
 import numpy as np
 import pytest
 
-from minidyn.analysis import (PAPER_RANGE, bin_by_fosc, choose_range, default_epochs,
+from minidyn.evaluation.analysis import (PAPER_RANGE, bin_by_fosc, choose_range, default_epochs,
                               fosc_distributions, fosc_share, gaussian_kde, pearson,
                               scott_bandwidth)
 from minidyn.errors import ConfigError
@@ -86,7 +86,7 @@ def test_the_paper_range_falls_back_to_auto_only_when_it_misses_most_examples():
 
 
 def test_clipped_trajectories_follow_the_same_points():
-    from minidyn.analysis import trajectories
+    from minidyn.evaluation.analysis import trajectories
     from minidyn.backend import get_backend
     from minidyn.data import Dataset
 
@@ -120,7 +120,7 @@ def test_trajectory_lines_have_distinct_colours_and_a_legend(n):
     pytest.importorskip("matplotlib")
     from matplotlib.colors import to_rgba
 
-    from minidyn.plots import trajectories_figure
+    from minidyn.evaluation.plots import trajectories_figure
 
     fig = trajectories_figure(_trajectories_dict(n))
     fosc_ax, loss_ax = fig.axes[:2]
@@ -135,7 +135,7 @@ def test_distributions_figure_names_the_shaded_band(tmp_path):
     pytest.importorskip("matplotlib")
     from matplotlib.patches import Patch, Rectangle
 
-    from minidyn.plots import distributions_figure
+    from minidyn.evaluation.plots import distributions_figure
 
     fig = distributions_figure(fosc_distributions(_fosc_run(tmp_path)))
     legend = fig.axes[0].get_legend()
@@ -148,7 +148,7 @@ def test_distributions_figure_names_the_shaded_band(tmp_path):
 
 def test_titles_name_the_papers_figure_and_the_feasible_set(tmp_path):
     pytest.importorskip("matplotlib")
-    from minidyn import plots
+    from minidyn.evaluation import plots
 
     figures = {"Fig. 1a": plots.fosc_bins_figure(_bins_dict(), "run"),
                "Fig. 1b": plots.trajectories_figure(_trajectories_dict(3), "run"),

@@ -118,7 +118,7 @@ def other_architecture(ctx: Ctx) -> None:
 def damaged_mid_epoch_state(ctx: Ctx) -> None:
     """A mid-epoch checkpoint whose FOSC array is not one of this run's 96 examples."""
     from minidyn.backend import get_backend
-    from minidyn.epoch_state import pack_array
+    from minidyn.runs.epoch_state import pack_array
 
     B = get_backend("torch", device="cpu")
     model = B.make_model("softmax", (1, 28, 28), 10, seed=0)

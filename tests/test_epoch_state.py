@@ -1,4 +1,4 @@
-"""minidyn.epoch_state: the mid-epoch state of every rank, gathered and given back by rank."""
+"""minidyn.runs.epoch_state: the mid-epoch state of every rank, gathered and given back by rank."""
 import copy
 import threading
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minidyn.backend import get_backend
-from minidyn.epoch_state import EpochState, gather_json
+from minidyn.runs.epoch_state import EpochState, gather_json
 from minidyn.errors import CheckpointError
 
 

@@ -1,4 +1,4 @@
-"""minidyn.evaluate: the attack registry, worst case, restarts, black-box and sanity flags."""
+"""minidyn.evaluation.evaluate: the attack registry, worst case, restarts, black-box and sanity flags."""
 import numpy as np
 import pytest
 
@@ -6,8 +6,8 @@ from minidyn.data import Dataset
 from minidyn.errors import ConfigError
 from minidyn.backend import get_backend
 from minidyn.backends.array import ArrayBackend
-from minidyn.attack_table import ATTACKS, WORST
-from minidyn.evaluate import (EvalResult, checks_applied, eps_curve_flags, evaluate_attacks,
+from minidyn.evaluation.attack_table import ATTACKS, WORST
+from minidyn.evaluation.evaluate import (EvalResult, checks_applied, eps_curve_flags, evaluate_attacks,
                               parse_attacks, sanity_flags)
 
 
@@ -52,7 +52,7 @@ def test_black_box_with_source_equal_to_target_is_white_box_but_for_apgd(setup):
 
 def test_transfer_carries_apgds_best_loss_point_after_every_iteration(setup):
     from minidyn.apgd import apgd
-    from minidyn.evaluate import craft
+    from minidyn.evaluation.evaluate import craft
 
     B, model, data = setup
     x, y = B.asarray(data.x / 255.0), B.asarray(data.y)
@@ -211,7 +211,7 @@ def test_a_random_model_fails_the_recount(setup):
 
 # --- the attack table and the checkpoints module ----------------------------------------------
 def test_the_attack_table_keeps_the_order_labels_and_seeds():
-    from minidyn.attack_table import DEFAULT_ATTACKS, TABLE, attack_seed
+    from minidyn.evaluation.attack_table import DEFAULT_ATTACKS, TABLE, attack_seed
 
     assert [a.name for a in TABLE] == ["clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr"]
     assert [a.label for a in TABLE] == ["clean", "FGSM", "PGD-10", "PGD-20", "CW-inf", "APGD-CE", "APGD-DLR"]
@@ -226,8 +226,8 @@ def test_the_attack_table_keeps_the_order_labels_and_seeds():
 
 
 def test_the_table_runs_each_attack_as_craft_does(setup):
-    from minidyn.attack_table import TABLE
-    from minidyn.evaluate import craft
+    from minidyn.evaluation.attack_table import TABLE
+    from minidyn.evaluation.evaluate import craft
 
     B, model, data = setup
     x, y = B.asarray(data.x / 255.0), B.asarray(data.y)
@@ -240,7 +240,7 @@ def test_the_table_runs_each_attack_as_craft_does(setup):
 
 
 def test_mcnemar_is_the_paired_test_of_weaker_and_the_eps_curve():
-    from minidyn.evaluate import mcnemar, weaker
+    from minidyn.evaluation.evaluate import mcnemar, weaker
 
     a, b = np.arange(100) < 60, np.arange(100) < 40
     assert mcnemar(a, b) == (True, 20, 0) and mcnemar(b, a) == (False, 0, 20)
@@ -249,7 +249,7 @@ def test_mcnemar_is_the_paired_test_of_weaker_and_the_eps_curve():
 
 
 def test_architecture_reads_meta_arch_then_the_top_level():
-    from minidyn.checkpoints import architecture
+    from minidyn.evaluation.checkpoints import architecture
 
     assert architecture({"model": "mlp", "input_shape": [1, 4, 4], "num_classes": 4, "eps": 0.3,
                          "arch": {}}) == {"model": "mlp", "input_shape": [1, 4, 4], "num_classes": 4}
@@ -258,7 +258,7 @@ def test_architecture_reads_meta_arch_then_the_top_level():
 
 
 def test_checkpoints_find_read_and_load_a_numpy_run(tmp_path, setup):
-    from minidyn.checkpoints import checkpoint_in, load_checkpoint, read_meta, run_config
+    from minidyn.evaluation.checkpoints import checkpoint_in, load_checkpoint, read_meta, run_config
     from minidyn.errors import CheckpointError
 
     B, model, data = setup

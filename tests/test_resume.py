@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 from minidyn.config import TrainConfig
-from minidyn.reporter import Notes
+from minidyn.runs.reporter import Notes
 from minidyn.runs import backend_from_config, train_run
 
 

@@ -9,7 +9,7 @@ import pytest
 from minidyn.backend import get_backend
 from minidyn.config import TrainConfig
 from minidyn.errors import ConfigError
-from minidyn.reporter import Reporter
+from minidyn.runs.reporter import Reporter
 from minidyn.runs import check_batch_shares, train_run
 from minidyn.data.batches import batch_indices
 

@@ -8,7 +8,7 @@ import pytest
 from minidyn import get_backend
 from minidyn.config import METHODS, TrainConfig
 from minidyn.data import load_dataset
-from minidyn.epoch_state import EpochState, epoch_batches
+from minidyn.runs.epoch_state import EpochState, epoch_batches
 from minidyn.methods import attack_plan
 from minidyn.runs import run_epoch
 from minidyn.train import train_epoch

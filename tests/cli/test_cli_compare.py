@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from minidyn.cli.main import main
-from minidyn.attack_table import DEFAULT_ATTACKS
+from minidyn.evaluation.attack_table import DEFAULT_ATTACKS
 
 ATTACKS = ("clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce")
 CONFIG = {"backend": "numpy", "dataset": "mnist", "model": "mlp", "epochs": 2, "eps": 0.3,
@@ -187,8 +187,8 @@ def test_every_run_is_checked_before_anything_is_evaluated(real_run, tmp_path, m
     def no_evaluation(*args, **kwargs):
         raise AssertionError("compare evaluated a run before checking the others")
 
-    monkeypatch.setattr("minidyn.evaluate.evaluate_attacks", no_evaluation)
-    monkeypatch.setattr("minidyn.checkpoints.load_checkpoint", no_evaluation)
+    monkeypatch.setattr("minidyn.evaluation.evaluate.evaluate_attacks", no_evaluation)
+    monkeypatch.setattr("minidyn.evaluation.checkpoints.load_checkpoint", no_evaluation)
     missing = tmp_path / "missing"
     r = run("compare", real_run, missing, "--limit", "16")
     assert r.exit_code == 1

@@ -1,6 +1,6 @@
 """The attacks of `minidyn eval`, in one table: name, label, random start, iterative, how to run.
 
-    from minidyn.attack_table import ATTACKS, DEFAULT_ATTACKS
+    from minidyn.evaluation.attack_table import ATTACKS, DEFAULT_ATTACKS
     ATTACKS["pgd20"].label                                  # "PGD-20"
     x_adv, fooled = ATTACKS["pgd20"].craft(backend, model, x, y, eps=0.3, rng=backend.rng(0))
 
@@ -15,8 +15,8 @@ Every attack is L_inf, in the eps-ball intersected with [0, 1]^d, and is the one
     apgd-ce   APGD (Croce & Hein 2020) on the cross-entropy, --apgd-steps iterations, random start
     apgd-dlr  APGD on the DLR loss (needs >= 3 classes)
 
-The evaluation (minidyn.evaluate), its sanity checks, the CLI's columns and the analyses
-(minidyn.analysis) all read this table. The order of TABLE is part of the results: it numbers
+The evaluation (minidyn.evaluation.evaluate), its sanity checks, the CLI's columns and the analyses
+(minidyn.evaluation.analysis) all read this table. The order of TABLE is part of the results: it numbers
 the attacks in the seeds of their random starts (attack_seed).
 """
 from __future__ import annotations

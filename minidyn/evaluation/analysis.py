@@ -7,7 +7,7 @@
     eps_curve(...)           Fig 4a: PGD-10 accuracy over a grid of test eps
     analyze_run(run_dir)     all of them for one run, files in RUN_DIR/analysis (`minidyn analyze`)
 
-Pictures are drawn by `minidyn.plots` (matplotlib, optional); the numbers never need it.
+Pictures are drawn by `minidyn.evaluation.plots` (matplotlib, optional); the numbers never need it.
 FOSC here is the paper's definition (Eq. 4, over the eps-ball, `minidyn.fosc` with bounds=None),
 the same quantity the training loop records.
 
@@ -29,13 +29,13 @@ from typing import Callable
 
 import numpy as np
 
-from minidyn.attack_table import ATTACKS, attack_seed
+from minidyn.evaluation.attack_table import ATTACKS, attack_seed
 from minidyn.attacks import pgd
 from minidyn.backend import Backend, Model
 from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
 from minidyn.errors import ConfigError
-from minidyn.evaluate import eps_curve_flags, evaluate_attacks
+from minidyn.evaluation.evaluate import eps_curve_flags, evaluate_attacks
 from minidyn.fileio import atomic_write
 from minidyn.fosc import fosc
 
@@ -447,7 +447,7 @@ def _summary(head: dict, fig1a: dict, fig1b: dict, distributions: dict, fig4a: d
 
 def _load_run(run: Path, device: str):
     """(backend, model, head of analysis.json, test data) of the run directory `run`."""
-    from minidyn.checkpoints import checkpoint_in, load_checkpoint, run_config
+    from minidyn.evaluation.checkpoints import checkpoint_in, load_checkpoint, run_config
     from minidyn.data import load_dataset
 
     if not run.is_dir():
@@ -525,7 +525,7 @@ def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
 def _plot(out: Path, figures: tuple, title: str, clipped: bool, log: Callable[[str], None]) -> list[str]:
     """The PNGs of `figures` (fig1a, fig1b, distributions, fig4a) in `out`, their names; none,
     and a line to `log`, without matplotlib."""
-    from minidyn import plots as plotting
+    from minidyn.evaluation import plots as plotting
 
     if not plotting.available():
         log(plotting.MISSING)

@@ -2,7 +2,7 @@
 
 Shared by `minidyn compare` and the study report, so both aggregate the same way (NumPy only):
 
-    from minidyn.aggregate import group_runs, summarize_groups, paired_difference
+    from minidyn.evaluation.aggregate import group_runs, summarize_groups, paired_difference
     groups = group_runs(configs)     # runs whose config.json differs only in seed -> one Group
     table = summarize_groups(groups, rows, ["clean", "pgd20"])  # rows[i]: {column: value}
     table[0]["columns"]["pgd20"]     # {"mean": 81.2, "std": 0.35, "n": 3}

@@ -29,12 +29,12 @@ from minidyn import __version__
 from minidyn.backend import Backend, Model, get_backend
 from minidyn.config import TrainConfig, cuda_index
 from minidyn.data import Dataset, load_dataset
-from minidyn.distributed import check_batch_shares, check_finite_loss, from_rank_0
-from minidyn.epoch_state import EpochState, EpochStats, epoch_batches
+from minidyn.runs.distributed import check_batch_shares, check_finite_loss, from_rank_0
+from minidyn.runs.epoch_state import EpochState, EpochStats, epoch_batches
 from minidyn.errors import CheckpointError, ConfigError, NumericalError
 from minidyn.methods import AttackPlan, attack_plan
-from minidyn.reporter import Reporter
-from minidyn.rundir import CHECKPOINT_NAMES, RunDir
+from minidyn.runs.reporter import Reporter
+from minidyn.runs.rundir import CHECKPOINT_NAMES, RunDir
 from minidyn.schedules import StepLR
 from minidyn.train import estimate_c_max, monitor, train_epoch
 

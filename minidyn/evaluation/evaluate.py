@@ -1,15 +1,15 @@
 """Robustness evaluation a sceptic accepts: several attacks, per-example worst case, restarts,
 black-box transfer, and checks for the usual signs of gradient masking.
 
-    from minidyn.checkpoints import load_checkpoint
-    from minidyn.evaluate import evaluate_attacks, sanity_flags
+    from minidyn.evaluation.checkpoints import load_checkpoint
+    from minidyn.evaluation.evaluate import evaluate_attacks, sanity_flags
     backend, model, meta = load_checkpoint("runs/x/checkpoint.pt")
     result = evaluate_attacks(backend, model, test_set, eps=0.3, limit=1000)
     result.accuracy()        # {"clean": 98.1, "fgsm": ..., "worst-case": ...} in percent
     sanity_flags(result)     # [] when nothing looks like gradient masking
 
 The attacks (clean, fgsm, pgd10, pgd20, cw, apgd-ce, apgd-dlr; all L_inf, in the eps-ball
-intersected with [0, 1]^d) are the rows of `minidyn.attack_table`.
+intersected with [0, 1]^d) are the rows of `minidyn.evaluation.attack_table`.
 
 An example is correct under an attack when the model classifies its adversarial example
 correctly (the paper's accuracy); the worst case is correct under *every* attack evaluated.
@@ -38,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from minidyn.attack_table import (ATTACKS, DEFAULT_ATTACKS, TABLE, WORST, WORST_LABEL, Attack,
+from minidyn.evaluation.attack_table import (ATTACKS, DEFAULT_ATTACKS, TABLE, WORST, WORST_LABEL, Attack,
                                   attack_seed, parse_attacks)
 from minidyn.backend import Array, Backend, Model
 from minidyn.data import Dataset

@@ -1,4 +1,4 @@
-"""PNG figures of `minidyn.analysis` results, with matplotlib (the `plot` extra), imported lazily.
+"""PNG figures of `minidyn.evaluation.analysis` results, with matplotlib (the `plot` extra), imported lazily.
 
 Uses matplotlib's object API (Figure + the Agg canvas), never pyplot, so it touches no global
 state and needs no display. Every `*_figure` function takes the dict an analysis function
@@ -56,7 +56,7 @@ def _save(fig, path: Path) -> str:
 
 def _range_words(fig1a: dict) -> str:
     """How Fig 1a's FOSC range was chosen, for its x-axis label."""
-    from minidyn.analysis import FIG_ATTACK
+    from minidyn.evaluation.analysis import FIG_ATTACK
 
     lo, hi = fig1a["fosc_range"]
     inside = fig1a["n"] - fig1a["n_below"] - fig1a["n_above"] - fig1a.get("n_nan", 0)
@@ -69,7 +69,7 @@ def _range_words(fig1a: dict) -> str:
 
 def fosc_bins_figure(fig1a: dict, title: str = "", clipped: bool = False):
     """Fig 1a: accuracy (left axis) and mean loss (right axis) per FOSC bin; counts below."""
-    from minidyn.analysis import FIG_ATTACK, describe_corr
+    from minidyn.evaluation.analysis import FIG_ATTACK, describe_corr
 
     fig, axes = _figure(7.0, 6.0, nrows=2, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax, axc = axes[0, 0], axes[1, 0]
@@ -182,7 +182,7 @@ def _share_panel(axs, distributions: dict) -> None:
 
 def eps_curve_figure(fig4a: dict, title: str = ""):
     """Fig 4a: PGD-10 accuracy against the test eps (eps 0: clean)."""
-    from minidyn.analysis import FIG_ATTACK
+    from minidyn.evaluation.analysis import FIG_ATTACK
 
     fig, axes = _figure(5.8, 4.4)
     ax = axes[0, 0]

@@ -1,6 +1,6 @@
 """The checkpoint of a run, for evaluation and analysis: find it, read it, describe it, load it.
 
-    from minidyn.checkpoints import checkpoint_in, read_meta, architecture, load_checkpoint
+    from minidyn.evaluation.checkpoints import checkpoint_in, read_meta, architecture, load_checkpoint
     path = checkpoint_in("runs/x")      # runs/x/checkpoint.pt (or checkpoint.npz)
     meta = read_meta(path)              # {"epoch", "eps", "dataset", "method", ...}, no model built
     architecture(meta)                  # {"model": "mlp", "input_shape": [1, 28, 28], "num_classes": 10}

@@ -19,18 +19,13 @@ import numpy as np
 from minidyn.backend import Backend
 from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
-from minidyn.distributed import gather_json, rank_share
+from minidyn.runs.distributed import gather_json, rank_share
+from minidyn.train import epoch_seed
 from minidyn.errors import CheckpointError
 
 __all__ = ["Batch", "EpochState", "EpochStats", "epoch_batches", "epoch_order", "epoch_seed",
            "gather_json", "pack_array", "unpack_array"]
 
-
-def epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
-    """An independent 32-bit seed for (run seed, epoch, stream): 0 data order, 1 attacks,
-    2 evaluation, 3 augmentation. Ranks > 0 of a torchrun job get streams of their own."""
-    key = [seed, epoch, stream] + ([rank] if rank else [])
-    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
 def epoch_order(seed: int, t: int, n: int) -> np.ndarray:
