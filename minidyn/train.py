@@ -3,7 +3,7 @@
 `train_epoch` is Algorithm 1 for one epoch (for Dynamic; the other methods differ only in the
 `AttackPlan` they pass, see methods.py): for each mini-batch, craft adversarial examples with
 PGD, stopping each example once its FOSC <= c_t (Eq. 4, fosc.py), then take one SGD step on
-the adversarial batch. The run loop around it (runs.py) chooses the batches, c_t and the lr,
+the adversarial batch. The run loop around it (minidyn/runs/loop.py) chooses the batches, c_t and the lr,
 checks every step and writes the run directory.
 
 Randomness is explicit: the random starts come from the epoch's "attack" generator
@@ -84,7 +84,7 @@ def monitor(backend: Backend, model: Model, data: Dataset, *, eps: float, steps:
 
 def estimate_c_max(backend: Backend, model: Model, data: Dataset, cfg: TrainConfig) -> float:
     """The paper's estimate of c_max: the mean FOSC of FGSM examples on the first batch of
-    `data` (this process's; a torchrun run takes rank 0's, see runs.py)."""
+    `data` (this process's; a torchrun run takes rank 0's, see minidyn/runs/loop.py)."""
     x, y = to_backend(backend, data, np.arange(min(cfg.batch_size, len(data))))
     adv = fgsm(model, x, y, eps=cfg.eps, final_stats=True, backend=backend)
     return float(backend.to_numpy(adv.fosc).mean())
