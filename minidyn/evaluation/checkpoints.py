@@ -18,9 +18,10 @@ from pathlib import Path
 
 from minidyn.backend import Backend, Model, get_backend
 from minidyn.errors import CheckpointError, ConfigError
+from minidyn.runs.rundir import CHECKPOINT_NAMES
 
 BACKEND_OF_SUFFIX = {".pt": "torch", ".npz": "numpy"}  # the backend that reads each format
-CHECKPOINT_FILES = ("checkpoint.pt", "checkpoint.npz")  # what a run directory holds
+CHECKPOINT_FILES = tuple(dict.fromkeys(CHECKPOINT_NAMES.values()))  # what a run directory can hold
 ARCH_KEYS = ("model", "input_shape", "num_classes")     # what rebuilds the model
 
 
@@ -39,7 +40,7 @@ def checkpoint_in(path: str | os.PathLike) -> Path:
         return found[0]
     config = path / "config.json"
     backend = json.loads(config.read_text()).get("backend") if config.is_file() else None
-    return found[0] if backend == "torch" else found[1]
+    return path / CHECKPOINT_NAMES["torch" if backend == "torch" else "numpy"]
 
 
 def read_meta(path: str | os.PathLike) -> dict:
