@@ -16,10 +16,12 @@ from minidyn import __version__
 from minidyn.cli.analyze import analyze_command
 from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
+from minidyn.cli.study import study_command
 from minidyn.cli.params import CMax, Eps, epoch_list
 from minidyn.config import BACKENDS, METHODS, PRESETS, TrainConfig, load_preset
 from minidyn.errors import MinidynError, NumericalError
 from minidyn.runs.reporter import Reporter
+from minidyn.runs.rundir import BEST_NAMES
 
 
 class UserError(click.ClickException):
@@ -78,6 +80,8 @@ def main():
 @click.option("--limit", type=int, help="Train on the first N training examples.")
 @click.option("--eval-limit", type=int, help="Test examples attacked after each epoch.  [default: 500; the quickstart: 200]")
 @click.option("--final-eval-limit", type=int, help="Test examples attacked by the final evaluation.  [default: all]")
+@click.option("--val-size", type=int, help="Hold out N training examples (stratified, drawn from the seed); the per-epoch monitor attacks them instead of the test set, and best-val.npz/.pt keeps the epoch with the best validation PGD accuracy.")
+@click.option("--no-final-eval", "final_eval", flag_value=False, default=None, help="Skip the final test evaluation (a study evaluates its runs itself).")
 @click.option("--eval-steps", type=int, help="PGD steps of the test accuracy after each epoch and at the end.  [default: 20]")
 @click.option("--attack-mode", type=click.Choice(["eval", "train"]), help="Model mode while attacking (BatchNorm).  [default: eval]")
 @click.option("--amp", type=click.Choice(["bf16"]), help="torch: bf16 autocast.")
@@ -124,11 +128,15 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
         summary = train_run(cfg, out, resume=resume, checkpoint_every=checkpoint_every, reporter=console)
     finally:
         console.close()  # an error message then starts on a line of its own
-    pgd_key = f"test_pgd{cfg.eval_steps}_acc"
-    n_pgd = summary["test_pgd_n"]
-    click.echo(f"test accuracy: clean {summary['test_clean_acc']:.2f}% on {summary['test_n']} examples, "
-               f"PGD-{cfg.eval_steps} {summary[pgd_key]:.2f}% on "
-               f"{'all ' if n_pgd == summary['test_n'] else 'the first '}{n_pgd} (eps {cfg.eps:g})")
+    if "best_val" in summary:
+        best = summary["best_val"]
+        click.echo(f"best on validation: epoch {best['epoch']}, PGD-{cfg.eval_steps} {best['val_pgd_acc']:.2f}% "
+                   f"on {best['val_n']} validation examples (kept in {Path(out) / BEST_NAMES[cfg.backend]})")
+    if cfg.final_eval:
+        pgd_key, n_pgd = f"test_pgd{cfg.eval_steps}_acc", summary["test_pgd_n"]
+        click.echo(f"test accuracy: clean {summary['test_clean_acc']:.2f}% on "
+                   f"{summary['test_n']} examples, PGD-{cfg.eval_steps} {summary[pgd_key]:.2f}% on "
+                   f"{'all ' if n_pgd == summary['test_n'] else 'the first '}{n_pgd} (eps {cfg.eps:g})")
     click.echo(f"run directory: {out}")
 
 
@@ -197,17 +205,19 @@ class ConsoleReporter(Reporter):
         self.close()
         c_t = f"c_t {record['c_t']:.3f}  " if record["c_t"] is not None else ""
         fosc = f"fosc {record['fosc_mean']:.3f}  " if record["fosc_mean"] is not None else ""
+        on = "val" if "val_pgd_acc" in record else "test"
         click.echo(f"epoch {record['epoch'] + 1:>3}/{self.cfg.epochs}  {c_t}"
                    f"steps {record['pgd_steps_mean']:.2f}/{record['pgd_steps']}  {fosc}"
                    f"loss {record['train_loss']:.3f}  acc {record['train_acc']:.1f}%  "
-                   f"test clean {record['test_clean_acc']:.1f}% (n={record['test_clean_n']})  "
-                   f"pgd{self.cfg.eval_steps} {record['test_pgd_acc']:.1f}% (n={record['test_pgd_n']})  "
+                   f"{on} clean {record[f'{on}_clean_acc']:.1f}% (n={record[f'{on}_clean_n']})  "
+                   f"pgd{self.cfg.eval_steps} {record[f'{on}_pgd_acc']:.1f}% (n={record[f'{on}_pgd_n']})  "
                    f"{record['seconds']:.1f}s")
 
 
 main.add_command(eval_command, "eval")
 main.add_command(compare_command, "compare")
 main.add_command(analyze_command, "analyze")
+main.add_command(study_command, "study")
 
 if __name__ == "__main__":
     main()

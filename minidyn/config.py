@@ -98,6 +98,8 @@ class TrainConfig:
     limit: int | None = None            # first N training examples
     eval_limit: int | None = 500        # test examples attacked after each epoch (None: all)
     final_eval_limit: int | None = None  # test examples attacked at the end (None: all, as the paper)
+    final_eval: bool = True             # False: no final test evaluation (a study evaluates itself)
+    val_size: int | None = None         # hold out N training examples; the monitor attacks them
     eval_steps: int = 20                # PGD steps of the per-epoch and final robust accuracy
     augment: bool | None = None         # random crop + flip; None: on for cifar10 only
     record_fosc: bool = True            # write fosc/epoch_NNN.npy (one extra grad eval per example)
@@ -159,6 +161,7 @@ class TrainConfig:
             (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}"),
             (self.eval_limit is None or self.eval_limit >= 1, f"--eval-limit must be >= 1, got {self.eval_limit}"),
+            (self.val_size is None or self.val_size >= 1, f"--val-size must be >= 1, got {self.val_size}"),
             (self.final_eval_limit is None or self.final_eval_limit >= 1,
              f"--final-eval-limit must be >= 1, got {self.final_eval_limit}"),
             (self.attack_mode in ("eval", "train"), f"attack mode must be eval or train, got {self.attack_mode!r}"),

@@ -17,6 +17,7 @@ there is exact too. Under torchrun every rank runs this loop on its share of eve
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -29,6 +30,7 @@ from minidyn import __version__
 from minidyn.backend import Backend, Model, get_backend
 from minidyn.config import TrainConfig, cuda_index
 from minidyn.data import Dataset, load_dataset
+from minidyn.data.validation import split_validation
 from minidyn.runs.distributed import check_batch_shares, check_finite_loss, from_rank_0
 from minidyn.runs.epoch_state import EpochState, EpochStats, epoch_batches
 from minidyn.errors import CheckpointError, ConfigError, NumericalError
@@ -71,8 +73,9 @@ def train_loop(run: Run, report: Reporter) -> dict:
     metrics line, the FOSC file and the checkpoint; then the final evaluation (returned)."""
     cfg, backend, n = run.cfg, run.backend, len(run.train_set)
     lr_schedule = StepLR(cfg.lr, tuple(cfg.lr_milestones))
-    test = functools.partial(monitor, backend, run.model, run.test_set, eps=cfg.eps,
-                             steps=cfg.eval_steps, batch_size=cfg.batch_size, seed=cfg.seed)
+    check = functools.partial(monitor, backend, run.model, eps=cfg.eps, steps=cfg.eval_steps,
+                              batch_size=cfg.batch_size, seed=cfg.seed)
+    watched = "val" if run.val_set is not None else "test"  # what the per-epoch monitor attacks
     # a diverging run is caught explicitly (NumericalError), not by numpy's warnings
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(run.start_epoch, cfg.epochs):
@@ -89,21 +92,26 @@ def train_loop(run: Run, report: Reporter) -> dict:
                     run.save_checkpoint(t, state)
                 report.progress(t, min(n, state.batches * cfg.batch_size), n)
             stats = state.stats(backend)  # summed over the ranks
-            record = epoch_record(t, cfg, plan, lr, stats, test(limit=cfg.eval_limit),
-                                  time.perf_counter() - started)
+            watch = check(run.val_set if run.val_set is not None else run.test_set, limit=cfg.eval_limit)
+            record = epoch_record(t, cfg, plan, lr, stats, watch, time.perf_counter() - started, watched)
             if run.files is not None:
                 run.check_weights(f"in epoch {t + 1}")  # before anything of this epoch is written
                 run.files.save_fosc(t, stats.fosc)
+                if run.val_set is not None and run.is_best(record):
+                    run.save_checkpoint(t + 1, best=True)  # before the epoch's commit point
                 run.files.log(record)
                 run.save_checkpoint(t + 1)  # the commit point of the epoch
             report.epoch(record)
             if t == 0 and record["c_t"]:
                 for line in c_t_warnings(record["c_t"], stats.steps, cfg.steps):
                     report.note(line)
-    final = test(limit=cfg.final_eval_limit)
-    summary = {"test_clean_acc": final["clean_acc"], f"test_pgd{cfg.eval_steps}_acc": final["pgd_acc"],
-               "test_n": len(run.test_set), "test_pgd_n": final["pgd_n"], "eps": cfg.eps,
-               "epochs": cfg.epochs, "c_max_used": run.c_max}
+    summary = {"eps": cfg.eps, "epochs": cfg.epochs, "c_max_used": run.c_max}
+    if cfg.final_eval:
+        final = check(run.test_set, limit=cfg.final_eval_limit)
+        summary.update({"test_clean_acc": final["clean_acc"], f"test_pgd{cfg.eval_steps}_acc": final["pgd_acc"],
+                        "test_n": len(run.test_set), "test_pgd_n": final["pgd_n"]})
+    if run.val_set is not None and run.files is not None:
+        summary["best_val"] = best_on_validation(run.files.read_metrics())
     if run.files is not None:
         run.files.write_json(run.files.summary, summary)
     return summary
@@ -126,6 +134,13 @@ class Run:
     c_max: float = 0.0
     start_epoch: int = 0
     resume_state: EpochState | None = None
+    val_set: Dataset | None = None       # held out of the training set (--val-size)
+
+    def is_best(self, record: dict) -> bool:
+        """Whether epoch record's validation PGD accuracy beats every earlier epoch's (a tie
+        keeps the earlier epoch)."""
+        earlier = [r["val_pgd_acc"] for r in self.files.read_metrics() if r["epoch"] < record["epoch"]]
+        return not earlier or record["val_pgd_acc"] > max(earlier)
 
     def epoch_state(self, t: int) -> EpochState:
         """Epoch t's state: the saved one where the run resumes inside epoch t, else a new one."""
@@ -142,9 +157,10 @@ class Run:
         step = t * per_epoch + state.batches  # SGD steps since the start of the run
         return step % self.checkpoint_every == 0 and state.batches < per_epoch
 
-    def save_checkpoint(self, epochs_done: int, state: EpochState | None = None) -> None:
-        """The checkpoint after `epochs_done` epochs (and `state.batches` batches of the next).
-        Every rank calls it (the state of every rank goes in); rank 0 writes it."""
+    def save_checkpoint(self, epochs_done: int, state: EpochState | None = None, best: bool = False) -> None:
+        """The checkpoint after `epochs_done` epochs (and `state.batches` batches of the next);
+        `best`: the best-on-validation one (rundir.BEST_NAMES) instead. Every rank calls it
+        (the state of every rank goes in); rank 0 writes it."""
         cfg = self.cfg
         if state is not None:
             self.check_weights(f"at epoch {epochs_done + 1}, batch {state.batches}")
@@ -153,9 +169,11 @@ class Run:
                 "num_classes": self.train_set.num_classes, "method": cfg.method}
         if state is not None:
             meta["progress"] = state.to_meta(self.backend)
+        if best:
+            meta["selected"] = "best validation PGD accuracy"
         if self.files.writable:
-            self.backend.save_checkpoint(str(self.files.checkpoint(cfg.backend)), self.model,
-                                         self.optimizer, meta)
+            path = self.files.best(cfg.backend) if best else self.files.checkpoint(cfg.backend)
+            self.backend.save_checkpoint(str(path), self.model, self.optimizer, meta)
 
     def check_weights(self, where: str) -> None:
         if not weights_are_finite(self.backend, self.model):
@@ -174,7 +192,9 @@ def setup(cfg: TrainConfig, out: str | os.PathLike | None, resume: bool,
         raise ConfigError(f"torchrun trains with --backend torch; the {cfg.backend} backend runs in one process")
     if checkpoint_every is not None:
         backend.rng_state(backend.rng(0))  # ConfigError now where the backend cannot save its generator
-    train_set = load_dataset(cfg.dataset, "train", cfg.data_dir)
+    train_set, val_set = load_dataset(cfg.dataset, "train", cfg.data_dir), None
+    if cfg.val_size is not None:  # held out before --limit: the same examples for any limit
+        train_set, val_set = split_validation(train_set, cfg.val_size, cfg.seed)
     if cfg.limit is not None:
         train_set = train_set.subset(cfg.limit)
     test_set = load_dataset(cfg.dataset, "test", cfg.data_dir)
@@ -186,7 +206,8 @@ def setup(cfg: TrainConfig, out: str | os.PathLike | None, resume: bool,
         raise ConfigError("--resume needs the run directory (--out) to continue")
     if files is not None:
         files.prepare(resume)
-    return Run(cfg, backend, train_set, test_set, model, optimizer, files, checkpoint_every)
+    return Run(cfg, backend, train_set, test_set, model, optimizer, files, checkpoint_every,
+               val_set=val_set)
 
 
 def start(run: Run, resume: bool, report: Reporter) -> None:
@@ -250,9 +271,18 @@ def load_resume_point(run: Run) -> tuple[int, EpochState | None]:
     return epoch, state
 
 
+def best_on_validation(records: list[dict]) -> dict:
+    """The epoch (counted from 1) whose validation PGD accuracy is the highest (the first of
+    ties), with its validation accuracies: what the best-on-validation checkpoint holds."""
+    best = max(records, key=lambda r: (r["val_pgd_acc"], -r["epoch"]))
+    return {"epoch": best["epoch"] + 1, "val_pgd_acc": best["val_pgd_acc"],
+            "val_clean_acc": best["val_clean_acc"], "val_n": best["val_pgd_n"]}
+
+
 def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, stats: EpochStats,
-                 test: dict, seconds: float) -> dict:
-    """The metrics.jsonl line of epoch t."""
+                 test: dict, seconds: float, watched: str = "test") -> dict:
+    """The metrics.jsonl line of epoch t; `test` is the monitor's result on the test set, or on
+    the validation set (`watched` "val": its keys are then val_clean_acc, ...)."""
     trained = plan is not None
     fosc = stats.fosc[np.isfinite(stats.fosc)]
     return {
@@ -264,8 +294,8 @@ def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, s
         "fosc_median": float(np.median(fosc)) if fosc.size else None,
         "pgd_steps_mean": float(stats.steps.mean()),
         "grad_evals": stats.grad_evals,
-        "test_clean_acc": test["clean_acc"], "test_clean_n": test["clean_n"],
-        "test_pgd_acc": test["pgd_acc"], "test_pgd_n": test["pgd_n"], "seconds": seconds,
+        f"{watched}_clean_acc": test["clean_acc"], f"{watched}_clean_n": test["clean_n"],
+        f"{watched}_pgd_acc": test["pgd_acc"], f"{watched}_pgd_n": test["pgd_n"], "seconds": seconds,
     }
 
 
@@ -292,7 +322,10 @@ def backend_from_config(cfg: TrainConfig) -> Backend:
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Names of the options whose values differ between a saved config and the current one."""
     keys = (set(saved) | set(current)) - RESUMABLE_CHANGES - {"c_max_used", "version"}
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
+    # a run saved before an option existed ran with that option's default
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+               if f.default is not dataclasses.MISSING}
+    return sorted(k for k in keys if saved.get(k, default.get(k)) != current.get(k, default.get(k)))
 
 
 def weights_are_finite(backend: Backend, model) -> bool:

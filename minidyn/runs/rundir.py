@@ -7,6 +7,8 @@ A run directory holds:
     checkpoint.pt | checkpoint.npz   weights, optimiser state and the epoch count, every epoch
                      (and every N SGD steps with checkpoint_every=N: then also the batch
                      position, the attack generator's state and the epoch's partial statistics)
+    best-val.pt | best-val.npz   with val_size: the checkpoint of the epoch with the best
+                     validation PGD accuracy so far (written before that epoch's checkpoint)
     summary.json     clean and PGD accuracy on the whole test set, at the end
 
 Files are replaced atomically (temporary file, fsync, rename), so a crash leaves either the old
@@ -27,6 +29,8 @@ from minidyn.errors import ConfigError
 from minidyn.fileio import atomic_write
 
 CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
+# with --val-size: the end-of-epoch weights of the epoch with the best validation PGD accuracy
+BEST_NAMES = {"torch": "best-val.pt", "numpy": "best-val.npz", "cupy": "best-val.npz"}
 
 
 def _writes(method):
@@ -52,6 +56,9 @@ class RunDir:
 
     def checkpoint(self, backend: str) -> Path:
         return self.path / CHECKPOINT_NAMES[backend]
+
+    def best(self, backend: str) -> Path:
+        return self.path / BEST_NAMES[backend]
 
     def has_run(self) -> bool:
         """Whether a run was started here (its config.json was written)."""

@@ -1,0 +1,175 @@
+"""`minidyn study run|status|report|list`: the paper's experiments as multi-seed studies.
+
+Registered on the `minidyn` group at the end of cli/main.py. The study machinery is in
+minidyn/studies/; this module is its command line: options, what is printed, exit codes
+(0 every task done; 1 some task failed or an input was refused; 130/143 stopped by Ctrl-C or
+SIGTERM, everything kept for the next `study run`).
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from minidyn.errors import MinidynError
+
+
+@click.group("study")
+def study_command():
+    """Multi-seed studies: a TOML spec crossed into cells, trained, evaluated and reported.
+
+    A study directory can be shared by several `study run` processes (on one machine or on
+    many with a shared filesystem, e.g. the tasks of a Slurm array): each task is claimed by a
+    lock file, so none runs twice. See docs/studies.md.
+    """
+
+
+@study_command.command("list")
+def list_command():
+    """The specs shipped with minidyn (run one by its name or its path)."""
+    from minidyn.studies import shipped, spec_path
+
+    for name, line in shipped().items():
+        click.echo(f"{name:<22} {line}")
+        click.echo(f"{'':<22} {spec_path(name)}")
+
+
+@study_command.command("run")
+@click.argument("spec")
+@click.option("--out", type=click.Path(file_okay=False), help="Study directory.  [default: studies/<spec name>]")
+@click.option("--jobs", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+              help="Tasks at once, each a process with cores/jobs threads.")
+@click.option("--dry-run", is_flag=True, help="Print each cell's `minidyn train` command (for another scheduler) and stop.")
+@click.option("--stale-after", type=click.FloatRange(min=1, max=7 * 86400), default=600, show_default=True,
+              help="Seconds without a heartbeat after which another runner's task is taken over.")
+def run_command(spec, out, jobs, dry_run, stale_after):
+    """Run SPEC (a .toml file, or the name of a shipped spec): every cell not done yet.
+
+    Running it again skips finished cells and resumes killed ones exactly; a spec edited so
+    that a trained cell would change is refused.
+    """
+    from minidyn.studies import spec_path
+    from minidyn.studies.runner import Stopped, run_study
+    from minidyn.studies.spec import load_spec
+
+    parsed = load_spec(spec_path(spec))
+    out = Path(out) if out else Path("studies") / parsed.name
+    if dry_run:
+        for cell in parsed.cells():
+            options = {**cell.options, "step_size": cell.config().step_size}  # "eps/4" resolved
+            click.echo(shlex.join(train_command_line(options, out / "cells" / cell.name)))
+        click.echo(f"# then `minidyn study run {spec} --out {out}` evaluates the trained cells "
+                   "([eval]) and `minidyn study report` aggregates them", err=True)
+        return
+    cells = parsed.cells()
+    click.echo(f"study {parsed.name}: {len(cells)} cells, {jobs} at a time -> {out}")
+    try:
+        left = run_study(parsed, out, jobs, stale_after=stale_after, log=click.echo)
+    except Stopped:
+        click.echo(f"stopped; `minidyn study run {spec} --out {out}` continues", err=True)
+        sys.exit(130)
+    if left:
+        raise MinidynError(f"{len(left)} task(s) failed or could not run: "
+                           + ", ".join(t.name for t in left) + f" (see {out}/logs)")
+    click.echo(f"all cells done; `minidyn study report {out}` writes the report")
+
+
+def train_command_line(options: dict, out: Path) -> list[str]:
+    """The `minidyn train` command that trains a cell with `options` in `out` (resumable)."""
+    from minidyn.cli.main import train
+
+    params = {p.name: p for p in train.params}
+    line = ["minidyn", "train"]
+    for key, value in options.items():
+        param = params[key]
+        if param.is_flag:
+            if value != param.default and value is not None and value == param.flag_value:
+                line.append(param.opts[0])
+            continue
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        line += [param.opts[0], repr(value) if isinstance(value, float) else str(value)]
+    if "epochs" not in options:  # without --epochs, train takes the quickstart's budget
+        line += ["--epochs", "50"]
+    return line + ["--out", str(out), "--resume"]
+
+
+@study_command.command("status")
+@click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
+def status_command(study_dir):
+    """What each task of STUDY_DIR is doing: done, running (where, last heartbeat), failed, waiting."""
+    from minidyn.studies.tasks import StudyDir
+
+    study = StudyDir(study_dir)
+    spec = study.spec()
+    counts: dict[str, int] = {}
+    for task in study.tasks(spec):
+        state = task_state(study, spec, task)
+        counts[state.split()[0]] = counts.get(state.split()[0], 0) + 1
+        click.echo(f"{task.name:<40} {state}")
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def task_state(study, spec, task) -> str:
+    from minidyn.studies.lock import holder, is_stale
+
+    if study.done(spec, task):
+        return "done"
+    lock = study.lock(task)
+    if lock.exists():
+        who = holder(lock)
+        age = time.time() - lock.stat().st_mtime
+        where = f"{who.get('host', '?')}:{who.get('pid', '?')}, heartbeat {age:.0f}s ago"
+        return f"stale ({where})" if is_stale(lock) else f"running ({where}{_progress(study, task)})"
+    if study.failure(task).is_file():
+        return f"failed (see {study.log(task)})"
+    return "waiting" + _progress(study, task)
+
+
+def _progress(study, task) -> str:
+    metrics = study.cell_dir(task.cell) / "metrics.jsonl"
+    if task.kind != "train" or not metrics.is_file():
+        return ""
+    done = sum(1 for line in metrics.read_text(errors="replace").splitlines() if line.strip())
+    return f", {done}/{task.cell.config().epochs} epochs"
+
+
+@study_command.command("report")
+@click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
+def report_command(study_dir):
+    """Write STUDY_DIR/report/: report.md (Table 1 layout, paired differences, figures),
+    results.csv and results.json (every number), and the PNGs."""
+    from minidyn.studies.report import write_report
+
+    for path in write_report(study_dir):
+        click.echo(str(path))
+
+
+@study_command.command("worker", hidden=True)
+@click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("cell")
+@click.argument("kind", type=click.Choice(["train", "blackbox"]))
+@click.option("--stale-after", type=click.FloatRange(min=1), default=600)
+def worker_command(study_dir, cell, kind, stale_after):
+    """One task of a study (started by `study run`)."""
+    import signal
+
+    from minidyn.cli.main import ConsoleReporter
+    from minidyn.studies.tasks import StudyDir
+    from minidyn.studies.worker import run_task
+
+    # SIGTERM ends the task like Ctrl-C: the lock is released, the last checkpoint kept
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    study = StudyDir(study_dir)
+    cells = {c.name: c for c in study.spec().cells()}
+    reporter = ConsoleReporter(cells[cell].config()) if cell in cells else None
+    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {cell}.{kind} started")
+    try:
+        run_task(study, cell, kind, reporter, stale_after=stale_after)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {cell}.{kind} done")

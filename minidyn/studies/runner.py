@@ -1,0 +1,134 @@
+"""Running a study: up to N tasks at once, each a worker process with cores / N threads.
+
+    run_study(load_spec("table1.toml"), "studies/table1", jobs=2, log=print)
+
+Tasks already done are skipped; a task held by another runner (here or on another machine
+sharing the filesystem, see lock.py) is left to it, and this runner waits for it when nothing
+else is left. A worker that fails is recorded (study-failed-KIND.json, its log kept) and the
+study goes on; the next `study run` tries it again. Ctrl-C or SIGTERM stops the workers (each
+keeps its last checkpoint) and `study run` again continues where they stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from minidyn.fileio import atomic_write
+from minidyn.studies.lock import STALE_AFTER, is_stale
+from minidyn.studies.spec import Spec
+from minidyn.studies.tasks import StudyDir, Task
+from minidyn.studies.worker import BUSY
+
+POLL = 1.0             # seconds between looks at the workers
+WAIT_FOR_OTHERS = 10.0  # seconds between looks at tasks other runners hold
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM: the workers were stopped."""
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def worker_env(jobs: int) -> dict:
+    """The environment of a worker: cores / jobs threads for every thread pool."""
+    threads = str(max(1, cores() // jobs))
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[name] = threads
+    return env
+
+
+def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float = STALE_AFTER,
+              log: Callable[[str], None] = print) -> list[Task]:
+    """Run every task of `spec` in `out` that is not done; returns the tasks that failed or
+    could not run (a dependency failed). Raises Stopped on Ctrl-C / SIGTERM."""
+    study = StudyDir(out)
+    study.prepare(spec)
+    running: dict[Task, subprocess.Popen] = {}
+    failed: list[Task] = []
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        while True:
+            pending = [t for t in study.tasks(spec) if not study.done(spec, t) and t not in failed]
+            blocked = [t for t in pending if t.kind == "blackbox" and _depends_on_failed(spec, t, failed)]
+            startable = [t for t in pending if t not in running and t not in blocked
+                         and study.ready(spec, t) and _free(study, t, stale_after)]
+            for task in startable[: max(0, jobs - len(running))]:
+                running[task] = _start(study, task, jobs, stale_after)
+                log(f"started {task.name} (log: {study.log(task)})")
+            if not running:
+                if not [t for t in pending if t not in blocked]:
+                    return failed + blocked
+                time.sleep(WAIT_FOR_OTHERS)  # what is left is held by other runners
+                continue
+            time.sleep(POLL)
+            for task, proc in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[task]
+                if proc.returncode == 0:
+                    log(f"finished {task.name}")
+                elif proc.returncode == BUSY:
+                    log(f"{task.name} is being run by another process")
+                else:
+                    failed.append(task)
+                    _record_failure(study, task, proc.returncode)
+                    log(f"FAILED {task.name} (exit {proc.returncode}; log: {study.log(task)})")
+    except (KeyboardInterrupt, Stopped):
+        _stop(running)
+        raise Stopped() from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+def _free(study: StudyDir, task: Task, stale_after: float) -> bool:
+    lock = study.lock(task)
+    return not lock.exists() or is_stale(lock, stale_after)
+
+
+def _depends_on_failed(spec: Spec, task: Task, failed: list[Task]) -> bool:
+    needed = {task.cell.name, spec.surrogate_of(task.cell).name}
+    return any(f.kind == "train" and f.cell.name in needed for f in failed)
+
+
+def _start(study: StudyDir, task: Task, jobs: int, stale_after: float) -> subprocess.Popen:
+    command = [sys.executable, "-m", "minidyn.cli.main", "study", "worker", str(study.path),
+               task.cell.name, task.kind, "--stale-after", repr(stale_after)]
+    with open(study.log(task), "ab") as log_file:
+        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=worker_env(jobs))
+
+
+def _record_failure(study: StudyDir, task: Task, code: int) -> None:
+    try:
+        tail = study.log(task).read_text(errors="replace").splitlines()[-5:]
+    except OSError:
+        tail = []
+    record = {"task": task.name, "exit_code": code, "log": str(study.log(task)), "last_lines": tail,
+              "time": time.time()}
+    atomic_write(study.failure(task), lambda f: json.dump(record, f, indent=2))
+
+
+def _stop(running: dict[Task, subprocess.Popen]) -> None:
+    """SIGTERM every worker (each stops with its last checkpoint kept) and wait for them."""
+    for proc in running.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in running.values():
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

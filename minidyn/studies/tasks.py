@@ -1,0 +1,148 @@
+"""A study on disk and the work it holds: one training task per cell (its training, then the
+study's white-box evaluation of it), and one black-box task per cell with a surrogate.
+
+    STUDY/
+        study.toml                 the spec the study runs (copied at each `study run`)
+        cells/NAME/                the cell's run directory (config.json, metrics.jsonl, ...)
+        cells/NAME/study-eval.json             the [eval] results, per checkpoint and eps
+        cells/NAME/study-eval-blackbox.json    black-box results (crafted on the surrogate)
+        cells/NAME/study-failed-KIND.json      why its task failed (exit code, last log lines)
+        locks/NAME.KIND.lock       the claim of a running task (lock.py)
+        logs/NAME.KIND.log         what the task printed
+
+A task is done when its result file exists and was made with the spec's [eval] settings; an
+[eval] that changed makes the evaluation be done again (the training is kept).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from minidyn.errors import ConfigError
+from minidyn.fileio import atomic_write
+from minidyn.runs.loop import config_differences
+from minidyn.studies.spec import Cell, Spec, load_spec
+
+KINDS = ("train", "blackbox")
+RESULT_FILES = {"train": "study-eval.json", "blackbox": "study-eval-blackbox.json"}
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    cell: Cell
+    kind: str  # "train" | "blackbox"
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell.name}.{self.kind}"
+
+    def __eq__(self, other) -> bool:  # a task is its name (cells are rebuilt from the spec)
+        return isinstance(other, Task) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+class StudyDir:
+    """The files of a study under `path`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.spec_file = self.path / "study.toml"
+        self.cells_dir, self.locks_dir, self.logs_dir = (self.path / d for d in ("cells", "locks", "logs"))
+
+    def spec(self) -> Spec:
+        if not self.spec_file.is_file():
+            raise ConfigError(f"{self.path} is not a study directory (no study.toml); "
+                              "start one with `minidyn study run SPEC --out DIR`")
+        return load_spec(self.spec_file)
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.cells_dir / cell.name
+
+    def result(self, task: Task) -> Path:
+        return self.cell_dir(task.cell) / RESULT_FILES[task.kind]
+
+    def failure(self, task: Task) -> Path:
+        return self.cell_dir(task.cell) / f"study-failed-{task.kind}.json"
+
+    def lock(self, task: Task) -> Path:
+        return self.locks_dir / f"{task.name}.lock"
+
+    def log(self, task: Task) -> Path:
+        return self.logs_dir / f"{task.name}.log"
+
+    def prepare(self, spec: Spec) -> None:
+        """Create the study's folders and copy the spec in, after checking that no trained
+        cell would change (ConfigError naming the cell and the option)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path} is a file, not a directory")
+        if self.path.is_dir() and any(self.path.iterdir()) and not self.spec_file.is_file():
+            raise ConfigError(f"{self.path} is not empty and holds no study (no study.toml); choose another --out")
+        check_trained_cells(self, spec)
+        for folder in (self.cells_dir, self.locks_dir, self.logs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        if not self.spec_file.is_file() or self.spec_file.read_text(encoding="utf-8") != spec.text:
+            atomic_write(self.spec_file, lambda f: f.write(spec.text))
+
+    def tasks(self, spec: Spec) -> list[Task]:
+        """Every task of the study: the training tasks first, then the black-box ones."""
+        cells = spec.cells()
+        return ([Task(c, "train") for c in cells]
+                + [Task(c, "blackbox") for c in cells if spec.eval.surrogate is not None])
+
+    def done(self, spec: Spec, task: Task) -> bool:
+        """Whether the task's result exists, made with the spec's [eval] settings."""
+        record = read_result(self.result(task))
+        return record is not None and record.get("settings") == spec.eval.settings()
+
+    def ready(self, spec: Spec, task: Task) -> bool:
+        """A black-box task waits for the training of its cell and of its surrogate."""
+        if task.kind == "train":
+            return True
+        needed = [task.cell, spec.surrogate_of(task.cell)]
+        return all(self.done(spec, Task(c, "train")) for c in needed)
+
+
+def read_result(path: Path) -> dict | None:
+    """A task's result file, or None where it is missing or not a result (an interrupted
+    write leaves the old file or none: atomic_write)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("results"), dict) else None
+
+
+def write_result(path: Path, record: dict) -> None:
+    atomic_write(path, lambda f: json.dump(record, f, indent=2, sort_keys=True, allow_nan=False,
+                                           default=_finite_or_none))
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def check_trained_cells(study: StudyDir, spec: Spec) -> None:
+    """Refuse a spec under which a cell that was already started would train differently."""
+    for cell in spec.cells():
+        config = study.cell_dir(cell) / "config.json"
+        if not config.is_file():
+            continue
+        try:
+            saved = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            raise ConfigError(f"cell {cell.name}: {config} cannot be read") from None
+        current = cell.config().to_dict()
+        differing = config_differences(saved, current) if isinstance(saved, dict) else ["config.json"]
+        if differing:
+            key = differing[0]
+            raise ConfigError(f"the spec changes cell {cell.name}, which was trained with "
+                              f"{key} = {saved.get(key)!r} (the spec now gives {current.get(key)!r}); "
+                              "restore the spec or use another --out")
