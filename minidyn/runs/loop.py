@@ -17,6 +17,7 @@ there is exact too. Under torchrun every rank runs this loop on its share of eve
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -36,7 +37,7 @@ from minidyn.methods import AttackPlan, attack_plan
 from minidyn.runs.reporter import Reporter
 from minidyn.runs.rundir import CHECKPOINT_NAMES, RunDir
 from minidyn.schedules import StepLR
-from minidyn.train import estimate_c_max, monitor, train_epoch
+from minidyn.train import estimate_c_max, loss_weights_at, monitor, train_epoch
 
 __all__ = ["CHECKPOINT_NAMES", "Run", "RunDir", "backend_from_config", "c_t_warnings",
            "check_batch_shares", "epoch_record", "run_epoch", "train_loop", "train_run"]
@@ -83,7 +84,8 @@ def train_loop(run: Run, report: Reporter) -> dict:
             state = run.epoch_state(t)
             batches = epoch_batches(backend, run.train_set, state, t, cfg.seed, cfg.batch_size, cfg.augment)
             for batch_loss in train_epoch(backend, run.model, run.optimizer, batches, plan, state,
-                                          eps=cfg.eps, record_fosc=cfg.record_fosc):
+                                          eps=cfg.eps, record_fosc=cfg.record_fosc,
+                                          loss_weights=loss_weights_at(cfg.loss_weights, t)):
                 check_finite_loss(backend, batch_loss, t, state.batches)  # every rank, same batch
                 if run.checkpoint_due(t, state):
                     run.save_checkpoint(t, state)
@@ -276,7 +278,8 @@ def run_epoch(backend: Backend, model: Model, optimizer, data: Dataset, cfg: Tra
     state = EpochState.begin(backend, cfg.seed, t, len(data))
     batches = epoch_batches(backend, data, state, t, cfg.seed, cfg.batch_size, cfg.augment)
     for batch_loss in train_epoch(backend, model, optimizer, batches, plan, state, eps=cfg.eps,
-                                  record_fosc=cfg.record_fosc):
+                                  record_fosc=cfg.record_fosc,
+                                  loss_weights=loss_weights_at(cfg.loss_weights, t)):
         check_finite_loss(backend, batch_loss, t, state.batches)
     return state.stats(backend)
 
@@ -290,9 +293,14 @@ def backend_from_config(cfg: TrainConfig) -> Backend:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Names of the options whose values differ between a saved config and the current one."""
+    """Names of the options whose values differ between a saved config and the current one.
+
+    An option the saved config lacks (a run written before the option existed) counts as its
+    TrainConfig default, so an old run directory resumes as long as the option is left alone."""
     keys = (set(saved) | set(current)) - RESUMABLE_CHANGES - {"c_max_used", "version"}
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k))
 
 
 def weights_are_finite(backend: Backend, model) -> bool:
