@@ -81,6 +81,19 @@ class ArrayBackend(Backend):
         optimizer.step(grads)
         return float(losses.sum()), self.count(logits.argmax(axis=1) == y)
 
+    def weighted_train_step(self, model, optimizer, x, y, weights):
+        """One SGD step on sum_i w_i loss_i -> (sum of the B unweighted losses, correct count).
+
+        d(sum_i w_i loss_i)/dz_i = w_i (softmax(z_i) - onehot(y_i)): the rows of the
+        cross-entropy's logit gradient scaled by the weights, then the usual backward pass.
+        """
+        logits, cache = model.forward(x)
+        losses, dlogits = nm.cross_entropy(self.xp, logits, y)
+        w = self.astype(self.xp.asarray(weights), dlogits.dtype)
+        _, grads = model.backward(cache, dlogits * w[:, None], input_grad=False)
+        optimizer.step(grads)
+        return float(losses.sum()), self.count(logits.argmax(axis=1) == y)
+
     # --- construction and persistence ----------------------------------------------------------
     def make_model(self, name, input_shape, num_classes, seed):
         """"softmax" | "mlp" (see numpy_models), in the backend's float dtype."""

@@ -497,6 +497,24 @@ class TorchBackend(Backend):
             correct = int((z.detach().argmax(dim=1) == y).sum().item())
         return total, correct
 
+    def weighted_train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any,
+                            weights: Any) -> tuple[float, int]:
+        x = self._prep_x(x).detach()
+        y = self._labels(y, x.device)
+        w = self.asarray(weights).detach().to(device=x.device, dtype=torch.float32)
+        # DDP averages the ranks' gradients; times world_size that is the gradient of the sum
+        # over every rank's weighted losses
+        with _modes(model, True), torch.enable_grad():
+            optimizer.zero_grad(set_to_none=True)
+            z = self._forward(self._trainer(model), x)
+            losses = F.cross_entropy(z, y, reduction="none")
+            ((losses * w.to(losses.dtype)).sum() * self.world_size).backward()
+            optimizer.step()
+        with torch.no_grad():
+            total = float(losses.detach().sum().item())
+            correct = int((z.detach().argmax(dim=1) == y).sum().item())
+        return total, correct
+
     # --- the model side: training ---------------------------------------------------------------
     def min_train_batch(self, model: nn.Module) -> int:
         """2 when the model has BatchNorm (train mode needs more than one value per channel)."""

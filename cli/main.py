@@ -18,7 +18,7 @@ from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
 from minidyn.cli.study import study_command
 from minidyn.cli.params import CMax, Eps, epoch_list
-from minidyn.config import BACKENDS, METHODS, PRESETS, TrainConfig, load_preset
+from minidyn.config import BACKENDS, FOSC_REFERENCES, LOSS_WEIGHTS, METHODS, PRESETS, TrainConfig, load_preset
 from minidyn.errors import MinidynError, NumericalError
 from minidyn.runs.reporter import Reporter
 from minidyn.runs.rundir import BEST_NAMES
@@ -84,6 +84,8 @@ def main():
 @click.option("--no-final-eval", "final_eval", flag_value=False, default=None, help="Skip the final test evaluation (a study evaluates its runs itself).")
 @click.option("--eval-steps", type=int, help="PGD steps of the test accuracy after each epoch and at the end.  [default: 20]")
 @click.option("--attack-mode", type=click.Choice(["eval", "train"]), help="Model mode while attacking (BatchNorm).  [default: eval]")
+@click.option("--fosc-reference", type=click.Choice(FOSC_REFERENCES), help="FOSC's reference point in the training attack: the natural example (the paper) or the random start, as the authors' code does (YisenWang/dynamic_adv_training pgd_attack.py lines 62 and 85-88; docs/fosc.md).  [default: natural]")
+@click.option("--loss-weights", type=click.Choice(LOSS_WEIGHTS), help="ce: from the second epoch on, weight each example's training loss by its own cross-entropy at the adversarial point, the authors' sample_weight (YisenWang/dynamic_adv_training train_models.py lines 116-117 and 124-127; docs/fosc.md).  [default: none]")
 @click.option("--amp", type=click.Choice(["bf16"]), help="torch: bf16 autocast.")
 @click.option("--channels-last", is_flag=True, default=None, help="torch: channels-last memory format.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch: torch.compile the attack (falls back to eager if unsupported).")

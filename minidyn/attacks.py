@@ -19,6 +19,12 @@ where PGD may go, not how FOSC is measured. The FOSC over the set PGD actually s
 ball intersected with the box, is `minidyn.fosc(..., bounds=(0, 1))`; it is never larger, and
 much smaller where pixels sit on the box's faces (MNIST's are mostly 0 or 1), because the box
 removes the vertices that push pixels outside [0, 1] (docs/fosc.md).
+
+`fosc_reference="start"` (training's `--fosc-reference start`, off by default) puts the start
+point x^0 in place of x_0 in that formula, c(x^k) = eps ||g||_1 - <x^k - x^0, g>, as the
+authors' code does (YisenWang/dynamic_adv_training, pgd_attack.py: line 62 keeps a copy of
+the batch after the random start of line 45, lines 85-88 compute FOSC from it). It can be
+negative. minidyn's x^0 is projected into the box (start_point); the authors' is not.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import numpy as np
 
 from minidyn.active import ActiveSet
 from minidyn.backend import Array, Backend, Model, backend_for
+from minidyn.config import FOSC_REFERENCES
 from minidyn.errors import ConfigError
 from minidyn.fosc import fosc
 from minidyn.projection import feasible_box
@@ -90,7 +97,7 @@ def start_point(x: Array, eps: float, lower: Array, upper: Array, random_start: 
 def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps: int,
         random_start: bool = True, loss: str = "ce", stop_fosc: float | None = None,
         final_stats: bool = False, trace: bool = False, bounds: tuple[float, float] = (0.0, 1.0),
-        rng=None, backend: Backend | None = None) -> AttackResult:
+        rng=None, fosc_reference: str = "natural", backend: Backend | None = None) -> AttackResult:
     """Projected gradient ascent on `loss` within the eps-ball of x (B, ...) and the pixel box.
 
     x: (B, ...) natural examples x_0 in `bounds`; y: (B,) integer labels; eps, step_size: in
@@ -102,13 +109,18 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
     trace:     also return `Trace`, FOSC and loss at every point x^0 .. x^K (NaN after an
                example stopped); costs the same extra evaluation as final_stats.
     rng:       the backend generator for the random start (default: a fixed seed 0).
+    fosc_reference: "natural" (the paper) measures FOSC from x_0; "start" from the start point
+               x^0, as the authors' code does (module docstring).
     FOSC (stop rule, final_stats, trace) is Eq. 4 over the eps-ball alone (module docstring).
     """
     check_settings(eps, step_size, steps)
+    if fosc_reference not in FOSC_REFERENCES:
+        raise ConfigError(f"fosc_reference must be one of {', '.join(FOSC_REFERENCES)}, got {fosc_reference!r}")
     backend = backend or backend_for(x)
     lower, upper = feasible_box(x, eps, bounds, backend)  # the ball around x_0, in the pixel box
     x_k = start_point(x, eps, lower, upper, random_start, rng, backend)  # x^0
-    x_0, labels, n, stats = x, y, int(x.shape[0]), final_stats or trace
+    x_0 = x_k if fosc_reference == "start" else x  # FOSC's reference point: the paper's x_0
+    labels, n, stats = y, int(x.shape[0]), final_stats or trace
     active = ActiveSet(backend, n)
     out = AttackResult(x_adv=None, fosc=None, loss=None, steps=None, grad_evals=0,  # active.write
                        trace=_empty_trace(steps, n) if trace else None)            # fills these

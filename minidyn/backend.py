@@ -247,6 +247,17 @@ class ModelOps:
         when every rank has len(x)); returns (sum of this rank's losses, its correct count)."""
         raise _missing(self, "train_step")
 
+    def weighted_train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
+                            weights: Array) -> tuple[float, int]:
+        """One SGD step on sum_i weights_i * CE_i, the per-example cross-entropies weighted by
+        `weights` (B,), which are constants (no gradient flows through them) and already
+        normalised: the caller divides them as it wants the loss scaled (train.ce_weights
+        follows the authors' Keras sample_weight). Under torchrun x is this rank's share and
+        `weights` its weights; the step is on the sum over every rank's examples. Returns
+        (sum of this rank's unweighted losses, its correct count), as train_step does.
+        Used by `--loss-weights ce` only; a backend without it cannot train with that option."""
+        raise _missing(self, "weighted_train_step")
+
     def min_train_batch(self, model: Model) -> int:
         """The fewest examples one process can train on: 1, unless the model needs batch
         statistics (2 for BatchNorm)."""

@@ -32,6 +32,9 @@ from minidyn.errors import ConfigError
 METHODS = ("unsecured", "standard", "curriculum", "fgsm-pgd", "dynamic")
 PRESETS = ("paper-mnist", "paper-cifar10", "paper-wrn")
 BACKENDS = ("auto", "numpy", "cupy", "torch")
+# the authors' code as switches, off by default (docs/fosc.md, "The authors' code as switches")
+FOSC_REFERENCES = ("natural", "start")  # FOSC from x_0 (the paper) or from the random start
+LOSS_WEIGHTS = ("none", "ce")           # unweighted mean CE, or the authors' sample_weight
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class TrainConfig:
     augment: bool | None = None         # random crop + flip; None: on for cifar10 only
     record_fosc: bool = True            # write fosc/epoch_NNN.npy (one extra grad eval per example)
     attack_mode: str = "eval"           # model mode while attacking (torch backend)
+    fosc_reference: str = "natural"     # FOSC's x_0: "natural" (paper) | "start" (authors' code)
+    loss_weights: str = "none"          # "ce": authors' per-example CE weights from epoch 2 on
     extras: dict = field(default_factory=dict)  # backend options (amp, channels_last, ...)
 
     def resolved(self) -> "TrainConfig":
@@ -165,6 +170,10 @@ class TrainConfig:
             (self.final_eval_limit is None or self.final_eval_limit >= 1,
              f"--final-eval-limit must be >= 1, got {self.final_eval_limit}"),
             (self.attack_mode in ("eval", "train"), f"attack mode must be eval or train, got {self.attack_mode!r}"),
+            (self.fosc_reference in FOSC_REFERENCES,
+             f"--fosc-reference must be one of {', '.join(FOSC_REFERENCES)}, got {self.fosc_reference!r}"),
+            (self.loss_weights in LOSS_WEIGHTS,
+             f"--loss-weights must be one of {', '.join(LOSS_WEIGHTS)}, got {self.loss_weights!r}"),
             (self.backend == "torch" or not self.extras,
              f"--{next(iter(self.extras), '').replace('_', '-')} needs --backend torch (the {self.backend} backend has no such option)"),
         ]

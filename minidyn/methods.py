@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from minidyn.config import TrainConfig
@@ -23,13 +24,22 @@ class AttackPlan:
     step_size: float
     random_start: bool
     stop_fosc: float | None = None  # c_t of Algorithm 1; None: run all steps
+    fosc_reference: str = "natural"  # FOSC's x_0: the natural example, or "start" (authors' code)
 
 
 def attack_plan(cfg: TrainConfig, t: int, c_max: float | None = None) -> AttackPlan | None:
     """The attack that `cfg.method` trains on at epoch t (None: train on clean examples).
 
     cfg must be resolved; c_max overrides cfg.c_max (the CLI's `auto` estimate).
+    Every plan carries cfg.fosc_reference (for FGSM, without a random start, both are x_0).
     """
+    plan = _attack_plan(cfg, t, c_max)
+    if plan is None or cfg.fosc_reference == "natural":
+        return plan
+    return dataclasses.replace(plan, fosc_reference=cfg.fosc_reference)
+
+
+def _attack_plan(cfg: TrainConfig, t: int, c_max: float | None) -> AttackPlan | None:
     pgd_k = AttackPlan(cfg.steps, cfg.step_size, random_start=True)
     if cfg.method == "unsecured":
         return None

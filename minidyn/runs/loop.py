@@ -38,7 +38,7 @@ from minidyn.methods import AttackPlan, attack_plan
 from minidyn.runs.reporter import Reporter
 from minidyn.runs.rundir import CHECKPOINT_NAMES, RunDir
 from minidyn.schedules import StepLR
-from minidyn.train import estimate_c_max, monitor, train_epoch
+from minidyn.train import estimate_c_max, loss_weights_at, monitor, train_epoch
 
 __all__ = ["CHECKPOINT_NAMES", "Run", "RunDir", "backend_from_config", "c_t_warnings",
            "check_batch_shares", "epoch_record", "run_epoch", "train_loop", "train_run"]
@@ -86,7 +86,8 @@ def train_loop(run: Run, report: Reporter) -> dict:
             state = run.epoch_state(t)
             batches = epoch_batches(backend, run.train_set, state, t, cfg.seed, cfg.batch_size, cfg.augment)
             for batch_loss in train_epoch(backend, run.model, run.optimizer, batches, plan, state,
-                                          eps=cfg.eps, record_fosc=cfg.record_fosc):
+                                          eps=cfg.eps, record_fosc=cfg.record_fosc,
+                                          loss_weights=loss_weights_at(cfg.loss_weights, t)):
                 check_finite_loss(backend, batch_loss, t, state.batches)  # every rank, same batch
                 if run.checkpoint_due(t, state):
                     run.save_checkpoint(t, state)
@@ -306,7 +307,8 @@ def run_epoch(backend: Backend, model: Model, optimizer, data: Dataset, cfg: Tra
     state = EpochState.begin(backend, cfg.seed, t, len(data))
     batches = epoch_batches(backend, data, state, t, cfg.seed, cfg.batch_size, cfg.augment)
     for batch_loss in train_epoch(backend, model, optimizer, batches, plan, state, eps=cfg.eps,
-                                  record_fosc=cfg.record_fosc):
+                                  record_fosc=cfg.record_fosc,
+                                  loss_weights=loss_weights_at(cfg.loss_weights, t)):
         check_finite_loss(backend, batch_loss, t, state.batches)
     return state.stats(backend)
 
@@ -320,7 +322,10 @@ def backend_from_config(cfg: TrainConfig) -> Backend:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Names of the options whose values differ between a saved config and the current one."""
+    """Names of the options whose values differ between a saved config and the current one.
+
+    An option the saved config lacks (a run written before the option existed) counts as its
+    TrainConfig default, so an old run directory resumes as long as the option is left alone."""
     keys = (set(saved) | set(current)) - RESUMABLE_CHANGES - {"c_max_used", "version"}
     # a run saved before an option existed ran with that option's default
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)
