@@ -15,9 +15,9 @@ lines logged after it are dropped, and training continues from it (see docs/reli
 Under torchrun only rank 0 writes: the RunDir of every other rank is not `writable`.
 
 A run that writes holds an exclusive lock on its directory for as long as it trains: `flock` on
-`.minidyn.lock`, which records the holder's host and pid. The OS releases the lock when the
-process dies (a SIGKILLed run leaves no stale lock); reading a run (eval, analyze, compare) takes
-no lock. On NFS, whether flock excludes processes on other hosts depends on the mount (Linux
+`.minidyn.lock`, which records the holder's host and pid and is removed when the run ends. The
+OS releases the lock when the process dies (a SIGKILLed run leaves the file, but no lock: the
+next run takes it over); reading a run (eval, analyze, compare) takes no lock. On NFS, whether flock excludes processes on other hosts depends on the mount (Linux
 NFS clients emulate it with NFS byte-range locks; `local_lock=flock` makes it local only).
 """
 from __future__ import annotations
@@ -115,28 +115,34 @@ class RunDir:
         """Take the run's exclusive lock (held until `unlock` or the process ends) and record
         this process in the lock file; ConfigError naming the holder if another process has it."""
         path = self.path / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the lock file {path}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise ConfigError(f"{self.path} is in use by another minidyn run ({holder}); "
-                              "wait for it to finish, or stop it first") from None
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the lock file {path}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise ConfigError(f"{self.path} is in use by another minidyn run ({holder}); "
+                                  "wait for it to finish, or stop it first") from None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # the holder removed this file after we opened it: lock the new one
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
     def unlock(self) -> None:
-        """Release the lock taken by `lock` (nothing if none is held); the lock file is emptied
-        first, so that a finished run's directory does not name a process."""
+        """Release the lock taken by `lock` (nothing if none is held), removing the lock file
+        while it is still held (a process waiting on the removed file then locks a new one)."""
         fd, self._lock_fd = getattr(self, "_lock_fd", None), None
         if fd is not None:
             try:
-                os.ftruncate(fd, 0)
+                (self.path / LOCK_NAME).unlink(missing_ok=True)
+            except OSError:
+                pass
             finally:
                 os.close(fd)  # closing releases the flock
 
@@ -238,6 +244,14 @@ def _is_temporary(entry: Path) -> bool:
     if entry.parent.name == "fosc" and FOSC_FILE.fullmatch(target):
         return True
     return target in RUN_FILES
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _is_lock(entry: Path) -> bool:

@@ -124,7 +124,7 @@ def test_a_second_train_on_a_running_run_is_refused(tiny_mnist, tmp_path):
         holder.kill()
         holder.wait()
     assert epochs_logged(out) == list(range(EPOCHS))  # every epoch recorded once
-    assert (out / LOCK_NAME).read_text() == ""  # a finished run names no process
+    assert not (out / LOCK_NAME).exists()  # removed when the run ended
 
 
 def test_a_sigkilled_holder_leaves_no_lock_behind(tiny_mnist, tmp_path):
@@ -136,6 +136,7 @@ def test_a_sigkilled_holder_leaves_no_lock_behind(tiny_mnist, tmp_path):
     r = cli(*train_args(tiny_mnist, out))
     assert r.exit_code == 0, r.output + r.stderr
     assert epochs_logged(out) == list(range(EPOCHS))
+    assert not (out / LOCK_NAME).exists()
 
 
 def test_eval_analyze_and_compare_read_a_locked_run(tiny_mnist, run, tmp_path):
