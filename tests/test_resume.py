@@ -86,7 +86,7 @@ def test_a_crash_at_any_checkpoint_resumes_exactly(tiny_mnist, tmp_path, monkeyp
     with pytest.raises(Crash):
         train_run(cfg, out, checkpoint_every=2)
     monkeypatch.undo()
-    (out / ".checkpoint.npz.x1y2z3.tmp").write_bytes(b"torn")  # a write that SIGKILL cut short
+    (out / ".checkpoint.npz.minidyn-x1y2z3ab.tmp").write_bytes(b"torn")  # a write that SIGKILL cut short
     notes = Notes()
     train_run(cfg, out, resume=True, checkpoint_every=2, reporter=notes)
     assert notes.lines[0].startswith("resuming") or "all 3 epochs were trained" in notes.lines[0]
@@ -129,7 +129,7 @@ def test_resume_before_anything_was_saved_starts_the_run(tiny_mnist, tmp_path, r
     """Killed before config.json was written: the directory holds an empty fosc/ at most."""
     cfg, out = small_config(tiny_mnist), tmp_path / "run"
     (out / "fosc").mkdir(parents=True)
-    (out / ".config.json.abc.tmp").write_text("{")
+    (out / ".config.json.minidyn-abc_1234.tmp").write_text("{")
     notes = Notes()
     train_run(cfg, out, resume=True, reporter=notes)
     assert "starting the run from the beginning" in notes.lines[0]

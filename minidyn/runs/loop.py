@@ -45,6 +45,9 @@ __all__ = ["CHECKPOINT_NAMES", "Run", "RunDir", "backend_from_config", "c_t_warn
 
 # Options that may change between a run and its resumption without changing its result.
 RESUMABLE_CHANGES = {"data_dir", "device"}
+# What a checkpoint's meta records of its run (Run.save_checkpoint): meta key -> config.json key
+RECORDED_OPTIONS = {"eps": "eps", "model": "model", "dataset": "dataset", "method": "method",
+                    "c_max": "c_max_used"}
 
 
 def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool = False,
@@ -60,11 +63,15 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
     """
     report = reporter if reporter is not None else Reporter()
     run = setup(cfg.resolved(), out, resume, checkpoint_every)
-    if resume and run.files.has_run():
-        resume_from_checkpoint(run, report)
-    else:
-        start(run, resume, report)
-    return train_loop(run, report)
+    try:
+        if resume and run.files.has_run():
+            resume_from_checkpoint(run, report)
+        else:
+            start(run, resume, report)
+        return train_loop(run, report)
+    finally:
+        if run.files is not None:
+            run.files.unlock()  # taken by setup (RunDir.prepare)
 
 
 def train_loop(run: Run, report: Reporter) -> dict:
@@ -185,7 +192,8 @@ class Run:
 def setup(cfg: TrainConfig, out: str | os.PathLike | None, resume: bool,
           checkpoint_every: int | None) -> Run:
     """The backend, data, model, optimiser and run directory of a resolved `cfg`; ConfigError
-    for a run that cannot be trained, before anything is written."""
+    for a run that cannot be trained, before anything is written. The run directory is locked
+    (RunDir.prepare) on the rank that writes it; `train_run` releases it."""
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
     backend = backend_from_config(cfg)
@@ -206,6 +214,8 @@ def setup(cfg: TrainConfig, out: str | os.PathLike | None, resume: bool,
     if resume and files is None:
         raise ConfigError("--resume needs the run directory (--out) to continue")
     if files is not None:
+        if resume:
+            files.check_file_types(cfg.backend)  # before anything opens them
         files.prepare(resume)
     return Run(cfg, backend, train_set, test_set, model, optimizer, files, checkpoint_every,
                val_set=val_set)
@@ -239,7 +249,7 @@ def resume_from_checkpoint(run: Run, report: Reporter) -> None:
     run.c_max = saved.get("c_max_used")
     if not isinstance(run.c_max, (int, float)) or isinstance(run.c_max, bool):
         raise ConfigError(f"{files.config} records no c_max_used; it was not written by minidyn train")
-    run.start_epoch, run.resume_state = load_resume_point(run)
+    run.start_epoch, run.resume_state = load_resume_point(run, saved)
     files.remove_temporary_files()
     files.keep_metrics_before(run.start_epoch)
     where = f"epoch {run.start_epoch + 1}" + (f", batch {run.resume_state.batches + 1}" if run.resume_state else "")
@@ -247,17 +257,22 @@ def resume_from_checkpoint(run: Run, report: Reporter) -> None:
                 else f"{files.path}: all {cfg.epochs} epochs were trained; evaluating the final model")
 
 
-def load_resume_point(run: Run) -> tuple[int, EpochState | None]:
+def load_resume_point(run: Run, saved: dict) -> tuple[int, EpochState | None]:
     """Load the last checkpoint into the model and optimiser: (epochs done, state of the next
-    epoch when it stopped midway). (0, None) when the run stopped before its first checkpoint."""
+    epoch when it stopped midway). (0, None) when the run stopped before its first checkpoint
+    (and has no history). The checkpoint's record of its run must agree with `saved` (the
+    run's config.json) and with metrics.jsonl (RunDir.check_history)."""
     cfg, n = run.cfg, len(run.train_set)
     path = run.files.checkpoint(cfg.backend)
     if not path.exists():
+        run.files.check_history(path, None)
         return 0, None
     meta = run.backend.load_checkpoint(str(path), run.model, run.optimizer)
     epoch = meta.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= cfg.epochs:
         raise CheckpointError(f"{path} records epoch {epoch!r}, not one of 0..{cfg.epochs}")
+    check_recorded_options(path, meta, saved, run.files.config.name)
+    run.files.check_history(path, epoch)
     progress = meta.get("progress")
     if progress is None:
         return epoch, None
@@ -278,6 +293,15 @@ def best_on_validation(records: list[dict]) -> dict:
     best = max(records, key=lambda r: (r["val_pgd_acc"], -r["epoch"]))
     return {"epoch": best["epoch"] + 1, "val_pgd_acc": best["val_pgd_acc"],
             "val_clean_acc": best["val_clean_acc"], "val_n": best["val_pgd_n"]}
+
+
+def check_recorded_options(path, meta: dict, saved: dict, config_name: str) -> None:
+    """CheckpointError where the checkpoint's meta records a RECORDED_OPTIONS value that differs
+    from the saved config's (config.json edited after training); fields it lacks are not checked."""
+    for key, option in RECORDED_OPTIONS.items():
+        if key in meta and meta[key] != saved.get(option):
+            raise CheckpointError(f"{path} was trained with {option} {meta[key]!r}, but {config_name} "
+                                  f"says {saved.get(option)!r}; the run's files do not belong together")
 
 
 def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, stats: EpochStats,

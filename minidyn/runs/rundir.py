@@ -15,22 +15,35 @@ Files are replaced atomically (temporary file, fsync, rename), so a crash leaves
 or the new version, never a torn one. The checkpoint is the commit point: on resume, metric
 lines logged after it are dropped, and training continues from it (see docs/reliability.md).
 Under torchrun only rank 0 writes: the RunDir of every other rank is not `writable`.
+
+A run that writes holds an exclusive lock on its directory for as long as it trains: `flock` on
+`.minidyn.lock`, which records the holder's host and pid and is removed when the run ends. The
+OS releases the lock when the process dies (a SIGKILLed run leaves the file, but no lock: the
+next run takes it over); reading a run (eval, analyze, compare) takes no lock. On NFS, whether flock excludes processes on other hosts depends on the mount (Linux
+NFS clients emulate it with NFS byte-range locks; `local_lock=flock` makes it local only).
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
+import re
+import socket
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from minidyn.errors import ConfigError
-from minidyn.fileio import atomic_write
+from minidyn.fileio import atomic_write, temporary_target
 
 CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
 # with --val-size: the end-of-epoch weights of the epoch with the best validation PGD accuracy
 BEST_NAMES = {"torch": "best-val.pt", "numpy": "best-val.npz", "cupy": "best-val.npz"}
+LOCK_NAME = ".minidyn.lock"
+RUN_FILES = {"config.json", "metrics.jsonl", "summary.json", *CHECKPOINT_NAMES.values(), *BEST_NAMES.values()}
+FOSC_FILE = re.compile(r"epoch_\d{3,}\.npy")
 
 
 def _writes(method):
@@ -66,14 +79,15 @@ class RunDir:
 
     def leftovers_only(self) -> bool:
         """True if the directory is missing or holds only what a run killed before writing its
-        config.json can leave: an empty fosc/ directory and temporary files."""
+        config.json can leave: an empty fosc/ directory, the lock file and atomic_write's
+        temporary files of the run's own files (a user's own files make it not empty)."""
         if not self.path.exists():
             return True
         try:
             for entry in self.path.iterdir():
                 if entry == self.fosc_dir and entry.is_dir() and not any(entry.iterdir()):
                     continue
-                if _is_temporary(entry):
+                if _is_temporary(entry) or _is_lock(entry):
                     continue
                 return False
         except OSError:
@@ -82,7 +96,8 @@ class RunDir:
 
     @_writes
     def prepare(self, resume: bool) -> None:
-        """Create the directory; refuse to overwrite a run unless resuming, or to resume nothing.
+        """Create the directory and lock it (`lock`); refuse to overwrite a run unless resuming,
+        or to resume nothing.
 
         `resume` where no run was started yet (killed before it wrote config.json) starts one.
         """
@@ -91,7 +106,7 @@ class RunDir:
         if resume and not self.has_run() and not self.leftovers_only():
             raise ConfigError(f"--resume: {self.path} holds no minidyn run to resume (no config.json) "
                               "and is not empty; choose another --out")
-        if not resume and self.path.exists() and any(self.path.iterdir()):
+        if not resume and self.path.exists() and any(not _is_lock(e) for e in self.path.iterdir()):
             raise ConfigError(f"{self.path} is not empty; pass --resume to continue the run "
                               "there, or choose another --out")
         try:
@@ -100,10 +115,74 @@ class RunDir:
             raise ConfigError(f"cannot create --out {self.path}: {exc.strerror or exc}") from None
         if not os.access(self.path, os.W_OK) or not os.access(self.fosc_dir, os.W_OK):
             raise ConfigError(f"cannot write to --out {self.path}: permission denied")
+        self.lock()
+
+    @_writes
+    def lock(self) -> None:
+        """Take the run's exclusive lock (held until `unlock` or the process ends) and record
+        this process in the lock file; ConfigError naming the holder if another process has it."""
+        path = self.path / LOCK_NAME
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the lock file {path}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise ConfigError(f"{self.path} is in use by another minidyn run ({holder}); "
+                                  "wait for it to finish, or stop it first") from None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # the holder removed this file after we opened it: lock the new one
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock taken by `lock` (nothing if none is held), removing the lock file
+        while it is still held (a process waiting on the removed file then locks a new one)."""
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is not None:
+            try:
+                (self.path / LOCK_NAME).unlink(missing_ok=True)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)  # closing releases the flock
+
+    def check_file_types(self, backend: str) -> None:
+        """ConfigError if a file that resuming reads or replaces is there but is not a regular
+        file (a FIFO or device would block the read forever; a directory or a dangling link)."""
+        names = [self.config, self.metrics, self.summary, self.checkpoint(backend)]
+        if self.fosc_dir.is_dir():
+            names += sorted(p for p in self.fosc_dir.iterdir() if FOSC_FILE.fullmatch(p.name))
+        for path in names:
+            kind = _not_regular(path)
+            if kind:
+                raise ConfigError(f"{path} is {kind}, not a regular file; a minidyn run cannot use it")
+
+    def check_history(self, checkpoint: Path, epoch: int | None) -> None:
+        """ConfigError unless the run's history fits its checkpoint: `epoch` is the epochs the
+        checkpoint records (None: there is no checkpoint), and metrics.jsonl must hold a line
+        for each of them; with no checkpoint there must be no history (metrics or summary)."""
+        recorded = {r["epoch"] for r in self.read_metrics()}
+        if epoch is None:
+            if recorded or self.summary.exists():
+                raise ConfigError(f"--resume: {self.path} has {len(recorded)} epochs of history "
+                                  f"but no checkpoint ({checkpoint.name} is missing); resuming would "
+                                  "retrain from epoch 1 and rewrite it")
+        elif not recorded.issuperset(range(epoch)):
+            missing = sorted(set(range(epoch)) - recorded)
+            raise ConfigError(f"--resume: {checkpoint} is at epoch {epoch}, but {self.metrics.name} "
+                              f"has no line for epoch {missing[0] + 1}; the run's history is incomplete")
 
     @_writes
     def remove_temporary_files(self) -> None:
-        """Delete the temporary files of writes that a crash interrupted (never the real files)."""
+        """Delete the temporary files of `atomic_write`s of this run's own files that a crash
+        interrupted (`_is_temporary`: never the real files, never a file minidyn did not write)."""
         for folder in (self.path, self.fosc_dir):
             if folder.is_dir():
                 for entry in folder.iterdir():
@@ -164,5 +243,38 @@ class RunDir:
 
 
 def _is_temporary(entry: Path) -> bool:
-    """A temporary file of `atomic_write` (".NAME.XXXXXXXX.tmp")."""
-    return entry.name.startswith(".") and entry.name.endswith(".tmp")
+    """A temporary file of `atomic_write` (".NAME.minidyn-XXXXXXXX.tmp") of one of a run's own
+    files: NAME in RUN_FILES in the run directory, NAME epoch_NNN.npy in fosc/."""
+    target = temporary_target(entry.name)
+    if target is None:
+        return False
+    if entry.parent.name == "fosc" and FOSC_FILE.fullmatch(target):
+        return True
+    return target in RUN_FILES
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _is_lock(entry: Path) -> bool:
+    return entry.name == LOCK_NAME and entry.is_file()
+
+
+def _not_regular(path: Path) -> str | None:
+    """What `path` is when it is there but is not a regular file (after symbolic links)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(path) else None
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
