@@ -88,8 +88,9 @@ class StudyDir:
             atomic_write(self.spec_file, lambda f: f.write(spec.text))
 
     def tasks(self, spec: Spec) -> list[Task]:
-        """Every task of the study: the training tasks first, then the black-box ones."""
-        cells = spec.cells()
+        """Every task of the study: the training tasks first, seed by seed (a study stopped
+        halfway has whole seeds to compare), then the black-box ones."""
+        cells = sorted(spec.cells(), key=lambda c: repr(c.values.get("seed", 0)))
         return ([Task(c, "train") for c in cells]
                 + [Task(c, "blackbox") for c in cells if spec.eval.surrogate is not None])
 
