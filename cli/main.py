@@ -105,11 +105,8 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
     """
     from minidyn.runs import train_run
 
-    values = dict(QUICKSTART) if preset is None and options["epochs"] is None else {}
-    values.update(load_preset(preset) if preset else {})
-    values.update({k: v for k, v in options.items() if v is not None})
     extras = {k: v for k, v in (("amp", amp), ("channels_last", channels_last), ("compile", compile_)) if v}
-    given = TrainConfig(**values, extras=extras)
+    given = given_config(preset, options, extras)
     cfg = given.resolved()
     if out is None:
         out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{cfg.model}"
@@ -140,6 +137,15 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
                    f"{summary['test_n']} examples, PGD-{cfg.eval_steps} {summary[pgd_key]:.2f}% on "
                    f"{'all ' if n_pgd == summary['test_n'] else 'the first '}{n_pgd} (eps {cfg.eps:g})")
     click.echo(f"run directory: {out}")
+
+
+def given_config(preset: str | None, options: dict, extras: dict) -> TrainConfig:
+    """The TrainConfig of `minidyn train`'s options (None: not given): the quickstart's budget
+    without --epochs and --preset, then the preset, then the options given."""
+    values = dict(QUICKSTART) if preset is None and options.get("epochs") is None else {}
+    values.update(load_preset(preset) if preset else {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    return TrainConfig(**values, extras=extras)
 
 
 def first_line(given: TrainConfig, cfg: TrainConfig, out) -> str:

@@ -166,7 +166,6 @@ def worker_command(study_dir, cell, kind, stale_after):
     study = StudyDir(study_dir)
     cells = {c.name: c for c in study.spec().cells()}
     reporter = ConsoleReporter(cells[cell].config()) if cell in cells else None
-    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {cell}.{kind} started")
     try:
         run_task(study, cell, kind, reporter, stale_after=stale_after)
     finally:

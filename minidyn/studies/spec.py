@@ -16,7 +16,8 @@
     limit = 1000             # test examples (default: all)
     surrogate = {method = "standard"}   # black-box: each seed's surrogate (see below)
     [report]
-    baseline = "standard"    # the method the paired differences are taken against
+    baseline = "standard"    # the method the paired differences are taken against, or grid
+                             # values: {fosc_reference = "natural", loss_weights = "none"}
 
 A cell is named by the grid values that vary, in the grid's order (`dynamic_seed-0`,
 `standard_step-size-eps-over-8_seed-2`): readable and stable as long as the grid keeps its
@@ -37,7 +38,8 @@ from minidyn.config import TrainConfig, parse_eps
 from minidyn.errors import ConfigError
 from minidyn.evaluation.attack_table import ATTACKS, DEFAULT_ATTACKS
 
-TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extras"}
+# TrainConfig's fields that `minidyn train` has options for (so that --dry-run can print a cell)
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extras", "momentum", "weight_decay", "augment"}
 EVAL_KEYS = {"attacks", "eps", "limit", "restarts", "apgd_steps", "batch_size", "seed",
              "checkpoints", "surrogate"}
 REPORT_KEYS = {"baseline", "sweep", "fosc_epochs"}
@@ -136,8 +138,9 @@ def cell_name(values: dict) -> str:
     return "_".join(parts)
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and check a spec file; ConfigError naming the file and the problem."""
+def load_spec(path: str | Path, name: str | None = None) -> Spec:
+    """Read and check a spec file; ConfigError naming the file and the problem. The study's
+    name is [study] name, else `name`, else the file's stem."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such study spec (see `minidyn study list`)")
@@ -147,7 +150,7 @@ def load_spec(path: str | Path) -> Spec:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path} is not a readable TOML study spec ({error})") from None
     try:
-        return parse_spec(raw, name=path.stem, text=text)
+        return parse_spec(raw, name=name or path.stem, text=text)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
 
@@ -249,4 +252,9 @@ def _report(table: dict) -> dict:
     unknown = set(table) - REPORT_KEYS
     if unknown:
         raise ConfigError(f"[report] unknown key(s) {', '.join(sorted(unknown))}")
-    return {"baseline": "standard", **table}
+    report = {"baseline": "standard", **table}
+    if not isinstance(report["baseline"], (str, dict)):
+        raise ConfigError("[report] baseline must be a method or a table of grid values")
+    if isinstance(report["baseline"], str):
+        report["baseline"] = {"method": report["baseline"]}
+    return report

@@ -57,7 +57,7 @@ class StudyDir:
         if not self.spec_file.is_file():
             raise ConfigError(f"{self.path} is not a study directory (no study.toml); "
                               "start one with `minidyn study run SPEC --out DIR`")
-        return load_spec(self.spec_file)
+        return load_spec(self.spec_file, name=self.path.name)
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.cells_dir / cell.name

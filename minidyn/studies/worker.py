@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -35,7 +36,8 @@ class TaskBusy(MinidynError):
 
 def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | None = None,
              stale_after: float = STALE_AFTER, heartbeat: float | None = None) -> None:
-    """Claim the task (TaskBusy when another process holds it), do it, release it."""
+    """Claim the task (TaskBusy when another process holds it), do it, release it; the
+    reporter is told when the task was claimed and hears the training."""
     spec = study.spec()
     cells = {c.name: c for c in spec.cells()}
     if cell_name not in cells or kind not in ("train", "blackbox"):
@@ -49,6 +51,9 @@ def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | No
     try:
         study.failure(task).unlink(missing_ok=True)
         started = time.time()
+        if reporter is not None:
+            reporter.note(f"{time.strftime('%Y-%m-%d %H:%M:%S')} claimed {task.name} "
+                          f"(host {socket.gethostname()}, pid {os.getpid()})")
         if kind == "train":
             train_run(task.cell.config(), study.cell_dir(task.cell), resume=True, reporter=reporter)
             results = white_box(study, task)

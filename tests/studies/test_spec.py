@@ -1,0 +1,104 @@
+"""Study specs: the grid crossed into cells, their names, and what a spec may not say."""
+import shlex
+
+import pytest
+from click.testing import CliRunner
+
+from minidyn.cli.main import given_config, main, train
+from minidyn.config import TrainConfig
+from minidyn.errors import ConfigError
+from minidyn.studies import shipped, spec_path
+from minidyn.studies.spec import TRAIN_FIELDS, load_spec, parse_spec
+
+
+def spec(**sections):
+    raw = {"train": {"backend": "numpy", "model": "softmax", "epochs": 2}, **sections}
+    return parse_spec(raw)
+
+
+def test_grid_is_the_cross_product_in_grid_order_minus_the_excluded_cells():
+    s = spec(grid={"method": ["standard", "dynamic"], "seed": [0, 1], "step_size": ["eps/4", "eps/8"]},
+             exclude=[{"method": "standard", "step_size": "eps/8"}])
+    names = [c.name for c in s.cells()]
+    assert names == ["standard_seed-0_step-size-eps-over-4", "standard_seed-1_step-size-eps-over-4",
+                     "dynamic_seed-0_step-size-eps-over-4", "dynamic_seed-0_step-size-eps-over-8",
+                     "dynamic_seed-1_step-size-eps-over-4", "dynamic_seed-1_step-size-eps-over-8"]
+    cfg = s.cells()[3].config()
+    assert (cfg.method, cfg.seed, cfg.step_size) == ("dynamic", 0, 0.3 / 8)
+
+
+def test_only_the_values_that_vary_name_a_cell_and_a_study_does_not_evaluate_in_training():
+    s = spec(grid={"method": ["dynamic"], "seed": [0, 1, 2]})
+    assert [c.name for c in s.cells()] == ["seed-0", "seed-1", "seed-2"]
+    assert s.cells()[0].config().final_eval is False
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"grid": {"methd": ["dynamic"]}}, "unknown option(s) methd"),
+    ({"grid": {"seed": [0, 0]}}, "lists a value twice"),
+    ({"grid": {"seed": 0}}, "must be a non-empty list"),
+    ({"grid": {"epochs": [1, 2]}}, "set in both [train] and [grid]"),
+    ({"grid": {"step_size": ["eps/0"]}}, "neither a number nor 'eps/K'"),
+    ({"grid": {"eps": [2.0]}}, "eps must be in (0, 1]"),
+    ({"eval": {"attacks": ["pgd1000"]}}, "attacks must be a list of"),
+    ({"eval": {"checkpoints": ["best"]}}, "needs val_size"),
+    ({"eval": {"surrogate": {"method": "standard"}}, "grid": {"method": ["dynamic"], "seed": [0, 1]}},
+     "has no cell"),
+    ({"extra": {}}, "unknown section"),
+    ({"exclude": [{"seed": 0}], "grid": {"seed": [0]}}, "leave no cell"),
+])
+def test_a_bad_spec_is_refused_with_the_reason(raw, words):
+    with pytest.raises(ConfigError, match=None) as error:
+        spec(**raw)
+    assert words in str(error.value)
+
+
+def test_the_surrogate_of_a_cell_is_the_surrogate_method_at_the_next_seed():
+    s = spec(grid={"method": ["standard", "dynamic"], "seed": [0, 1, 2]},
+             eval={"surrogate": {"method": "standard"}})
+    cells = {c.name: c for c in s.cells()}
+    assert s.surrogate_of(cells["dynamic_seed-0"]).name == "standard_seed-1"
+    assert s.surrogate_of(cells["standard_seed-2"]).name == "standard_seed-0"
+
+
+def test_spec_keys_are_train_options():
+    """Every key a spec may set is an option of `minidyn train` (so --dry-run can print it)."""
+    params = {p.name for p in train.params}
+    assert TRAIN_FIELDS <= params
+
+
+@pytest.mark.parametrize("name", sorted(shipped()))
+def test_every_shipped_spec_parses_and_its_dry_run_commands_are_its_cells(name, tmp_path):
+    s = load_spec(spec_path(name))
+    result = CliRunner().invoke(main, ["study", "run", name, "--dry-run", "--out", str(tmp_path / "s")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("minidyn train")]
+    assert len(lines) == len(s.cells()) >= 3
+    for line, cell in zip(lines, s.cells()):
+        args = shlex.split(line)[2:]
+        ctx = train.make_context("train", args)
+        params = dict(ctx.params)
+        assert params.pop("out") == str(tmp_path / "s" / "cells" / cell.name) and params.pop("resume")
+        preset = params.pop("preset")
+        extras = {k: params.pop(k) for k in ("amp", "channels_last", "compile_", "checkpoint_every")}
+        assert not any(extras.values())
+        assert given_config(preset, params, {}).resolved() == cell.config()
+    assert not list(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_study_list_names_the_shipped_specs():
+    result = CliRunner().invoke(main, ["study", "list"], catch_exceptions=False)
+    assert result.exit_code == 0
+    for name in ("table1-mnist-sample", "table1-fashion", "fig2-step-size", "authors-code",
+                 "table1-cifar10-gpu"):
+        assert name in result.output
+
+
+def test_a_missing_or_broken_spec_is_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    for arg in (str(tmp_path / "none.toml"), str(bad)):
+        result = CliRunner().invoke(main, ["study", "run", arg, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+        assert result.stderr.startswith("Error: ")
