@@ -257,9 +257,10 @@ def _checked_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, saved
     try:
         ids = [i for group in saved["param_groups"] for i in group["params"]]
         state = dict(saved["state"])
+        unknown = not set(state) <= set(ids)
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{where}: optimizer state is not one of torch.optim.SGD") from None
-    if len(ids) != len(mine) or not set(state) <= set(ids):
+    if len(ids) != len(mine) or unknown:
         return saved  # torch's load_state_dict refuses it, naming the mismatch
     params = dict(zip(ids, mine))
     checked = {}

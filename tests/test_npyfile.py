@@ -184,23 +184,39 @@ def test_analyze_refuses_a_bad_fosc_file_in_one_line(fosc_run, tmp_path, content
 
 
 # --- fuzz ------------------------------------------------------------------------------------
+GOOD_DESCRS = ["<f4", ">f8", "|b1", "<i8", "|u1", "<c16", "<U3", "<f2"]
 descrs = st.one_of(
-    st.sampled_from(["<f4", ">f8", "|b1", "<i8", "|u1", "<c16", "|O", "<U3", "|S0", "<M8[s]", "|V4",
-                     "(2,)<f4", "f4,f4", "<f2", "float32"]),
+    st.sampled_from(GOOD_DESCRS).map(repr),
+    st.sampled_from(["|O", "|S0", "<M8[s]", "|V4", "(2,)<f4", "f4,f4", "float32", "<f4 ", ">>f4"]).map(repr),
     st.text(max_size=12).map(repr),
     st.lists(st.tuples(st.text(max_size=3), st.sampled_from(["<f4", "|O", "<i2"])), max_size=3).map(repr),
     st.integers().map(str),
 )
-shapes = st.one_of(
-    st.lists(st.integers(-3, 6), max_size=4).map(lambda s: repr(tuple(s))),
-    st.lists(st.integers(0, 2**62), max_size=3).map(lambda s: repr(tuple(s))),
+odd_shapes = st.one_of(
+    st.lists(st.integers(-3, 6), max_size=4).map(tuple),
+    st.lists(st.integers(0, 2**62), max_size=3).map(tuple),
     st.sampled_from(["(1.5,)", "'x'", "None", "[2]", "(True,)", "2"]),
 )
-headers = st.builds(
-    lambda d, f, s, extra: "{" + ", ".join([f"'descr': {d}", f"'fortran_order': {f}", f"'shape': {s}"] + extra) + "}",
-    descrs, st.sampled_from(["False", "True", "1", "'no'"]), shapes,
-    st.lists(st.sampled_from(["'x': 1", "'descr': '<f4'"]), max_size=1))
-payloads = st.one_of(st.binary(max_size=64), st.integers(0, 40).map(lambda n: b"\0" * n))
+
+
+@st.composite
+def npy_files(draw):
+    """(header text, payload): often a valid .npy, else one thing wrong (dtype, shape, order,
+    an extra key, or a payload that is short, long or noise)."""
+    valid = draw(st.booleans())
+    descr = repr(draw(st.sampled_from(GOOD_DESCRS))) if valid else draw(descrs)
+    shape = draw(st.lists(st.integers(0, 5), max_size=3).map(tuple)) if valid else draw(odd_shapes)
+    order = draw(st.sampled_from(["False", "True"] if valid else ["False", "True", "1", "'no'"]))
+    extra = [] if valid else draw(st.lists(st.sampled_from(["'x': 1", "'descr': '<f4'"]), max_size=1))
+    text = repr(shape) if isinstance(shape, tuple) else shape
+    header = "{" + ", ".join([f"'descr': {descr}", f"'fortran_order': {order}", f"'shape': {text}"] + extra) + "}"
+    try:
+        size = int(np.prod(shape)) * np.dtype(eval(descr)).itemsize if isinstance(shape, tuple) else 8
+    except Exception:
+        size = 8
+    size = max(0, min(size, 4096) + draw(st.sampled_from([0, 0, 0, -1, 1])))
+    data = draw(st.one_of(st.just(bytes(size)), st.binary(min_size=size, max_size=size), st.binary(max_size=64)))
+    return header, data
 
 
 def outcome(call):
@@ -224,19 +240,23 @@ def test_fuzz_any_bytes(tmp_path, data):
 
 
 @FUZZ
-@given(header=headers, data=payloads, version=st.sampled_from([(1, 0), (2, 0)]))
-def test_fuzz_any_npy_header(tmp_path, header, data, version):
-    (tmp_path / "a.npy").write_bytes(npy_bytes(header, data, version))
-    outcome(lambda: read_npy(tmp_path / "a.npy", kinds="biufcSU"))
+@given(npy=npy_files(), version=st.sampled_from([(1, 0), (2, 0)]))
+def test_fuzz_any_npy_header(tmp_path, npy, version):
+    path = tmp_path / "a.npy"
+    path.write_bytes(npy_bytes(*npy, version))
+    got = []
+    if outcome(lambda: got.append(read_npy(path, kinds="biufcSU"))) == "ok":  # what np.load reads
+        ref = np.load(path, allow_pickle=False)
+        assert got[0].dtype == ref.dtype and got[0].shape == ref.shape
+        np.testing.assert_array_equal(got[0], ref)
     outcome(lambda: read_fosc(tmp_path / "a.npy"))
 
 
 @FUZZ
-@given(header=headers, data=payloads, name=st.sampled_from(["w.npy", "w", "model/fc1.weight.npy"]),
-       deflate=st.booleans())
-def test_fuzz_any_npz_member(tmp_path, header, data, name, deflate):
+@given(npy=npy_files(), name=st.sampled_from(["w.npy", "w", "model/fc1.weight.npy"]), deflate=st.booleans())
+def test_fuzz_any_npz_member(tmp_path, npy, name, deflate):
     path = tmp_path / "a.npz"
-    path.write_bytes(npz_of({name: npy_bytes(header, data)}, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED))
+    path.write_bytes(npz_of({name: npy_bytes(*npy)}, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED))
 
     def read():
         found = npz_headers(path)
