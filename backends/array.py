@@ -13,6 +13,7 @@ from minidyn.backend import Backend
 from minidyn.backends import numpy_models as nm
 from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
 from minidyn.fileio import atomic_write
+from minidyn.npyfile import npz_headers, read_npz
 
 
 class ArrayBackend(Backend):
@@ -128,34 +129,51 @@ class ArrayBackend(Backend):
         atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
 
     def read_meta(self, path):
-        """The meta dict of a checkpoint.npz, without a model; CheckpointError if it is not one."""
-        return _read_checkpoint(path)[0]
+        """The meta dict of a checkpoint.npz, without a model; CheckpointError if it is not one.
+
+        Only the meta member's data is read; every other member's header must be a float array."""
+        headers = _checkpoint_headers(path)
+        for key, header in headers.items():
+            if key != "meta" and header.dtype.kind != "f":
+                raise CheckpointError(f"{path}: {key!r} has dtype {header.dtype}, not a float")
+        return _read_meta(path, headers)
 
     def load_checkpoint(self, path, model, optimizer=None):
         """Load weights (and momentum buffers) saved by save_checkpoint; return the meta dict.
 
-        Never unpickles. Nothing is changed unless the whole file is valid and matches the model.
+        Never unpickles. Every member's header is checked against the model (names, float
+        dtypes, shapes) before any data is read, and every value must be finite: nothing is
+        changed unless the whole file is valid and matches the model.
         """
-        meta, contents = _read_checkpoint(path)
-        params = {k[6:]: v for k, v in contents.items() if k.startswith("model/")}
-        buffers = {k[10:]: v for k, v in contents.items() if k.startswith("optimizer/")}
-        self._check_match(f"{path}: model parameter", model.params, params)
-        self._check_match(f"{path}: momentum buffer", model.params, buffers, partial=True)
-        self.set_params(model, params)
+        headers = _checkpoint_headers(path)
+        params = {k[6:]: h for k, h in headers.items() if k.startswith("model/")}
+        buffers = {k[10:]: h for k, h in headers.items() if k.startswith("optimizer/")}
+        self._check_match(f"{path}: model parameter", model.params, params, kinds="f")
+        self._check_match(f"{path}: momentum buffer", model.params, buffers, partial=True, kinds="f")
+        meta = _read_meta(path, headers)
+        weights = read_npz(path, headers, [f"model/{k}" for k in params] + [f"optimizer/{k}" for k in buffers],
+                           error=CheckpointError, what=_WHAT)
+        for key, value in weights.items():
+            if not np.isfinite(value).all():
+                raise CheckpointError(f"{path}: {key!r} holds NaN or infinite values")
+        self.set_params(model, {k: weights[f"model/{k}"] for k in params})
         if optimizer is not None:
-            optimizer.buffers = {k: self.xp.asarray(v, dtype=self.float_dtype) for k, v in buffers.items()}
+            optimizer.buffers = {k: self.xp.asarray(weights[f"optimizer/{k}"], dtype=self.float_dtype)
+                                 for k in buffers}
         return meta
 
     @staticmethod
-    def _check_match(what, expected, given, partial=False):
-        """CheckpointError unless `given` has `expected`'s names (a subset if partial) and shapes."""
+    def _check_match(what, expected, given, partial=False, kinds="fiu"):
+        """CheckpointError unless `given` has `expected`'s names (a subset if partial) and shapes,
+        and dtypes of `kinds` (anything with .dtype and .shape: arrays or .npy headers)."""
         missing = [] if partial else sorted(set(expected) - set(given))
         unknown = sorted(set(given) - set(expected))
         if missing or unknown:
             raise CheckpointError(f"{what} names do not match: missing {missing}, unexpected {unknown}")
         for name, value in given.items():
-            if value.dtype.kind not in "fiu":
-                raise CheckpointError(f"{what} {name!r} has dtype {value.dtype}, not a number")
+            if value.dtype.kind not in kinds:
+                raise CheckpointError(f"{what} {name!r} has dtype {value.dtype}, not a "
+                                      f"{'float' if kinds == 'f' else 'number'}")
             if tuple(value.shape) != tuple(expected[name].shape):
                 raise CheckpointError(
                     f"{what} {name!r} has shape {tuple(value.shape)}, the model needs "
@@ -163,26 +181,35 @@ class ArrayBackend(Backend):
                 )
 
 
-def _read_checkpoint(path) -> tuple[dict, dict]:
-    """(meta, the other arrays) of a checkpoint.npz; CheckpointError on any problem."""
+# a checkpoint's meta is one JSON string (a mid-epoch state holds every example's FOSC and steps)
+_META_MAX_BYTES = 256 << 20
+_WHAT = "minidyn checkpoint"
+
+
+def _checkpoint_headers(path) -> dict:
+    """The checked member headers of a checkpoint.npz (`minidyn.npyfile`); no data is read.
+    CheckpointError unless every member is a plain .npy array and "meta" is one string."""
+    headers = npz_headers(path, error=CheckpointError, what=_WHAT)
+    meta = headers.get("meta")
+    if meta is None or meta.dtype.kind != "U" or meta.shape != ():
+        raise CheckpointError(f"{path} is not a valid minidyn checkpoint: no meta string")
+    if meta.nbytes > _META_MAX_BYTES:
+        raise CheckpointError(f"{path}: its meta declares {meta.nbytes} bytes, more than the "
+                              f"{_META_MAX_BYTES} allowed")
+    return headers
+
+
+def _read_meta(path, headers) -> dict:
+    """The JSON object in a checkpoint's meta member; CheckpointError if it is not one."""
+    text = read_npz(path, headers, ["meta"], error=CheckpointError, what=_WHAT)["meta"].item()
     try:
-        contents = _read_npz(path)
-        meta = json.loads(contents.pop("meta").item())
-        if not isinstance(meta, dict):
-            raise ValueError("its meta is not a JSON object")
-    except Exception as exc:  # a damaged zip raises nearly anything (NotImplementedError, ...)
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path} is not a valid minidyn checkpoint: {reason}") from None
-    return meta, contents
-
-
-def _read_npz(path) -> dict:
-    """{key: numpy array} of an .npz file, refusing pickled objects; ValueError if not an .npz."""
-    loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError("it is a single .npy array, not an .npz archive")
-    with loaded:
-        return {key: loaded[key] for key in loaded.files}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a valid minidyn checkpoint: its meta is not a JSON object")
+    return meta
 
 
 def numpy_backend(dtype: str = "float32") -> ArrayBackend:

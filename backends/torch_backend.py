@@ -175,10 +175,13 @@ def _read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict:
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise CheckpointError(f"{name}: no such checkpoint file")
+    is_zip = _check_stored(name)
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": refused below anyway
             warnings.simplefilter("ignore")
-            obj = torch.load(name, map_location=map_location, weights_only=True)
+            # mmap (zip format only): tensor data stays in the file until the checks below have
+            # passed (a tensor declared larger than the file holds is refused, not allocated)
+            obj = torch.load(name, map_location=map_location, weights_only=True, mmap=is_zip)
     except Exception as exc:  # UnpicklingError (code refused), RuntimeError (not a zip), ...
         reason = _load_failure(exc)
         if not reason.startswith("refused") and not zipfile.is_zipfile(name):
@@ -192,10 +195,45 @@ def _read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict:
     return obj
 
 
+def _check_stored(name: str) -> bool:
+    """Whether `name` is a zip archive; CheckpointError if it holds a compressed entry:
+    torch.save stores every entry as is, torch.load would inflate one whatever its size."""
+    try:
+        with zipfile.ZipFile(name) as archive:
+            packed = [i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False  # not a zip archive: torch.load says what it is
+    if packed:
+        raise CheckpointError(f"{name} is not a minidyn checkpoint: its entry {packed[0]} is compressed "
+                              "(torch.save never compresses; refused before inflating it)")
+    return True
+
+
+def _checked_tensor(value: Any, ref: torch.Tensor, where: str) -> torch.Tensor:
+    """`value` as a tensor of ref's device and dtype; CheckpointError (naming `where`) unless it
+    has ref's shape and kind (a float for a float, an integer for an integer, never complex or
+    bool), and, for a float, only finite values (after the cast: 1e300 is no float32)."""
+    try:
+        tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError):
+        raise CheckpointError(f"{where} is not a numeric array") from None
+    if tuple(tensor.shape) != tuple(ref.shape):
+        raise CheckpointError(f"{where} has shape {tuple(tensor.shape)}, the model expects {tuple(ref.shape)}")
+    integer = not ref.is_floating_point()
+    if tensor.is_complex() or tensor.dtype == torch.bool or tensor.is_floating_point() == integer:
+        raise CheckpointError(f"{where} has dtype {str(tensor.dtype).removeprefix('torch.')}, "
+                              f"the model holds {'integers' if integer else 'floats'}")
+    tensor = tensor.to(device=ref.device, dtype=ref.dtype)
+    if not integer and not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(f"{where} holds NaN or infinite values")
+    return tensor
+
+
 def _checked_state(model: nn.Module, state: dict, where: str) -> dict:
     """{name: tensor on the model's device and dtype} from a {name: tensor or array} dict.
 
-    CheckpointError unless the names are exactly the model's and every shape matches.
+    CheckpointError unless the names are exactly the model's and every value is one
+    `_checked_tensor` accepts (shape, kind, finite).
     """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -207,19 +245,32 @@ def _checked_state(model: nn.Module, state: dict, where: str) -> dict:
         if extra:
             parts.append(f"unexpected {len(extra)} (e.g. {extra[0]})")
         raise CheckpointError(f"{where} does not match the model's parameters: {', '.join(parts)}")
+    return {name: _checked_tensor(state[name], ref, f"{where}: parameter {name}") for name, ref in own.items()}
+
+
+def _checked_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, saved: Any, where: str) -> dict:
+    """A copy of a saved SGD state_dict whose momentum buffers are checked (`_checked_tensor`:
+    each parameter's shape, a float, finite) and cloned out of the mmapped file; torch checks
+    the groups itself but loads a buffer of any shape (it fails at the first step)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    mine = [p for group in optimizer.param_groups for p in group["params"]]
+    try:
+        ids = [i for group in saved["param_groups"] for i in group["params"]]
+        state = dict(saved["state"])
+        unknown = not set(state) <= set(ids)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{where}: optimizer state is not one of torch.optim.SGD") from None
+    if len(ids) != len(mine) or unknown:
+        return saved  # torch's load_state_dict refuses it, naming the mismatch
+    params = dict(zip(ids, mine))
     checked = {}
-    for name, ref in own.items():
-        value = state[name]
-        try:
-            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-        except (TypeError, ValueError, RuntimeError):
-            raise CheckpointError(f"{where}: parameter {name} is not a numeric array") from None
-        if tuple(tensor.shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{where}: parameter {name} has shape {tuple(tensor.shape)}, the model expects {tuple(ref.shape)}"
-            )
-        checked[name] = tensor.to(device=ref.device, dtype=ref.dtype)
-    return checked
+    for i, entry in state.items():
+        if not isinstance(entry, dict) or not set(entry) <= {"momentum_buffer"}:
+            raise CheckpointError(f"{where}: optimizer state of {names.get(id(params[i]), i)} is not SGD's")
+        buf = entry.get("momentum_buffer")
+        what = f"{where}: momentum buffer of {names.get(id(params[i]), i)}"
+        checked[i] = {**entry, "momentum_buffer": None if buf is None else _checked_tensor(buf, params[i], what).clone()}
+    return {**saved, "state": checked}
 
 
 class TorchBackend(Backend):
@@ -596,8 +647,9 @@ class TorchBackend(Backend):
         if optimizer is not None:
             if obj.get("optimizer") is None:
                 raise CheckpointError(f"{name} holds no optimizer state (it cannot resume training)")
+            saved = _checked_optimizer(model, optimizer, obj["optimizer"], name)
             try:  # torch validates the groups before it changes the optimizer
-                optimizer.load_state_dict(obj["optimizer"])
+                optimizer.load_state_dict(saved)
             except (ValueError, KeyError, TypeError, RuntimeError) as exc:
                 raise CheckpointError(f"{name}: optimizer state does not match ({_first_line(exc)})") from None
         model.load_state_dict(state, strict=True)

@@ -21,6 +21,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from minidyn.errors import DataError
+from minidyn.npyfile import fosc_header
+
 # config.json keys that do not make two runs different experiments: the seed is the replicate
 # itself; data_dir, device and version say where and with what the run happened, not what it
 # is; c_max_used is derived (equal to c_max, or with c_max "auto" estimated on the seed's own
@@ -241,8 +244,8 @@ def grad_evals_per_example(run_dir: str | Path) -> float | None:
     fosc = sorted((run_dir / "fosc").glob("epoch_*.npy")) if (run_dir / "fosc").is_dir() else []
     if fosc:
         try:
-            n = int(np.load(fosc[0], mmap_mode="r").shape[0])
-        except (OSError, ValueError, IndexError):
+            n = fosc_header(fosc[0]).shape[0]
+        except DataError:
             n = None
     if n is None:
         try:

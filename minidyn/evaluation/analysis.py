@@ -38,6 +38,7 @@ from minidyn.errors import ConfigError
 from minidyn.evaluation.evaluate import eps_curve_flags, evaluate_attacks
 from minidyn.fileio import atomic_write
 from minidyn.fosc import fosc
+from minidyn.npyfile import read_fosc
 
 FIG_ATTACK = ATTACKS["pgd10"]  # the attack of Figs 1a and 4a: PGD-10, the paper's evaluation
 
@@ -307,10 +308,10 @@ def fosc_distributions(run_dir: str | os.PathLike, epochs: list[int] | None = No
     files = fosc_files(run_dir)
     available = list(files)
     chosen = check_epochs(run_dir, epochs)
-    samples = {e: np.load(files[e], allow_pickle=False).astype(float) for e in chosen}
+    samples = {e: read_fosc(files[e]).astype(float) for e in chosen}
     samples = {e: v[np.isfinite(v)] for e, v in samples.items()}
     samples = {e: v for e, v in samples.items() if v.size}
-    share = {e: fosc_share(np.load(files[e], allow_pickle=False), share_range) for e in available}
+    share = {e: fosc_share(read_fosc(files[e]), share_range) for e in available}
     out = {"epochs": list(samples), "share": share, "share_range": tuple(share_range),
            "density": {}, "bandwidth": {}, "n": {}, "grid": np.zeros(0)}
     if not samples:

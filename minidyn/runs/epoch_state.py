@@ -10,6 +10,7 @@ the checkpoint holds those of every rank.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Iterator
@@ -22,6 +23,7 @@ from minidyn.data.batches import batch_indices, to_backend
 from minidyn.runs.distributed import gather_json, rank_share
 from minidyn.train import epoch_seed
 from minidyn.errors import CheckpointError
+from minidyn.npyfile import plain_dtype
 
 __all__ = ["Batch", "EpochState", "EpochStats", "epoch_batches", "epoch_order", "epoch_seed",
            "gather_json", "pack_array", "unpack_array"]
@@ -138,7 +140,7 @@ class EpochState:
             state.batches, state.loss_sum = int(meta["batches"]), float(meta["loss_sum"])
             state.correct, state.grad_evals = int(meta["correct"]), int(meta["grad_evals"])
             rng_states = dict(meta["rngs"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CheckpointError(f"the checkpoint's mid-epoch state is damaged ({type(exc).__name__}: {exc})") from None
         if fosc.shape != (n,) or fosc.dtype != np.float32 or steps.shape != (n,) or steps.dtype != np.int64 \
                 or state.batches < 0 or set(rng_states) != set(state.rngs):
@@ -172,11 +174,14 @@ def pack_array(a: np.ndarray) -> dict:
 
 
 def unpack_array(d: dict) -> np.ndarray:
-    """The array pack_array encoded; ValueError/TypeError/KeyError if `d` is not one."""
-    dtype = np.dtype(d["dtype"])
-    if dtype.kind not in "fiub":
-        raise ValueError(f"unexpected dtype {dtype}")
+    """The array pack_array encoded; ValueError/TypeError/KeyError if `d` is not one: a plain
+    bool/int/float dtype (`minidyn.npyfile.plain_dtype`) and a shape of non-negative ints whose
+    size is that of the bytes, checked before any array is made."""
+    dtype = plain_dtype(d["dtype"], kinds="fiub")
+    shape = d["shape"]
+    if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
+        raise ValueError(f"shape {shape!r} is not a list of non-negative ints")
     raw = base64.b64decode(d["base64"], validate=True)
-    return np.frombuffer(raw, dtype=dtype).reshape([int(s) for s in d["shape"]]).copy()
-
-
+    if len(raw) != math.prod(shape) * dtype.itemsize:
+        raise ValueError(f"{len(raw)} bytes are not an array {tuple(shape)} of {dtype}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
