@@ -71,11 +71,13 @@ def val_curves(spec, cells, out: Path):
 
 
 def _fosc(cell_dir: Path, epoch: int) -> np.ndarray | None:
+    from minidyn.npyfile import read_fosc
+
     path = cell_dir / "fosc" / f"epoch_{epoch - 1:03d}.npy"
     if not path.is_file():
         return None
-    values = np.load(path, allow_pickle=False)
-    return values[np.isfinite(values)] if values.dtype.kind == "f" else None
+    values = read_fosc(path)
+    return values[np.isfinite(values)]
 
 
 def fosc_epochs(spec, cells, out: Path):

@@ -14,6 +14,7 @@
     attacks = ["clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce"]
     eps = [0.3]              # test eps values (default: the cell's training eps)
     limit = 1000             # test examples (default: all)
+    checkpoints = ["last", "best"]      # default: both where [train] has val_size, else last
     surrogate = {method = "standard"}   # black-box: each seed's surrogate (see below)
     [report]
     baseline = "standard"    # the method the paired differences are taken against, or grid
@@ -173,8 +174,12 @@ def parse_spec(raw: dict, name: str = "study", text: str = "") -> Spec:
     if not isinstance(exclude, list) or not all(isinstance(e, dict) for e in exclude):
         raise ConfigError("[[exclude]] must be tables of grid values")
     exclude = [_options(e, "exclude") for e in exclude]
+    evaluation = _table(raw, "eval")
+    if "checkpoints" not in evaluation:  # the best on validation where there is a validation split
+        held_out = "val_size" in train or "val_size" in grid
+        evaluation = {**evaluation, "checkpoints": list(CHECKPOINTS if held_out else ("last",))}
     spec = Spec(str(_table(raw, "study").get("name", name)), train, grid, exclude,
-                _eval(_table(raw, "eval")), _report(_table(raw, "report")), text)
+                _eval(evaluation), _report(_table(raw, "report")), text)
     cells = spec.cells()
     if not cells:
         raise ConfigError("the grid and [[exclude]] leave no cell to run")

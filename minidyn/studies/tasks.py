@@ -76,11 +76,14 @@ class StudyDir:
 
     def prepare(self, spec: Spec) -> None:
         """Create the study's folders and copy the spec in, after checking that no trained
-        cell would change (ConfigError naming the cell and the option)."""
+        cell would change (ConfigError naming the cell and the option). Several runners may
+        prepare one study at once."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} is a file, not a directory")
-        if self.path.is_dir() and any(self.path.iterdir()) and not self.spec_file.is_file():
-            raise ConfigError(f"{self.path} is not empty and holds no study (no study.toml); choose another --out")
+        foreign = [p.name for p in self.path.iterdir() if not _ours(p.name)] if self.path.is_dir() else []
+        if foreign:
+            raise ConfigError(f"{self.path} holds files that are not a study's ({foreign[0]}); "
+                              "choose another --out")
         check_trained_cells(self, spec)
         for folder in (self.cells_dir, self.locks_dir, self.logs_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -105,6 +108,12 @@ class StudyDir:
             return True
         needed = [task.cell, spec.surrogate_of(task.cell)]
         return all(self.done(spec, Task(c, "train")) for c in needed)
+
+
+def _ours(name: str) -> bool:
+    """A name a study directory holds: its spec (or one being written), folders and report."""
+    return name in ("study.toml", "cells", "locks", "logs", "report") or (
+        name.startswith(".study.toml.") and name.endswith(".tmp"))
 
 
 def read_result(path: Path) -> dict | None:

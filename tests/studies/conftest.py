@@ -31,6 +31,11 @@ TINY = textwrap.dedent("""\
     """)
 
 
+@pytest.fixture(scope="session")
+def tiny_text():
+    return TINY
+
+
 @pytest.fixture
 def tiny_spec(tmp_path):
     path = tmp_path / "tiny.toml"

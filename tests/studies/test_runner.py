@@ -1,0 +1,110 @@
+"""Running studies: finished cells are skipped, killed ones resume exactly, runners share a study."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from minidyn.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+
+def study(spec, out, *extra, **kw):
+    return subprocess.run([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
+                           "--out", str(out), *extra], capture_output=True, text=True, **kw)
+
+
+def results(out: Path) -> dict:
+    """What a study computed, without its timings: every result, metrics line and weight."""
+    found = {}
+    for cell in sorted((out / "cells").iterdir()):
+        record = json.loads((cell / "study-eval.json").read_text())
+        for which in record["results"].values():
+            which.pop("seconds")
+        found[cell.name, "eval"] = record["results"]
+        found[cell.name, "metrics"] = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                                       for line in (cell / "metrics.jsonl").read_text().splitlines()]
+        for name in ("checkpoint.npz", "best-val.npz"):
+            with np.load(cell / name) as z:
+                found[cell.name, name] = {k: z[k].tobytes() for k in z.files if k != "meta"}
+    return found
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_text):
+    base = tmp_path_factory.mktemp("reference")
+    spec = base / "tiny.toml"
+    spec.write_text(tiny_text)
+    done = study(spec, base / "study", "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    return spec, base / "study"
+
+
+def test_a_study_runs_every_cell_once_and_a_second_run_skips_them(reference):
+    spec, out = reference
+    names = sorted(p.name for p in (out / "cells").iterdir())
+    assert names == ["dynamic_seed-0", "dynamic_seed-1", "standard_seed-0", "standard_seed-1"]
+    for cell in names:
+        assert (out / "logs" / f"{cell}.train.log").read_text().count("claimed") == 1
+        config = json.loads((out / "cells" / cell / "config.json").read_text())
+        assert config["val_size"] == 60 and config["final_eval"] is False
+        summary = json.loads((out / "cells" / cell / "summary.json").read_text())
+        assert "test_clean_acc" not in summary and summary["best_val"]["val_n"] == 30  # evaluated once, by the study
+    before = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*") if p.is_file()}
+    again = study(spec, out)
+    assert again.returncode == 0 and "started" not in again.stdout, again.stdout
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*") if p.is_file()}
+
+
+def test_a_study_killed_with_sigkill_mid_cell_ends_as_an_uninterrupted_one(reference, tmp_path):
+    spec, uninterrupted = reference
+    out = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
+                             "--out", str(out), "--jobs", "2"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((out / "cells").glob("*/checkpoint.npz")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-study
+    proc.wait()
+    assert len(list((out / "cells").glob("*/study-eval.json"))) < 4
+    resumed = study(spec, out, "--jobs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(out) == results(uninterrupted)
+
+
+def test_two_runners_on_one_study_never_run_a_task_twice(reference, tmp_path):
+    spec, uninterrupted = reference
+    out = tmp_path / "shared"
+    runners = [subprocess.Popen([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
+                                 "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = [r.communicate(timeout=300) for r in runners]
+    assert all(r.returncode == 0 for r in runners), [o[1] for o in outputs]
+    for log in (out / "logs").glob("*.log"):
+        assert log.read_text().count("claimed") == 1, log
+    assert results(out) == results(uninterrupted)
+
+
+def test_a_spec_that_would_change_a_trained_cell_is_refused_naming_it(reference, tmp_path):
+    spec, out = reference
+    edited = tmp_path / "edited.toml"
+    edited.write_text(spec.read_text().replace("lr = 0.05", "lr = 0.02"))
+    result = CliRunner().invoke(main, ["study", "run", str(edited), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "cell standard_seed-0" in result.stderr and "lr = 0.05" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_status_says_what_each_task_is_doing(reference):
+    _, out = reference
+    result = CliRunner().invoke(main, ["study", "status", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert result.output.splitlines()[-1] == "4 done"
