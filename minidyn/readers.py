@@ -111,8 +111,10 @@ def _short(value) -> str:
     """A short description of a JSON value for a message (repr of a deep one would recurse)."""
     if isinstance(value, dict):
         return "an object"
-    if isinstance(value, list):
-        return "a list"
+    if isinstance(value, (list, tuple)):
+        if len(value) > 8 or any(isinstance(v, (list, tuple, dict)) for v in value):
+            return "a list"
+        value = list(value)
     text = repr(value[:40] if isinstance(value, str) else value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -182,7 +184,7 @@ def _metric_line(line: str, number: int, path: Path) -> dict:
 # --- checkpoint meta ------------------------------------------------------------------------------
 def check_meta(meta, path: str | Path) -> dict:
     """meta if it is a checkpoint's meta dict whose architecture (top level or under "arch")
-    is sane: model a known name, input_shape 1..4 dims >= 1 of at most MAX_INPUT_ELEMENTS
+    is sane where recorded: model a known name, input_shape 1..4 dims >= 1 of at most MAX_INPUT_ELEMENTS
     elements, num_classes an int in [2, MAX_CLASSES]; eps (when recorded) a finite number in
     (0, 1]; epoch an int >= 0; dataset and method strings. CheckpointError otherwise."""
     if not isinstance(meta, dict):
@@ -200,12 +202,12 @@ def check_meta(meta, path: str | Path) -> dict:
 def _meta_problem(meta: dict) -> str | None:
     """What is wrong with a merged meta dict, None when nothing is."""
     model, shape, classes, eps = (meta.get(k) for k in ("model", "input_shape", "num_classes", "eps"))
-    if model is not None and not (isinstance(model, str) and MODEL_NAME.fullmatch(model)):
+    if "model" in meta and not (isinstance(model, str) and MODEL_NAME.fullmatch(model)):
         return f"model {_short(model)}, not one minidyn builds"
-    if shape is not None and not _sane_shape(shape):
+    if "input_shape" in meta and not _sane_shape(shape):
         return (f"input_shape {_short(shape)}, not 1 to {MAX_INPUT_DIMS} sizes >= 1 of at most "
                 f"{MAX_INPUT_ELEMENTS} elements in all")
-    if classes is not None and not (_is(classes, int) and 2 <= classes <= MAX_CLASSES):
+    if "num_classes" in meta and not (_is(classes, int) and 2 <= classes <= MAX_CLASSES):
         return f"num_classes {_short(classes)}, not an integer in 2..{MAX_CLASSES}"
     if eps is not None and not (_is(eps, float) and 0 < eps <= 1):
         return f"eps {_short(eps)}, not a number in (0, 1]"
