@@ -74,12 +74,15 @@ def test_a_fifo_in_place_of_config_json_does_not_hang(tmp_path):
     assert "not a regular file" in one_line(e)
 
 
-def test_a_written_config_reads_back_unchanged(tmp_path):
+def test_a_written_config_reads_back_unchanged_and_a_too_deep_one_is_refused(tmp_path):
     d = run_dir(tmp_path)
     saved = {**TrainConfig().resolved().to_dict(), "c_max_used": 0.5, "version": "0.1.0"}
     RunDir(d).write_json(d / "config.json", saved)
     assert RunDir(d).read_json(d / "config.json") == saved
     assert run_config(d / "checkpoint.npz") == saved
+    (d / "config.json").write_text('{"extras": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ConfigError):
+        run_config(d / "checkpoint.npz")
 
 
 @pytest.mark.parametrize("lines, number", [
@@ -231,11 +234,19 @@ def test_a_fifo_in_place_of_an_idx_file_does_not_hang(tmp_path):
     assert "not a regular file" in one_line(e)
 
 
+SMALL_DIMS = st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 4))
+
+
 @FUZZ
-@given(header=st.binary(min_size=0, max_size=20), magic=st.sampled_from([2051, 2049, None]),
-       payload=st.binary(max_size=64), gz=st.booleans(), labels=st.booleans())
-def test_any_idx_header_gives_an_array_or_a_data_error(tmp_path, header, magic, payload, gz, labels):
-    data = (struct.pack(">I", magic) + header[4:] if magic is not None and len(header) >= 4 else header) + payload
+@given(random_header=st.binary(max_size=20), dims=SMALL_DIMS | st.tuples(*[st.integers(0, 2**32 - 1)] * 3),
+       magic=st.sampled_from([2051, 2049, 0]), delta=st.integers(-2, 2), random=st.booleans(),
+       gz=st.booleans(), labels=st.booleans())
+def test_any_idx_header_gives_an_array_or_a_data_error(tmp_path, random_header, dims, magic, delta, random,
+                                                       gz, labels):
+    """Random header bytes, or a header of any dims with a payload of about the declared size."""
+    dims = dims[:1] if labels else dims
+    size = max(0, min(math.prod(dims), 64) + delta)
+    data = random_header if random else idx(magic, *dims) + bytes(size)
     path = tmp_path / ("train-labels-idx1-ubyte" if labels else "train-images-idx3-ubyte")
     path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
     try:
@@ -243,4 +254,4 @@ def test_any_idx_header_gives_an_array_or_a_data_error(tmp_path, header, magic, 
     except DataError as exc:
         assert str(exc).startswith(path.name) and "\n" not in str(exc)
         return
-    assert x.dtype == np.uint8 and x.ndim == (1 if labels else 3) and len(x) >= 1
+    assert x.dtype == np.uint8 and x.shape == dims and len(x) >= 1
