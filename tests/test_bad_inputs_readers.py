@@ -32,7 +32,7 @@ def _bad_inputs():
 
 
 _shared = _bad_inputs()
-TRAIN_FILES, Ctx, snapshot, tiny_args = _shared.TRAIN_FILES, _shared.Ctx, _shared.snapshot, _shared.tiny_args
+Ctx, snapshot, tiny_args = _shared.Ctx, _shared.snapshot, _shared.tiny_args
 finished_runs = _shared.finished_runs  # the fixture: a finished numpy run and a finished torch run
 
 DEEP = "[" * 100_000 + "]" * 100_000  # nesting that Python's json parser cannot follow
