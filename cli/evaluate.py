@@ -93,6 +93,7 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
     eps = eps_of(meta, eps, str(path))
     data = test_set(meta, dataset, data_dir, str(path))
     surrogate, source_path = load_source(source, path, meta, device)
+    saved = saved_white_box(path) if surrogate is not None else None  # a bad eval.json fails now
     on_batch, close = progress("eval", len(data) if limit is None else min(limit, len(data)))
     try:
         result = evaluate_attacks(backend, model, data, eps=eps, attacks=names, batch_size=batch_size,
@@ -101,7 +102,7 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
                                   on_batch=on_batch)
     finally:
         close()
-    white_box, note = (None, None) if surrogate is None else matching_white_box(path, result, eps, seed)
+    white_box, note = (None, None) if surrogate is None else matching_white_box(path, saved, result, eps, seed)
     flags = sanity_flags(result, white_box)
     result.meta = {"checkpoint": str(path), "dataset": data.name, "model": meta.get("model"),
                    "method": meta.get("method"), "epoch": meta.get("epoch"), "flags": flags,
@@ -134,15 +135,19 @@ def load_source(source, path, meta: dict, device) -> tuple[tuple | None, Path | 
     return (source_backend, source_model), source_path
 
 
-def matching_white_box(path, result, eps: float, seed: int) -> tuple[dict | None, str | None]:
-    """(the white-box eval.json next to checkpoint `path` when it was evaluated like `result`
+def saved_white_box(path) -> dict | None:
+    """The eval.json next to checkpoint `path` (minidyn.readers.read_eval), None without one."""
+    from minidyn.readers import read_eval
+
+    saved = path.parent / "eval.json"
+    return read_eval(saved) if saved.exists() or saved.is_symlink() else None
+
+
+def matching_white_box(path, white_box: dict | None, result, eps: float, seed: int) -> tuple[dict | None, str | None]:
+    """(white_box, the eval.json next to checkpoint `path`, when it was evaluated like `result`
     (same eps, n and seed), None; or None and a note saying why black-box vs white-box is not
     checked)."""
     saved = path.parent / "eval.json"
-    try:
-        white_box = json.loads(saved.read_text()) if saved.is_file() else None
-    except ValueError:
-        white_box = None
     if white_box and white_box.get("source") is None and white_box.get("n") == result.n \
             and white_box.get("seed") == seed and abs(float(white_box.get("eps", -1)) - eps) < 1e-12:
         return white_box, None
@@ -194,13 +199,11 @@ COST_NOTE = ("grad evals / example: the training attacks' input-gradient evaluat
 
 
 def saved_eval(checkpoint) -> dict | None:
-    """The white-box eval.json next to a checkpoint, None when there is none usable."""
-    saved = checkpoint.parent / "eval.json"
-    try:
-        evaluation = json.loads(saved.read_text()) if saved.is_file() else None
-    except (OSError, ValueError):
-        return None
-    usable = isinstance(evaluation, dict) and evaluation.get("source") is None \
+    """The white-box eval.json next to a checkpoint, None when there is none or it is not
+    usable (black-box, no accuracies); one that minidyn.readers.read_eval refuses is a
+    ConfigError."""
+    evaluation = saved_white_box(checkpoint)
+    usable = evaluation is not None and evaluation.get("source") is None \
         and isinstance(evaluation.get("accuracy"), dict)
     return evaluation if usable else None
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from minidyn.errors import DataError
 from minidyn.npyfile import fosc_header
+from minidyn.readers import read_config, read_metrics
 
 # config.json keys that do not make two runs different experiments: the seed is the replicate
 # itself; data_dir, device and version say where and with what the run happened, not what it
@@ -233,13 +234,13 @@ def grad_evals_per_example(run_dir: str | Path) -> float | None:
     evaluations of the training attacks (PGD steps, plus the final FOSC one unless
     --no-record-fosc); the SGD step's weight gradient is not counted. The number of examples is
     the length of fosc/epoch_000.npy (one value per training example), else config.json's limit.
-    None when the run records neither, or has no metrics."""
+    None when the run records neither, or has no metrics (or an epoch without grad_evals); a
+    metrics.jsonl or config.json that minidyn.readers refuses is a ConfigError."""
     run_dir = Path(run_dir)
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        total = sum(int(json.loads(line)["grad_evals"]) for line in lines if line.strip())
-    except (OSError, ValueError, KeyError, TypeError):
+    records = read_metrics(run_dir / "metrics.jsonl")
+    if any("grad_evals" not in record for record in records):
         return None
+    total = sum(record["grad_evals"] for record in records)
     n = None
     fosc = sorted((run_dir / "fosc").glob("epoch_*.npy")) if (run_dir / "fosc").is_dir() else []
     if fosc:
@@ -247,9 +248,6 @@ def grad_evals_per_example(run_dir: str | Path) -> float | None:
             n = fosc_header(fosc[0]).shape[0]
         except DataError:
             n = None
-    if n is None:
-        try:
-            n = json.loads((run_dir / "config.json").read_text()).get("limit")
-        except (OSError, ValueError, AttributeError):
-            n = None
-    return total / n if isinstance(n, int) and n > 0 and lines else None
+    if n is None and (run_dir / "config.json").exists():
+        n = read_config(run_dir / "config.json").get("limit")
+    return total / n if isinstance(n, int) and n > 0 and records else None

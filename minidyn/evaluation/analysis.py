@@ -34,7 +34,7 @@ from minidyn.attacks import pgd
 from minidyn.backend import Backend, Model
 from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
-from minidyn.errors import ConfigError
+from minidyn.errors import CheckpointError, ConfigError
 from minidyn.evaluation.evaluate import eps_curve_flags, evaluate_attacks
 from minidyn.fileio import atomic_write
 from minidyn.fosc import fosc
@@ -457,9 +457,11 @@ def _load_run(run: Path, device: str):
     backend, model, meta = load_checkpoint(path, device)
     config = run_config(path)
     data = load_dataset(meta.get("dataset") or config.get("dataset"), "test", config.get("data_dir"))
+    eps = meta.get("eps") or config.get("eps")
+    if eps is None:
+        raise CheckpointError(f"{path} does not record the eps it was trained with, nor does its config.json")
     head = {"run": str(run), "checkpoint": str(path), "method": meta.get("method") or config.get("method"),
-            "model": meta.get("model"), "dataset": data.name,
-            "eps": float(meta.get("eps") or config.get("eps"))}
+            "model": meta.get("model"), "dataset": data.name, "eps": float(eps)}
     return backend, model, head, data
 
 

@@ -12,12 +12,12 @@ writes checkpoints and resumes from them itself (minidyn.runs).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from minidyn.backend import Backend, Model, get_backend
 from minidyn.errors import CheckpointError, ConfigError
+from minidyn.readers import check_meta, read_config
 from minidyn.runs.rundir import CHECKPOINT_NAMES
 
 BACKEND_OF_SUFFIX = {".pt": "torch", ".npz": "numpy"}  # the backend that reads each format
@@ -39,16 +39,17 @@ def checkpoint_in(path: str | os.PathLike) -> Path:
     if len(found) == 1:
         return found[0]
     config = path / "config.json"
-    backend = json.loads(config.read_text()).get("backend") if config.is_file() else None
+    backend = read_config(config).get("backend") if config.exists() else None
     return path / CHECKPOINT_NAMES["torch" if backend == "torch" else "numpy"]
 
 
 def read_meta(path: str | os.PathLike) -> dict:
-    """The meta dict of a minidyn checkpoint file (.pt or .npz) without building a model."""
+    """The meta dict of a minidyn checkpoint file (.pt or .npz) without building a model,
+    checked by minidyn.readers.check_meta (sane architecture, eps, epoch)."""
     path = Path(path)
     if path.suffix not in BACKEND_OF_SUFFIX:
         raise CheckpointError(f"{path}: a minidyn checkpoint ends in .pt (torch) or .npz (numpy)")
-    return get_backend(BACKEND_OF_SUFFIX[path.suffix]).read_meta(path)
+    return check_meta(get_backend(BACKEND_OF_SUFFIX[path.suffix]).read_meta(path), path)
 
 
 def architecture(meta: dict) -> dict:
@@ -84,14 +85,12 @@ def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> tuple[Back
         model = backend.make_model(arch["model"], tuple(arch["input_shape"]), int(arch["num_classes"]), 0)
     except ConfigError as exc:
         raise CheckpointError(f"{path} records a model this backend cannot build ({exc})") from None
-    meta = backend.load_checkpoint(str(path), model)
+    meta = check_meta(backend.load_checkpoint(str(path), model), path)
     return backend, model, {**meta, "path": str(path)}
 
 
 def run_config(checkpoint: str | os.PathLike) -> dict:
-    """The config.json of the run a checkpoint file belongs to ({} when there is none)."""
+    """The config.json of the run a checkpoint file belongs to ({} when there is none; a
+    config.json that minidyn.readers.read_config refuses is a ConfigError)."""
     config = Path(checkpoint).parent / "config.json"
-    try:
-        return json.loads(config.read_text()) if config.is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    return read_config(config) if config.exists() or config.is_symlink() else {}

@@ -37,6 +37,7 @@ import numpy as np
 
 from minidyn.errors import ConfigError
 from minidyn.fileio import atomic_write, temporary_target
+from minidyn.readers import read_config, read_metrics, read_summary
 
 CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
 # with --val-size: the end-of-epoch weights of the epoch with the best validation PGD accuracy
@@ -194,14 +195,8 @@ class RunDir:
         atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True))
 
     def read_json(self, path: Path) -> dict:
-        try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
-            raise ConfigError(f"{path} cannot be read as a minidyn run file ({reason})") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{path} is not a minidyn run file (not a JSON object)")
-        return obj
+        """config.json or summary.json, validated by minidyn.readers (ConfigError otherwise)."""
+        return read_summary(path) if path == self.summary else read_config(path)
 
     @_writes
     def log(self, record: dict) -> None:
@@ -210,24 +205,8 @@ class RunDir:
         atomic_write(self.metrics, lambda f: f.writelines(json.dumps(r) + "\n" for r in records))
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics.exists():
-            return []
-        try:
-            lines = self.metrics.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self.metrics} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-        records = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                raise ConfigError(f"{self.metrics}: line {number} is not a minidyn epoch record")
-            records.append(record)
-        return records
+        """The epoch records of metrics.jsonl (minidyn.readers.read_metrics)."""
+        return read_metrics(self.metrics)
 
     @_writes
     def keep_metrics_before(self, epoch: int) -> None:

@@ -1,0 +1,229 @@
+"""One validating reader per JSON file minidyn reads, and the check of a checkpoint's meta.
+
+    read_config(path)    config.json of a run: {TrainConfig field: value} plus c_max_used, version
+    read_metrics(path)   metrics.jsonl: [epoch record, ...] ([] when the file does not exist)
+    read_summary(path)   summary.json: the final accuracies of a run
+    read_eval(path)      eval.json / eval-blackbox.json written by `minidyn eval --save`
+    check_meta(meta, path)  the meta dict of a checkpoint (what the backends' read_meta return)
+
+Each returns the typed values or raises the one-line MinidynError naming the file: the file
+must be a regular file (a FIFO or directory in its place is refused before it is opened), at
+most MAX_JSON_BYTES, UTF-8, strict JSON (no NaN or Infinity literals, no number that overflows
+to infinity, nesting no deeper than Python can parse), an object of the expected keys and types.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import types
+import typing
+from pathlib import Path
+
+from minidyn.config import TrainConfig
+from minidyn.errors import CheckpointError, ConfigError, MinidynError
+
+MAX_JSON_BYTES = 64 << 20          # no run file minidyn writes comes near this
+MAX_INPUT_ELEMENTS = 3 * 1024 * 1024  # elements of one input example (a 3x1024x1024 image)
+MAX_CLASSES = 100_000
+MAX_INPUT_DIMS = 4
+MODEL_NAME = re.compile(r"(softmax|mlp|cnn4|cnn8|preact-resnet18|preact-resnet50|wrn-\d{1,3}-\d{1,2})")
+CONFIG_EXTRAS = {"c_max_used": float, "version": str}  # what config.json holds beside TrainConfig
+METRIC_TYPES = {"epoch": int, "method": str, "c_t": float | None, "pgd_steps": int, "lr": float | None,
+                "train_loss": float | None, "train_acc": float | None, "fosc_mean": float | None,
+                "fosc_median": float | None, "pgd_steps_mean": float | None, "grad_evals": int,
+                "test_clean_acc": float | None, "test_clean_n": int, "test_pgd_acc": float | None,
+                "test_pgd_n": int, "seconds": float}
+EVAL_TYPES = {"accuracy": dict, "attacks": list[str], "eps": float, "n": int, "seed": int,
+              "restarts": int, "apgd_steps": int, "source": str | None, "checks": dict,
+              "checkpoint": str | None, "dataset": str | None, "model": str | None,
+              "method": str | None, "epoch": int | None, "flags": list[str], "version": str | None}
+SUMMARY_TYPES = {"test_clean_acc": float | None, "test_n": int, "test_pgd_n": int, "eps": float,
+                 "epochs": int, "c_max_used": float}
+
+
+# --- the JSON layer ------------------------------------------------------------------------------
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} overflows to infinity")
+    return value
+
+
+def load_json(path: str | Path, error: type[MinidynError] = ConfigError):
+    """The JSON value in file `path`; `error` naming the file when it is not a regular file, is
+    larger than MAX_JSON_BYTES, not UTF-8 or not strict JSON."""
+    path = Path(path)
+    try:
+        if not path.is_file():  # a FIFO would block open(); a directory cannot be read
+            raise error(f"{path} is not a regular file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise error(f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB; not a minidyn run file")
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except OSError as exc:
+        raise error(f"{path} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path} cannot be read as a minidyn run file (not UTF-8 text)") from None
+    except RecursionError:
+        raise error(f"{path} cannot be read as a minidyn run file (JSON nested too deeply)") from None
+    except ValueError as exc:
+        raise error(f"{path} cannot be read as a minidyn run file ({str(exc).splitlines()[0]})") from None
+
+
+# --- types -----------------------------------------------------------------------------------------
+def _is(value, hint) -> bool:
+    """Whether a JSON value has type `hint` (int is not bool; float accepts int; list[X])."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_is(value, h) for h in typing.get_args(hint))
+    if hint is type(None) or hint is None:
+        return value is None
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_is(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _check_types(obj, expected: dict, path: Path, what: str, error=ConfigError, known_only=False) -> dict:
+    """obj if it is a JSON object whose keys in `expected` have the types given there (any other
+    key is refused when known_only)."""
+    if not isinstance(obj, dict):
+        raise error(f"{path} is not a minidyn {what} (not a JSON object)")
+    for key, value in obj.items():
+        if key not in expected:
+            if known_only:
+                raise error(f"{path} is not a minidyn {what} (unknown key {key[:40]!r})")
+            continue
+        if not _is(value, expected[key]):
+            raise error(f"{path}: {key} is {_short(value)}, not a minidyn {what} value")
+    return obj
+
+
+def _short(value) -> str:
+    """A short description of a JSON value for a message (repr of a deep one would recurse)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        if len(value) > 8 or any(isinstance(v, (list, tuple, dict)) for v in value):
+            return "a list"
+        value = list(value)
+    text = repr(value[:40] if isinstance(value, str) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+CONFIG_TYPES = {**typing.get_type_hints(TrainConfig), **CONFIG_EXTRAS}
+
+
+# --- the run files -----------------------------------------------------------------------------------
+def read_config(path: str | Path) -> dict:
+    """config.json: an object whose keys are TrainConfig fields (plus c_max_used and version),
+    each of its field's type; ConfigError otherwise."""
+    path = Path(path)
+    return _check_types(load_json(path), CONFIG_TYPES, path, "run config", known_only=True)
+
+
+def read_summary(path: str | Path) -> dict:
+    """summary.json: an object with the final accuracies (numbers), test_n, eps, epochs."""
+    path = Path(path)
+    summary = _check_types(load_json(path), SUMMARY_TYPES, path, "run summary")
+    for key, value in summary.items():  # test_pgdK_acc: K is the run's eval_steps
+        if re.fullmatch(r"test_pgd\d+_acc", key) and not _is(value, float | None):
+            raise ConfigError(f"{path}: {key} is {_short(value)}, not a minidyn run summary value")
+    return summary
+
+
+def read_eval(path: str | Path) -> dict:
+    """eval.json or eval-blackbox.json: an object of EVAL_TYPES' types whose "accuracy" maps
+    attack names to numbers (percent) or null."""
+    path = Path(path)
+    evaluation = _check_types(load_json(path), EVAL_TYPES, path, "evaluation")
+    accuracy = evaluation.get("accuracy", {})
+    bad = [k for k, v in accuracy.items() if not _is(v, float | None)]
+    if bad:
+        raise ConfigError(f"{path}: accuracy of {bad[0][:40]!r} is {_short(accuracy[bad[0]])}, not a number")
+    return evaluation
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """metrics.jsonl: one epoch record (an object with an int "epoch", METRIC_TYPES' types) per
+    non-empty line; [] when the file does not exist. Any line that is not one, a torn last line
+    included, is a ConfigError naming its number (the file is rewritten whole, never torn)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        if not path.is_file():
+            raise ConfigError(f"{path} is not a regular file")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB; not a minidyn run file")
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or 'not UTF-8 text'})") from None
+    return [_metric_line(line, number, path) for number, line in enumerate(lines, 1) if line.strip()]
+
+
+def _metric_line(line: str, number: int, path: Path) -> dict:
+    try:
+        record = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        record = None
+    if not isinstance(record, dict) or not _is(record.get("epoch"), int) or record["epoch"] < 0 \
+            or any(k in METRIC_TYPES and not _is(v, METRIC_TYPES[k]) for k, v in record.items()):
+        raise ConfigError(f"{path}: line {number} is not a minidyn epoch record")
+    return record
+
+
+# --- checkpoint meta ------------------------------------------------------------------------------
+def check_meta(meta, path: str | Path) -> dict:
+    """meta if it is a checkpoint's meta dict whose architecture (top level or under "arch")
+    is sane where recorded: model a known name, input_shape 1..4 dims >= 1 of at most MAX_INPUT_ELEMENTS
+    elements, num_classes an int in [2, MAX_CLASSES]; eps (when recorded) a finite number in
+    (0, 1]; epoch an int >= 0; dataset and method strings. CheckpointError otherwise."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a minidyn checkpoint (its meta is not a dict)")
+    arch = meta.get("arch")
+    if arch is not None and not isinstance(arch, dict):
+        raise CheckpointError(f"{path}: its arch record is {_short(arch)}, not a dict")
+    merged = {**meta, **(arch or {})}
+    problem = _meta_problem(merged)
+    if problem:
+        raise CheckpointError(f"{path} records {problem}")
+    return meta
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with a merged meta dict, None when nothing is."""
+    model, shape, classes, eps = (meta.get(k) for k in ("model", "input_shape", "num_classes", "eps"))
+    if "model" in meta and not (isinstance(model, str) and MODEL_NAME.fullmatch(model)):
+        return f"model {_short(model)}, not one minidyn builds"
+    if "input_shape" in meta and not _sane_shape(shape):
+        return (f"input_shape {_short(shape)}, not 1 to {MAX_INPUT_DIMS} sizes >= 1 of at most "
+                f"{MAX_INPUT_ELEMENTS} elements in all")
+    if "num_classes" in meta and not (_is(classes, int) and 2 <= classes <= MAX_CLASSES):
+        return f"num_classes {_short(classes)}, not an integer in 2..{MAX_CLASSES}"
+    if eps is not None and not (_is(eps, float) and 0 < eps <= 1):
+        return f"eps {_short(eps)}, not a number in (0, 1]"
+    if "epoch" in meta and not (_is(meta["epoch"], int) and meta["epoch"] >= 0):
+        return f"epoch {_short(meta['epoch'])}, not an integer >= 0"
+    for key in ("dataset", "method"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            return f"{key} {_short(meta[key])}, not a name"
+    return None
+
+
+def _sane_shape(shape) -> bool:
+    if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= MAX_INPUT_DIMS:
+        return False
+    if not all(_is(d, int) and d >= 1 for d in shape):
+        return False
+    return math.prod(shape) <= MAX_INPUT_ELEMENTS
+
+
