@@ -33,13 +33,14 @@ METRIC_TYPES = {"epoch": int, "method": str, "c_t": float | None, "pgd_steps": i
                 "train_loss": float | None, "train_acc": float | None, "fosc_mean": float | None,
                 "fosc_median": float | None, "pgd_steps_mean": float | None, "grad_evals": int,
                 "test_clean_acc": float | None, "test_clean_n": int, "test_pgd_acc": float | None,
-                "test_pgd_n": int, "seconds": float}
+                "test_pgd_n": int, "val_clean_acc": float | None, "val_clean_n": int,
+                "val_pgd_acc": float | None, "val_pgd_n": int, "seconds": float}
 EVAL_TYPES = {"accuracy": dict, "attacks": list[str], "eps": float, "n": int, "seed": int,
               "restarts": int, "apgd_steps": int, "source": str | None, "checks": dict,
               "checkpoint": str | None, "dataset": str | None, "model": str | None,
               "method": str | None, "epoch": int | None, "flags": list[str], "version": str | None}
 SUMMARY_TYPES = {"test_clean_acc": float | None, "test_n": int, "test_pgd_n": int, "eps": float,
-                 "epochs": int, "c_max_used": float}
+                 "epochs": int, "c_max_used": float, "best_val": dict}
 
 
 # --- the JSON layer ------------------------------------------------------------------------------

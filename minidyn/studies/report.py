@@ -22,6 +22,7 @@ import numpy as np
 from minidyn.evaluation.aggregate import grad_evals_per_example, paired_difference, summarize
 from minidyn.evaluation.attack_table import ATTACKS, WORST, WORST_LABEL
 from minidyn.fileio import atomic_write
+from minidyn.readers import read_metrics
 from minidyn.studies.spec import Spec, cell_name
 from minidyn.studies.tasks import StudyDir, Task, read_result
 
@@ -53,7 +54,7 @@ def collect(study: StudyDir, spec: Spec) -> list[CellResult]:
         train, black = Task(cell, "train"), Task(cell, "blackbox")
         white_record = read_result(study.result(train)) if study.done(spec, train) else None
         black_record = read_result(study.result(black)) if study.done(spec, black) else None
-        metrics = _metrics(directory / "metrics.jsonl")
+        metrics = read_metrics(directory / "metrics.jsonl")
         if white_record is not None:
             state = "done"
         elif study.failure(train).is_file():
@@ -70,20 +71,6 @@ def collect(study: StudyDir, spec: Spec) -> list[CellResult]:
             result.eval_seconds = float(white_record.get("seconds", 0.0))
         out.append(result)
     return out
-
-
-def _metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def columns(spec: Spec) -> list[str]:

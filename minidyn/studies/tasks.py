@@ -22,6 +22,7 @@ from pathlib import Path
 
 from minidyn.errors import ConfigError
 from minidyn.fileio import atomic_write
+from minidyn.readers import load_json, read_config
 from minidyn.runs.loop import config_differences
 from minidyn.studies.spec import Cell, Spec, load_spec
 
@@ -122,8 +123,8 @@ def read_result(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        record = load_json(path)
+    except ConfigError:
         return None
     return record if isinstance(record, dict) and isinstance(record.get("results"), dict) else None
 
@@ -145,12 +146,9 @@ def check_trained_cells(study: StudyDir, spec: Spec) -> None:
         config = study.cell_dir(cell) / "config.json"
         if not config.is_file():
             continue
-        try:
-            saved = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-            raise ConfigError(f"cell {cell.name}: {config} cannot be read") from None
+        saved = read_config(config)
         current = cell.config().to_dict()
-        differing = config_differences(saved, current) if isinstance(saved, dict) else ["config.json"]
+        differing = config_differences(saved, current)
         if differing:
             key = differing[0]
             raise ConfigError(f"the spec changes cell {cell.name}, which was trained with "

@@ -46,6 +46,9 @@ def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | No
     lock = claim(study.lock(task), stale_after)
     if lock is None:
         raise TaskBusy(f"task {task.name} is being run by another process")
+    if study.done(spec, task):  # finished by another runner since this one looked
+        lock.release()
+        return
     # the lock's holder must stop if it was taken over (it was thought dead)
     lock.keep_alive(heartbeat or min(30.0, stale_after / 4), lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
