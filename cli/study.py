@@ -68,9 +68,9 @@ def run_command(spec, out, jobs, dry_run, stale_after):
     click.echo(f"study {parsed.name}: {len(cells)} cells, {jobs} at a time -> {out}")
     try:
         left = run_study(parsed, out, jobs, stale_after=stale_after, log=click.echo)
-    except Stopped:
+    except Stopped as stop:
         click.echo(f"stopped; `minidyn study run {spec} --out {out}` continues", err=True)
-        sys.exit(130)
+        sys.exit(stop.exit_code)
     if left:
         raise MinidynError(f"{len(left)} task(s) failed or could not run: "
                            + ", ".join(t.name for t in left) + f" (see {out}/logs)")

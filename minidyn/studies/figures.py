@@ -115,11 +115,18 @@ def fosc_epochs(spec, cells, out: Path):
             f"FOSC of the training examples at epochs {', '.join(map(str, epochs))}, by setting, seeds pooled")
 
 
-def _numeric(value, spec) -> float:
-    if isinstance(value, str) and value.startswith("eps"):
-        tail = value.partition("/")[2]
-        return 1 / float(tail) if tail else 1.0
-    return float(value)
+def _positions(spec, key: str) -> tuple[dict, bool]:
+    """{grid value: x} for a swept key: the number ('eps/4' as 0.25) where every value is one,
+    else the value's place in the grid (a categorical axis); and whether it is numeric."""
+    def number(value):
+        if isinstance(value, str) and value.startswith("eps"):
+            tail = value.partition("/")[2]
+            return 1 / float(tail) if tail else 1.0
+        return float(value)
+    try:
+        return {repr(v): number(v) for v in spec.grid[key]}, True
+    except (TypeError, ValueError):
+        return {repr(v): float(i) for i, v in enumerate(spec.grid[key])}, False
 
 
 def sweep(spec, cells, out: Path, key: str):
@@ -128,14 +135,17 @@ def sweep(spec, cells, out: Path, key: str):
 
     fig, axes = _figure(5 * len(spec.eval.checkpoints), 3.8, ncols=len(spec.eval.checkpoints), sharey=True)
     methods = list(dict.fromkeys(c.values.get("method", spec.train.get("method", "dynamic")) for c in cells))
+    position, numeric = _positions(spec, key)
     for ax, which in zip(axes[0], spec.eval.checkpoints):
+        if not numeric:
+            ax.set_xticks(list(position.values()), [str(v) for v in spec.grid[key]], fontsize=7)
         for colour, method in zip(line_colours(len(methods)), methods):
             points = {}
             for c in cells:
                 if c.values.get("method", spec.train.get("method", "dynamic")) == method and key in c.values:
                     acc = accuracy(c, which, None, column)
                     if acc is not None:
-                        points.setdefault(_numeric(c.values[key], spec), []).append(acc)
+                        points.setdefault(position[repr(c.values[key])], []).append(acc)
             if not points:
                 continue
             xs = sorted(points)

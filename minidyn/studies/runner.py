@@ -4,7 +4,7 @@
 
 Tasks already done are skipped; a task held by another runner (here or on another machine
 sharing the filesystem, see lock.py) is left to it, and this runner waits for it when nothing
-else is left. A worker that fails is recorded (study-failed-KIND.json, its log kept) and the
+else is left. A worker that fails is recorded (STUDY/failed/CELL.KIND.json, its log kept) and the
 study goes on; the next `study run` tries it again. Ctrl-C or SIGTERM stops the workers (each
 keeps its last checkpoint) and `study run` again continues where they stopped.
 """
@@ -30,7 +30,11 @@ WAIT_FOR_OTHERS = 10.0  # seconds between looks at tasks other runners hold
 
 
 class Stopped(Exception):
-    """Ctrl-C or SIGTERM: the workers were stopped."""
+    """Ctrl-C or SIGTERM: the workers were stopped. exit_code: 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def __init__(self, exit_code: int = 130):
+        super().__init__(exit_code)
+        self.exit_code = exit_code
 
 
 def cores() -> int:
@@ -82,15 +86,15 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
                     failed.append(task)
                     _record_failure(study, task, proc.returncode)
                     log(f"FAILED {task.name} (exit {proc.returncode}; log: {study.log(task)})")
-    except (KeyboardInterrupt, Stopped):
+    except (KeyboardInterrupt, Stopped) as stop:
         _stop(running)
-        raise Stopped() from None
+        raise Stopped(getattr(stop, "exit_code", 130)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_stopped(signum, frame):
-    raise Stopped()
+    raise Stopped(128 + signum)
 
 
 def _free(study: StudyDir, task: Task, stale_after: float) -> bool:

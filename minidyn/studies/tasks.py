@@ -6,7 +6,7 @@ study's white-box evaluation of it), and one black-box task per cell with a surr
         cells/NAME/                the cell's run directory (config.json, metrics.jsonl, ...)
         cells/NAME/study-eval.json             the [eval] results, per checkpoint and eps
         cells/NAME/study-eval-blackbox.json    black-box results (crafted on the surrogate)
-        cells/NAME/study-failed-KIND.json      why its task failed (exit code, last log lines)
+        failed/NAME.KIND.json      why a task failed (exit code, last log lines)
         locks/NAME.KIND.lock       the claim of a running task (lock.py)
         logs/NAME.KIND.log         what the task printed
 
@@ -52,7 +52,8 @@ class StudyDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.spec_file = self.path / "study.toml"
-        self.cells_dir, self.locks_dir, self.logs_dir = (self.path / d for d in ("cells", "locks", "logs"))
+        self.cells_dir, self.locks_dir, self.logs_dir, self.failed_dir = (
+            self.path / d for d in ("cells", "locks", "logs", "failed"))
 
     def spec(self) -> Spec:
         if not self.spec_file.is_file():
@@ -67,7 +68,7 @@ class StudyDir:
         return self.cell_dir(task.cell) / RESULT_FILES[task.kind]
 
     def failure(self, task: Task) -> Path:
-        return self.cell_dir(task.cell) / f"study-failed-{task.kind}.json"
+        return self.failed_dir / f"{task.name}.json"
 
     def lock(self, task: Task) -> Path:
         return self.locks_dir / f"{task.name}.lock"
@@ -86,7 +87,7 @@ class StudyDir:
             raise ConfigError(f"{self.path} holds files that are not a study's ({foreign[0]}); "
                               "choose another --out")
         check_trained_cells(self, spec)
-        for folder in (self.cells_dir, self.locks_dir, self.logs_dir):
+        for folder in (self.cells_dir, self.locks_dir, self.logs_dir, self.failed_dir):
             folder.mkdir(parents=True, exist_ok=True)
         if not self.spec_file.is_file() or self.spec_file.read_text(encoding="utf-8") != spec.text:
             atomic_write(self.spec_file, lambda f: f.write(spec.text))
@@ -113,7 +114,7 @@ class StudyDir:
 
 def _ours(name: str) -> bool:
     """A name a study directory holds: its spec (or one being written), folders and report."""
-    return name in ("study.toml", "cells", "locks", "logs", "report") or (
+    return name in ("study.toml", "cells", "locks", "logs", "failed", "report") or (
         name.startswith(".study.toml.") and name.endswith(".tmp"))
 
 

@@ -80,6 +80,25 @@ def test_a_study_killed_with_sigkill_mid_cell_ends_as_an_uninterrupted_one(refer
     assert results(out) == results(uninterrupted)
 
 
+def test_sigterm_stops_the_workers_with_their_checkpoints_and_the_study_continues(reference, tmp_path):
+    spec, uninterrupted = reference
+    out = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
+                             "--out", str(out), "--jobs", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((out / "cells").glob("*/checkpoint.npz")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # the runner only: it stops its workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "continues" in err, err
+    assert not list((out / "locks").iterdir())  # every worker released its task
+    assert len(list((out / "cells").glob("*/study-eval.json"))) < 4
+    resumed = study(spec, out, "--jobs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(out) == results(uninterrupted)
+
+
 def test_two_runners_on_one_study_never_run_a_task_twice(reference, tmp_path):
     spec, uninterrupted = reference
     out = tmp_path / "shared"
@@ -108,3 +127,22 @@ def test_status_says_what_each_task_is_doing(reference):
     result = CliRunner().invoke(main, ["study", "status", str(out)], catch_exceptions=False)
     assert result.exit_code == 0
     assert result.output.splitlines()[-1] == "4 done"
+
+
+def test_a_failing_cell_is_recorded_and_listed_and_the_others_go_on(tiny_text, tmp_path):
+    spec = tmp_path / "failing.toml"
+    # mnist's IDX files are not in /nonexistent: that cell fails when it loads its data
+    spec.write_text(tiny_text.replace('method = ["standard", "dynamic"]', 'method = ["standard"]')
+                    .replace("seed = [0, 1]", 'seed = [0]\ndataset = ["mnist", "mnist-sample"]')
+                    .replace("[grid]", 'data_dir = "/nonexistent"\n\n[grid]'))
+    out = tmp_path / "study"
+    result = study(spec, out)
+    assert result.returncode == 1
+    assert "1 task(s) failed or could not run: dataset-mnist.train" in result.stderr, result.stderr
+    failure = json.loads((out / "failed" / "dataset-mnist.train.json").read_text())
+    assert any(line.startswith("Error: ") for line in failure["last_lines"])
+    assert (out / "cells" / "dataset-mnist-sample" / "study-eval.json").is_file()
+    report = CliRunner().invoke(main, ["study", "report", str(out)], catch_exceptions=False)
+    assert report.exit_code == 0
+    text = (out / "report" / "report.md").read_text()
+    assert "1 of 2 cells done." in text and "failed (left out of every number below): dataset-mnist" in text
