@@ -168,10 +168,12 @@ class RunDir:
     def check_history(self, checkpoint: Path, epoch: int | None) -> None:
         """ConfigError unless the run's history fits its checkpoint: `epoch` is the epochs the
         checkpoint records (None: there is no checkpoint), and metrics.jsonl must hold a line
-        for each of them; with no checkpoint there must be no history (metrics or summary)."""
+        for each of them; with no checkpoint there must be no history (metrics or summary)
+        beyond epoch 1's line, which a run killed between logging its first epoch and writing
+        its first checkpoint leaves (uncommitted, it is dropped on resume)."""
         recorded = {r["epoch"] for r in self.read_metrics()}
         if epoch is None:
-            if recorded or self.summary.exists():
+            if recorded - {0} or self.summary.exists():
                 raise ConfigError(f"--resume: {self.path} has {len(recorded)} epochs of history "
                                   f"but no checkpoint ({checkpoint.name} is missing); resuming would "
                                   "retrain from epoch 1 and rewrite it")

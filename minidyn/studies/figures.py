@@ -46,6 +46,8 @@ def _robust_column(spec) -> str:
 
 
 def val_curves(spec, cells, out: Path):
+    from matplotlib.ticker import MaxNLocator
+
     key = "val" if any("val_pgd_acc" in r for c in cells for r in c.metrics) else "test"
     fig, axes = _figure(10, 4, ncols=2)
     colours = line_colours(len(_settings(cells)))
@@ -63,6 +65,7 @@ def val_curves(spec, cells, out: Path):
     words = "validation" if key == "val" else "test (no validation split held out)"
     for ax, what in zip(axes[0], ("clean", f"PGD-{spec.train.get('eval_steps', 20)}")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{words} accuracy, {what} (%)")
         ax.grid(alpha=0.3)
     axes[0][1].legend(fontsize=7)
@@ -109,7 +112,7 @@ def fosc_epochs(spec, cells, out: Path):
         ax.set_xlabel("FOSC of the training example's adversarial point")
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("density (all seeds pooled)")
-    fig.suptitle(f"FOSC distributions of the training examples (cf. Figs. 3a, 5 of {PAPER}); "
+    fig.suptitle(f"FOSC of the training examples (cf. Figs. 3a, 5 of {PAPER})\n"
                  "low FOSC = the inner maximisation is well solved", fontsize=9)
     return (_save(fig, out / "fosc_epochs.png"),
             f"FOSC of the training examples at epochs {', '.join(map(str, epochs))}, by setting, seeds pooled")
@@ -157,7 +160,7 @@ def sweep(spec, cells, out: Path, key: str):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(f"test {label(column)} accuracy (%)")
-    fig.suptitle(f"Robustness against {key}, mean ± 1 std over seeds (cf. Figs. 2a/2b/4b of {PAPER})", fontsize=9)
+    fig.suptitle(f"Robustness against {key}, mean ± 1 std over seeds\n(cf. Figs. 2a/2b/4b of {PAPER})", fontsize=9)
     return _save(fig, out / f"sweep_{key}.png"), f"Test {label(column)} accuracy against {key}, mean ± 1 std over seeds"
 
 
@@ -180,5 +183,5 @@ def eps_curve(spec, cells, out: Path):
     ax.set_ylabel(f"{label(column)} accuracy, last epoch (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.suptitle(f"Robustness against the test eps, mean ± 1 std over seeds (cf. Fig. 4a of {PAPER})", fontsize=9)
+    fig.suptitle(f"Robustness against the test eps, mean ± 1 std over seeds\n(cf. Fig. 4a of {PAPER})", fontsize=9)
     return _save(fig, out / "eps_curve.png"), f"Test {label(column)} accuracy against the test eps"

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 from minidyn.backend import Backend, backend_for, get_backend
 from minidyn.backends.array import ArrayBackend, cupy_backend, numpy_backend
-from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
+from minidyn.errors import MinidynError, BackendUnavailable, CheckpointError, ConfigError
 
 SHAPE = (1, 3, 3)
 CLASSES = 4
@@ -301,7 +301,7 @@ def test_checkpoint_write_is_atomic(be, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(MinidynError, match="the previous version is kept"):  # one line, not OSError
         be.save_checkpoint(path, model, opt, {"epoch": 2})
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["ck.npz"]

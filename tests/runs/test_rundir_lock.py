@@ -165,6 +165,19 @@ def test_resume_without_the_checkpoint_of_a_run_with_history_is_refused(tiny_mni
     assert snapshot(run) == before
 
 
+def test_a_run_killed_between_its_first_metrics_line_and_its_first_checkpoint_resumes(tiny_mnist, run):
+    """Epoch 1's line without a checkpoint is uncommitted work (logged just before the first
+    checkpoint), not lost history: it is dropped and the run continues."""
+    finished = epochs_logged(run)
+    (run / "checkpoint.npz").unlink()
+    (run / "summary.json").unlink()
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text(lines[0])
+    r = cli(*train_args(tiny_mnist, run))
+    assert r.exit_code == 0, r.output + r.stderr
+    assert epochs_logged(run) == finished
+
+
 def test_resume_with_a_dangling_checkpoint_link_is_refused(tiny_mnist, run, tmp_path):
     (run / "checkpoint.npz").unlink()
     (run / "checkpoint.npz").symlink_to(tmp_path / "gone.npz")
