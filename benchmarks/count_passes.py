@@ -39,8 +39,13 @@ def passes(run: Path) -> dict:
     work = {
         "attack": sum(e["grad_evals"] for e in epochs),
         "sgd": n_train * len(epochs),
-        "monitor": sum(e["test_pgd_n"] * (steps + FORWARD) + e.get("test_clean_n", summary["test_n"]) * FORWARD for e in epochs),
-        "final": summary.get("test_pgd_n", summary["test_n"]) * (steps + FORWARD) + summary["test_n"] * FORWARD,
+        # the monitor attacks the validation split with --val-size, the test set otherwise
+        "monitor": sum(e.get("test_pgd_n", e.get("val_pgd_n", 0)) * (steps + FORWARD)
+                       + e.get("test_clean_n", e.get("val_clean_n", summary.get("test_n", 0))) * FORWARD
+                       for e in epochs),
+        # none with --no-final-eval (a study evaluates its cells itself)
+        "final": (summary.get("test_pgd_n", summary["test_n"]) * (steps + FORWARD) + summary["test_n"] * FORWARD
+                  if "test_n" in summary else 0),
     }
     return {**work, "total": sum(work.values()), "epochs": len(epochs), "train_examples": n_train,
             "seconds": sum(e["seconds"] for e in epochs)}
