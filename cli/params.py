@@ -44,7 +44,7 @@ class Number(click.ParamType):
         """int(text) or float(text); the usage error for text that is neither."""
         kind = "an integer" if self.bounds.kind is int else "a number"
         if len(text) > MAX_TEXT:
-            self.fail(f"{text[:20]!r}... ({len(text)} characters) is not {kind}", param, ctx)
+            self.fail(f"{text[:20]!r}... ({len(text)} characters) is too long for {kind}", param, ctx)
         try:
             return self.bounds.kind(text)
         except ValueError:
@@ -74,7 +74,8 @@ class Eps(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, str):
             if len(value) > MAX_TEXT:
-                self.fail(f"invalid eps {value[:20]!r}... ({len(value)} characters)", param, ctx)
+                self.fail(f"invalid eps {value[:20]!r}... ({len(value)} characters): too long for a number",
+                          param, ctx)
             try:
                 eps = parse_eps(value)
             except ConfigError as error:
@@ -124,6 +125,8 @@ def check_writable_dir(path, option: str) -> None:
         except OSError as exc:  # ENAMETOOLONG, ENOTDIR, ELOOP, EACCES
             raise ConfigError(f"cannot create {option} {shown}: {exc.strerror}") from None
     verb = "write to" if target == path else "create"
+    if target != path and _too_long(target, path):  # a missing parent hides ENAMETOOLONG from stat
+        raise ConfigError(f"cannot create {option} {shown}: File name too long")
     if not is_dir:
         raise ConfigError(f"cannot {verb} {option} {shown}: {target} is not a directory")
     if not os.access(target, os.W_OK | os.X_OK):
@@ -137,6 +140,14 @@ def check_writable_file(path, option: str) -> None:
     if path.is_dir():
         raise ConfigError(f"cannot write {option} {path}: it is a directory")
     check_writable_dir(path.parent, option)
+
+
+def _too_long(existing: Path, path: Path) -> bool:
+    """Whether a name below `existing` on the way to `path`, or the whole path, is longer than the
+    file system takes."""
+    name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    names = path.relative_to(existing).parts
+    return len(os.fsencode(path)) >= path_max or any(len(os.fsencode(n)) > name_max for n in names)
 
 
 def _read_only(path: Path) -> bool:
