@@ -1,9 +1,12 @@
 """`minidyn analyze RUN_DIR`: the paper's FOSC figures redrawn from a run (minidyn.evaluation.analysis)."""
 from __future__ import annotations
 
+import math
+
 import click
 
-from minidyn.cli.params import epoch_list
+from minidyn.cli.params import (BATCH_SIZE, LIMIT, MAX_BINS, MAX_TEXT, MAX_TRAJECTORIES, SEED, count,
+                                epoch_list)
 from minidyn.errors import ConfigError
 
 
@@ -13,9 +16,13 @@ def _range(ctx, param, value):
     if value.strip().lower() == "auto":
         return "auto"
     try:
+        if len(value) > MAX_TEXT:
+            raise ValueError
         lo, hi = (float(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not LO,HI (e.g. 0,0.1)") from None
+        raise click.BadParameter(f"{value[:MAX_TEXT]!r} is not LO,HI (e.g. 0,0.1)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise click.BadParameter(f"{value!r}: LO and HI must be finite numbers")
     if not hi > lo:
         raise click.BadParameter(f"{value!r}: LO must be below HI")
     return lo, hi
@@ -34,6 +41,8 @@ def _eps_list(ctx, param, value):
         return None
     from minidyn.config import parse_eps
 
+    if len(value) > MAX_TEXT:
+        raise click.BadParameter(f"{value[:20]!r}... ({len(value)} characters) is not a list of eps")
     try:
         grid = [parse_eps(v) for v in value.split(",") if v.strip()]
     except ConfigError as exc:
@@ -45,9 +54,9 @@ def _eps_list(ctx, param, value):
 
 @click.command("analyze")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--limit", type=int, default=1000, show_default=True, help="Test examples attacked (Figs 1a, 4a).")
+@click.option("--limit", type=LIMIT, default=1000, show_default=True, help="Test examples attacked (Figs 1a, 4a).")
 @click.option("--epochs", callback=_epochs, help="Epochs of the FOSC KDE, counted from 1 as in the training log, e.g. 1,10,20.  [default: first, middle, last]")
-@click.option("--bins", type=int, default=20, show_default=True, help="FOSC bins of Fig 1a.")
+@click.option("--bins", type=count("--bins", MAX_BINS), default=20, show_default=True, help="FOSC bins of Fig 1a.")
 @click.option("--fosc-range", callback=_range, help="LO,HI: FOSC range of Fig 1a's bins and of the share of training examples in range; "
                    "'auto': [0, 95th percentile of the test FOSC].  [default: the paper's 0,0.1; auto for "
                    "Fig 1a when under half the test examples lie in it]")
@@ -55,10 +64,10 @@ def _eps_list(ctx, param, value):
               help="FOSC of Figs 1a/1b: the paper's (max over the eps-ball) or the max over the feasible "
                    "set PGD searches, the eps-ball intersected with the pixel box [0, 1]^d ('clipped').")
 @click.option("--eps-grid", callback=_eps_list, help="Test eps of Fig 4a, e.g. 0.1,0.2,0.3.  [default: 5 from eps/4 to eps]")
-@click.option("--trajectories", "traj_n", type=int, default=20, show_default=True, help="Examples in Fig 1b.")
-@click.option("--trajectory-steps", "traj_steps", type=int, default=20, show_default=True, help="PGD steps in Fig 1b.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trajectories", "traj_n", type=count("--trajectories", MAX_TRAJECTORIES), default=20, show_default=True, help="Examples in Fig 1b.")
+@click.option("--trajectory-steps", "traj_steps", type=count("--trajectory-steps", MAX_TRAJECTORIES), default=20, show_default=True, help="PGD steps in Fig 1b.")
+@click.option("--batch-size", type=BATCH_SIZE, default=256, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="torch device.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output directory.  [default: RUN_DIR/analysis]")
 @click.option("--no-plots", is_flag=True, help="Write only the numbers (CSV/JSON), no PNGs.")
@@ -74,8 +83,6 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_g
     from minidyn.evaluation.analysis import FIG_ATTACK, analyze_run
     from minidyn.cli.evaluate import progress
 
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {limit}")
     summary = analyze_run(run_dir, out, limit=limit, epochs=epochs, bins=bins, fosc_range=fosc_range,
                           eps_grid=eps_grid, traj_n=traj_n, traj_steps=traj_steps,
                           batch_size=batch_size, seed=seed, device=device, plots=not no_plots,

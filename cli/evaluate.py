@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from minidyn.evaluation.attack_table import ATTACKS, DEFAULT_ATTACKS, WORST, WORST_LABEL
-from minidyn.cli.params import Eps
+from minidyn.cli.params import APGD_STEPS, BATCH_SIZE, LIMIT, MAX_RESTARTS, SEED, Eps, check_writable_file, count
 from minidyn.errors import ConfigError
 
 
@@ -62,12 +62,12 @@ def eps_of(meta: dict, eps: float | None, checkpoint: str) -> float:
 @click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: the checkpoint's]")
 @click.option("--dataset", help="Test set to use.  [default: the checkpoint's]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset files are.  [default: the run's]")
-@click.option("--limit", type=int, help="Evaluate the first N test examples.  [default: all]")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Examples per batch.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random starts.")
-@click.option("--restarts", type=int, default=1, show_default=True,
+@click.option("--limit", type=LIMIT, help="Evaluate the first N test examples.  [default: all]")
+@click.option("--batch-size", type=BATCH_SIZE, default=256, show_default=True, help="Examples per batch.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random starts.")
+@click.option("--restarts", type=count("--restarts", MAX_RESTARTS), default=1, show_default=True,
               help="Random starts per iterative attack; robust only if every one fails.")
-@click.option("--apgd-steps", type=int, default=100, show_default=True, help="APGD iterations.")
+@click.option("--apgd-steps", type=APGD_STEPS, default=100, show_default=True, help="APGD iterations.")
 @click.option("--source", type=click.Path(), help="Black-box: craft the attacks on this surrogate checkpoint.")
 @click.option("--device", default="auto", show_default=True, help="torch device (auto, cpu, cuda, cuda:N).")
 @click.option("--json", "as_json", is_flag=True,
@@ -89,6 +89,9 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
 
     names = parse_attacks(attacks or list(DEFAULT_ATTACKS))
     path = checkpoint_in(checkpoint)
+    target = path.parent / ("eval-blackbox.json" if source is not None else "eval.json")
+    if save:  # before the evaluation, which can take hours
+        check_writable_file(target, "--save")
     backend, model, meta = load_checkpoint(path, device)
     eps = eps_of(meta, eps, str(path))
     data = test_set(meta, dataset, data_dir, str(path))
@@ -108,7 +111,7 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
                    "method": meta.get("method"), "epoch": meta.get("epoch"), "flags": flags,
                    "version": __version__}
     if save:
-        write_eval(result, path.parent / ("eval-blackbox.json" if surrogate is not None else "eval.json"))
+        write_eval(result, target)
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
@@ -263,11 +266,11 @@ def _by_seed(rows, members, seeds, column) -> dict:
 
 @click.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
-@click.option("--limit", type=int, default=1000, show_default=True,
+@click.option("--limit", type=LIMIT, default=1000, show_default=True,
               help="Test examples for runs without an eval.json.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the attacks' random starts.")
-@click.option("--apgd-steps", type=int, default=100, show_default=True,
+@click.option("--batch-size", type=BATCH_SIZE, default=256, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the attacks' random starts.")
+@click.option("--apgd-steps", type=APGD_STEPS, default=100, show_default=True,
               help="APGD iterations for runs without an eval.json.")
 @click.option("--device", default="auto", show_default=True, help="torch device.")
 @click.option("--baseline", metavar="GROUP",
@@ -321,13 +324,16 @@ def compare_command(runs, limit, batch_size, seed, apgd_steps, device, baseline,
 
 
 def check_outputs(as_json: bool, csv_path: str | None) -> None:
-    """Refuse --json with --csv - (both on stdout) and a --csv FILE in a missing directory."""
+    """Refuse --json with --csv - (both on stdout) and a --csv FILE in a missing or unwritable
+    directory (before any run is evaluated)."""
     from pathlib import Path
 
     if as_json and csv_path == "-":
         raise click.UsageError("--json and --csv - both print on stdout; give --csv a FILE")
     if csv_path not in (None, "-") and not Path(csv_path).resolve().parent.is_dir():
         raise ConfigError(f"--csv {csv_path}: directory {Path(csv_path).parent} does not exist")
+    if csv_path not in (None, "-"):
+        check_writable_file(csv_path, "--csv")
 
 
 def baseline_group(groups, baseline: str | None):

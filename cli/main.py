@@ -5,6 +5,7 @@ starting `Error:`); 2 a usage error (unknown option, bad value); 3 training dive
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -16,10 +17,11 @@ from minidyn import __version__
 from minidyn.cli.analyze import analyze_command
 from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
+from minidyn.cli.params import CMax, Eps, Number, check_writable_dir, count, epoch_list
 from minidyn.cli.study import study_command
-from minidyn.cli.params import CMax, Eps, epoch_list
-from minidyn.config import BACKENDS, FOSC_REFERENCES, LOSS_WEIGHTS, METHODS, PRESETS, TrainConfig, load_preset
-from minidyn.errors import MinidynError, NumericalError
+from minidyn.config import (BACKENDS, FOSC_REFERENCES, LOSS_WEIGHTS, MAX_EXAMPLES, METHODS, PRESETS,
+                            TrainConfig, load_preset)
+from minidyn.errors import ConfigError, MinidynError, NumericalError
 from minidyn.runs.reporter import Reporter
 from minidyn.runs.rundir import BEST_NAMES
 
@@ -33,13 +35,19 @@ class UserError(click.ClickException):
 
 
 class Group(click.Group):
-    """A click group that turns MinidynError into a one-line message and a non-zero exit."""
+    """A click group that turns MinidynError into a one-line message and a non-zero exit, and
+    so an OSError that no up-front check found (`Error: <file>: <OS reason>`, exit 1)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MinidynError as error:
             raise UserError(error) from None
+        except OSError as error:
+            if error.errno == errno.EPIPE:  # stdout closed early (| head): click's own quiet exit
+                raise
+            where = f"{error.filename}: " if error.filename is not None else ""
+            raise click.ClickException(f"{where}{error.strerror or error}") from None
 
 
 # The quickstart's budget (README, "Choices made for the quickstart"), used when neither --epochs
@@ -65,24 +73,24 @@ def main():
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset files are.")
 @click.option("--model", help="Model name (softmax, mlp; torch also cnn4, cnn8, wrn-D-W, preact-resnet18/50).  [default: torch: cnn4, cifar10 cnn8; numpy/cupy: mlp]")
 @click.option("--method", type=click.Choice(METHODS), help="Training method.  [default: dynamic]")
-@click.option("--epochs", type=int, help="Training epochs; without it (and --preset), the quickstart: 10 epochs, lr /10 at epochs 7 and 10, monitor on 200 test examples.  [default: 10]")
-@click.option("--batch-size", type=int, help="Mini-batch size.  [default: 32]")
+@click.option("--epochs", type=Number.field("epochs"), help="Training epochs; without it (and --preset), the quickstart: 10 epochs, lr /10 at epochs 7 and 10, monitor on 200 test examples.  [default: 10]")
+@click.option("--batch-size", type=Number.field("batch_size"), help="Mini-batch size.  [default: 32]")
 @click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: mnist 0.3, fashion-mnist 0.1, cifar10 8/255]")
-@click.option("--step-size", type=float, help="PGD step size.  [default: eps/4]")
-@click.option("--steps", type=int, help="PGD steps K while training.  [default: 10]")
+@click.option("--step-size", type=Number.field("step_size"), help="PGD step size.  [default: eps/4]")
+@click.option("--steps", type=Number.field("steps"), help="PGD steps K while training.  [default: 10]")
 @click.option("--c-max", type=CMax(), help="Dynamic: FOSC target at epoch 0, or 'auto'.  [default: 0.5]")
-@click.option("--dynamic-epochs", type=int, help="Dynamic: T', epoch from which c_t = 0.  [default: 0.8 * epochs; cifar10 100/120]")
-@click.option("--curriculum-epochs", type=int, help="Curriculum: epochs to ramp PGD steps from 0 (clean) to K.  [default: T']")
-@click.option("--fgsm-epochs", type=int, help="FGSM-PGD: epochs trained with FGSM first.  [default: epochs / 6, the paper's 20 of 120]")
-@click.option("--lr", type=float, help="Initial learning rate (SGD, momentum 0.9, weight decay 1e-4).  [default: 0.01]")
+@click.option("--dynamic-epochs", type=Number.field("dynamic_epochs"), help="Dynamic: T', epoch from which c_t = 0.  [default: 0.8 * epochs; cifar10 100/120]")
+@click.option("--curriculum-epochs", type=Number.field("curriculum_epochs"), help="Curriculum: epochs to ramp PGD steps from 0 (clean) to K.  [default: T']")
+@click.option("--fgsm-epochs", type=Number.field("fgsm_epochs"), help="FGSM-PGD: epochs trained with FGSM first.  [default: epochs / 6, the paper's 20 of 120]")
+@click.option("--lr", type=Number.field("lr"), help="Initial learning rate (SGD, momentum 0.9, weight decay 1e-4).  [default: 0.01]")
 @click.option("--lr-milestones", callback=epoch_list, help="Epochs (counted from 1) from which lr /= 10, e.g. 20,40.  [default: with --epochs, 0.4 and 0.8 * epochs (cifar10: 60 and 100 of 120); the quickstart: 7,10]")
-@click.option("--seed", type=int, help="Seed of every random choice.  [default: 0]")
-@click.option("--limit", type=int, help="Train on the first N training examples.")
-@click.option("--eval-limit", type=int, help="Test examples attacked after each epoch.  [default: 500; the quickstart: 200]")
-@click.option("--final-eval-limit", type=int, help="Test examples attacked by the final evaluation.  [default: all]")
-@click.option("--val-size", type=int, help="Hold out N training examples (stratified, drawn from the seed); the per-epoch monitor attacks them instead of the test set, and best-val.npz/.pt keeps the epoch with the best validation PGD accuracy.")
+@click.option("--seed", type=Number.field("seed"), help="Seed of every random choice.  [default: 0]")
+@click.option("--limit", type=Number.field("limit"), help="Train on the first N training examples.")
+@click.option("--eval-limit", type=Number.field("eval_limit"), help="Examples the per-epoch monitor attacks (test examples; validation ones with --val-size).  [default: 500; the quickstart: 200]")
+@click.option("--final-eval-limit", type=Number.field("final_eval_limit"), help="Test examples attacked by the final evaluation.  [default: all]")
+@click.option("--val-size", type=Number.field("val_size"), help="Hold out N training examples (stratified, drawn from the seed); the per-epoch monitor attacks them instead of the test set, and best-val.npz/.pt keeps the epoch with the best validation PGD accuracy.")
 @click.option("--no-final-eval", "final_eval", flag_value=False, default=None, help="Skip the final test evaluation (a study evaluates its runs itself).")
-@click.option("--eval-steps", type=int, help="PGD steps of the test accuracy after each epoch and at the end.  [default: 20]")
+@click.option("--eval-steps", type=Number.field("eval_steps"), help="PGD steps of the test accuracy after each epoch and at the end.  [default: 20]")
 @click.option("--attack-mode", type=click.Choice(["eval", "train"]), help="Model mode while attacking (BatchNorm).  [default: eval]")
 @click.option("--fosc-reference", type=click.Choice(FOSC_REFERENCES), help="FOSC's reference point in the training attack: the natural example (the paper) or the random start, as the authors' code does (YisenWang/dynamic_adv_training pgd_attack.py lines 62 and 85-88; docs/fosc.md).  [default: natural]")
 @click.option("--loss-weights", type=click.Choice(LOSS_WEIGHTS), help="ce: from the second epoch on, weight each example's training loss by its own cross-entropy at the adversarial point, the authors' sample_weight (YisenWang/dynamic_adv_training train_models.py lines 116-117 and 124-127; docs/fosc.md).  [default: none]")
@@ -92,7 +100,7 @@ def main():
 @click.option("--no-record-fosc", "record_fosc", flag_value=False, default=None, help="Do not write fosc/epoch_NNN.npy (saves one gradient evaluation per example).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/<time>-<method>-<model>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (exactly; starts it if nothing was saved yet).")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also checkpoint every N SGD steps (a checkpoint is always written after every epoch).")
+@click.option("--checkpoint-every", type=count("--checkpoint-every", MAX_EXAMPLES), help="Also checkpoint every N SGD steps (a checkpoint is always written after every epoch).")
 def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, **options):
     """Train a model with one of the five methods and write a run directory.
 
@@ -110,6 +118,7 @@ def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, *
     cfg = given.resolved()
     if out is None:
         out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.method}-{cfg.model}"
+    check_out(out)
     rank = os.environ.get("RANK", "0")
     if rank != "0":  # torchrun: rank 0 reports for everyone
         try:
@@ -145,7 +154,21 @@ def given_config(preset: str | None, options: dict, extras: dict) -> TrainConfig
     values = dict(QUICKSTART) if preset is None and options.get("epochs") is None else {}
     values.update(load_preset(preset) if preset else {})
     values.update({k: v for k, v in options.items() if v is not None})
+    if values.get("data_dir") is not None:  # config.json must name it from any working directory
+        values["data_dir"] = os.path.abspath(values["data_dir"])
     return TrainConfig(**values, extras=extras)
+
+
+def check_out(out) -> None:
+    """ConfigError before any work when the run directory `out` cannot be created or written,
+    or one of its files (config.json, metrics.jsonl, summary.json, the checkpoint) is a directory."""
+    from minidyn.runs.rundir import CHECKPOINT_NAMES, RunDir
+
+    check_writable_dir(out, "--out")
+    files = RunDir(out)
+    for path in (files.config, files.metrics, files.summary, *(files.path / n for n in CHECKPOINT_NAMES.values())):
+        if path.is_dir():
+            raise ConfigError(f"--out {out}: {path.name} is a directory, not a file")
 
 
 def first_line(given: TrainConfig, cfg: TrainConfig, out) -> str:

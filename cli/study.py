@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from minidyn.cli.params import Number, count
+from minidyn.config import Bounds
 from minidyn.errors import MinidynError
 
 
@@ -40,10 +42,10 @@ def list_command():
 @study_command.command("run")
 @click.argument("spec")
 @click.option("--out", type=click.Path(file_okay=False), help="Study directory.  [default: studies/<spec name>]")
-@click.option("--jobs", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+@click.option("--jobs", type=count("--jobs", 256), default=1, show_default=True,
               help="Tasks at once, each a process with cores/jobs threads.")
 @click.option("--dry-run", is_flag=True, help="Print each cell's `minidyn train` command (for another scheduler) and stop.")
-@click.option("--stale-after", type=click.FloatRange(min=1, max=7 * 86400), default=600, show_default=True,
+@click.option("--stale-after", type=Number(Bounds("--stale-after", float, 1, 7 * 86400)), default=600.0, show_default=True,
               help="Seconds without a heartbeat after which another runner's task is taken over.")
 def run_command(spec, out, jobs, dry_run, stale_after):
     """Run SPEC (a .toml file, or the name of a shipped spec): every cell not done yet.
@@ -152,7 +154,7 @@ def report_command(study_dir):
 @click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
 @click.argument("cell")
 @click.argument("kind", type=click.Choice(["train", "blackbox"]))
-@click.option("--stale-after", type=click.FloatRange(min=1), default=600)
+@click.option("--stale-after", type=Number(Bounds("--stale-after", float, 1, 7 * 86400)), default=600.0)
 def worker_command(study_dir, cell, kind, stale_after):
     """One task of a study (started by `study run`)."""
     import signal

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -67,13 +68,92 @@ def torch_installed() -> bool:
 
 
 def parse_eps(text: str | float) -> float:
-    """'0.3' or '8/255' -> float; malformed or zero denominators raise ConfigError."""
+    """'0.3' or '8/255' -> float; ConfigError for text that is not a finite number or a fraction
+    of two integers (a zero denominator, 'inf', 'nan', an exponent beyond a float's range)."""
+    s = str(text).strip()
     try:
-        value = float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError) as exc:
+        # Fraction(s) of a decimal would build 10**exponent ('1e999999999' never returns);
+        # float(s) rounds the same decimal to the same float, so only 'A/B' goes through Fraction
+        value = float(Fraction(s)) if "/" in s else float(s)
+    except (ValueError, ZeroDivisionError, OverflowError) as exc:
         reason = "division by zero" if isinstance(exc, ZeroDivisionError) else "not a number or fraction"
         raise ConfigError(f"invalid eps {text!r}: {reason} (write e.g. 0.3 or 8/255)") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"invalid eps {text!r}: not a finite number (write e.g. 0.3 or 8/255)")
     return value
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting may take: an int or a finite float between lo and hi (None:
+    unbounded on that side; *_open: the bound itself is excluded). `label` names the setting in
+    messages."""
+
+    label: str
+    kind: type = int
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def describe(self, value=None) -> str:
+        """'>= 1', '> 0' or 'in (0, 1]' (a float's range); '<= 100000' where `value` is above it."""
+        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {_show(self.lo)}"
+        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {_show(self.hi)}"
+        if self.kind is float and lo and hi:
+            return (f"in {'(' if self.lo_open else '['}{_show(self.lo)}, {_show(self.hi)}"
+                    f"{')' if self.hi_open else ']'}")
+        if value is not None and hi and value >= self.hi:
+            return hi
+        return lo or hi or "a finite number"
+
+    def problem(self, value) -> str | None:
+        """Why `value` is not one of these values (a one-line message), None when it is."""
+        wanted = "an integer" if self.kind is int else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
+            return f"{self.label} must be {wanted}, got {value!r}"
+        if not math.isfinite(value):
+            return f"{self.label} must be a finite number {self.describe()}, got {value}"
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)) or \
+                self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
+            return f"{self.label} must be {self.describe(value)}, got {value}"
+        return None
+
+
+def _show(bound) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+MAX_EPOCHS = 100_000          # bounds against typos (a hang, not a run), far above any schedule
+MAX_STEPS = 100_000           # attack iterations
+MAX_BATCH = 2 ** 20
+MAX_EXAMPLES = 10 ** 9        # --limit and the like: more than any dataset holds
+MAX_SEED = 2 ** 32 - 1        # numpy's SeedSequence and torch's generators take [0, 2**32 - 1] alike
+
+# Every numeric TrainConfig field; the CLI's options take the same bounds (cli/params.py Number).
+FIELD_BOUNDS = {
+    "epochs": Bounds("epochs", int, 1, MAX_EPOCHS),
+    "batch_size": Bounds("batch size", int, 1, MAX_BATCH),
+    "eps": Bounds("eps", float, 0, 1, lo_open=True),
+    "step_size": Bounds("step size", float, 0, lo_open=True),
+    "steps": Bounds("steps", int, 1, MAX_STEPS),
+    "c_max": Bounds("c_max", float, 0),
+    "dynamic_epochs": Bounds("T' (--dynamic-epochs)", int, 0, MAX_EPOCHS, lo_open=True),
+    "curriculum_epochs": Bounds("--curriculum-epochs", int, 0, MAX_EPOCHS, lo_open=True),
+    "fgsm_epochs": Bounds("--fgsm-epochs", int, 0, MAX_EPOCHS),
+    "lr": Bounds("learning rate", float, 0, lo_open=True),
+    "momentum": Bounds("momentum", float, 0, 1),
+    "weight_decay": Bounds("weight decay", float, 0),
+    "seed": Bounds("seed", int, 0, MAX_SEED),
+    "limit": Bounds("--limit", int, 1, MAX_EXAMPLES),
+    "eval_limit": Bounds("--eval-limit", int, 1, MAX_EXAMPLES),
+    "final_eval_limit": Bounds("--final-eval-limit", int, 1, MAX_EXAMPLES),
+    "eval_steps": Bounds("--eval-steps", int, 1, MAX_STEPS),
+    "val_size": Bounds("--val-size", int, 1, MAX_EXAMPLES),
+}
+MILESTONE_BOUNDS = Bounds("--lr-milestones", int, 1, MAX_EPOCHS)
+REQUIRED_NUMBERS = {"epochs", "batch_size", "steps", "c_max", "lr", "momentum", "weight_decay", "seed",
+                    "eval_steps"}
 
 
 @dataclass
@@ -114,6 +194,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with every derived default filled in, validated; raises ConfigError."""
         c = dataclasses.replace(self, extras=dict(self.extras))
+        _raise_first(self.number_checks())  # the defaults below are computed from these
         if c.backend == "auto":
             c.backend = "torch" if torch_installed() else "numpy"
         d = self.dataset_defaults()
@@ -141,6 +222,10 @@ class TrainConfig:
         return [name for name in ("eps", "model") if getattr(self, name) is None]
 
     def validate(self) -> None:
+        """ConfigError naming the first setting that is out of place: a known method, backend,
+        device and attack mode; every numeric field of the type and within the bounds of
+        FIELD_BOUNDS (finite floats, ints in range; None only where a default is derived), the
+        lr milestones epochs >= 1; backend options only on torch."""
         checks = [
             (self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"),
             (self.backend in BACKENDS, f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"),
@@ -148,27 +233,7 @@ class TrainConfig:
              or (self.backend == "cupy" and cuda_index(self.device) is not None),
              f"--device {self.device} is for --backend torch (or cuda[:N] with --backend cupy); "
              f"the {self.backend} backend runs on the {'GPU' if self.backend == 'cupy' else 'CPU'}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (self.eps is None or 0 < self.eps <= 1, f"eps must be in (0, 1], got {self.eps}"),
-            (self.step_size is None or self.step_size > 0, f"step size must be > 0, got {self.step_size}"),
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.c_max == "auto" or (isinstance(self.c_max, (int, float)) and self.c_max >= 0),
-             f"c_max must be >= 0 or 'auto', got {self.c_max}"),
-            (self.dynamic_epochs is None or self.dynamic_epochs > 0,
-             f"T' (--dynamic-epochs) must be > 0, got {self.dynamic_epochs}"),
-            (self.curriculum_epochs is None or self.curriculum_epochs > 0,
-             f"--curriculum-epochs must be > 0, got {self.curriculum_epochs}"),
-            (self.fgsm_epochs is None or self.fgsm_epochs >= 0, f"--fgsm-epochs must be >= 0, got {self.fgsm_epochs}"),
-            (self.lr_milestones is None or all(m >= 1 for m in self.lr_milestones),
-             f"--lr-milestones must be epoch numbers >= 1 (counted from 1), got {self.lr_milestones}"),
-            (self.eval_steps >= 1, f"--eval-steps must be >= 1, got {self.eval_steps}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}"),
-            (self.eval_limit is None or self.eval_limit >= 1, f"--eval-limit must be >= 1, got {self.eval_limit}"),
-            (self.val_size is None or self.val_size >= 1, f"--val-size must be >= 1, got {self.val_size}"),
-            (self.final_eval_limit is None or self.final_eval_limit >= 1,
-             f"--final-eval-limit must be >= 1, got {self.final_eval_limit}"),
+            *self.number_checks(),
             (self.attack_mode in ("eval", "train"), f"attack mode must be eval or train, got {self.attack_mode!r}"),
             (self.fosc_reference in FOSC_REFERENCES,
              f"--fosc-reference must be one of {', '.join(FOSC_REFERENCES)}, got {self.fosc_reference!r}"),
@@ -177,12 +242,33 @@ class TrainConfig:
             (self.backend == "torch" or not self.extras,
              f"--{next(iter(self.extras), '').replace('_', '-')} needs --backend torch (the {self.backend} backend has no such option)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        _raise_first(checks)
+
+    def number_checks(self) -> list[tuple[bool, str]]:
+        """(ok, message) for every numeric field (FIELD_BOUNDS; None where a default is derived
+        later) and every lr milestone."""
+        checks = []
+        for name, bounds in FIELD_BOUNDS.items():
+            value = getattr(self, name)
+            optional = value is None and name not in REQUIRED_NUMBERS
+            problem = None if optional or (name == "c_max" and value == "auto") else bounds.problem(value)
+            checks.append((problem is None, problem))
+        milestones = self.lr_milestones
+        if milestones is not None and not isinstance(milestones, (list, tuple)):
+            return checks + [(False, f"--lr-milestones must be a list of epochs, got {milestones!r}")]
+        problems = [MILESTONE_BOUNDS.problem(m) for m in milestones or ()]
+        problem = next((p for p in problems if p), None)
+        return checks + [(problem is None, f"{problem} (epoch numbers >= 1, counted from 1)")]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _raise_first(checks: list[tuple[bool, str]]) -> None:
+    """ConfigError with the message of the first failed (ok, message) check."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def cuda_index(device: str) -> int | None:

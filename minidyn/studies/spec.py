@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class Cell:
     def config(self) -> TrainConfig:
         """The cell's resolved TrainConfig; ConfigError naming the cell when it cannot train."""
         options = dict(self.options)
+        if isinstance(options.get("data_dir"), str):  # as minidyn train stores it
+            options["data_dir"] = os.path.abspath(options["data_dir"])
         if isinstance(options.get("step_size"), str):  # "eps/4": a fraction of the cell's eps
             eps = TrainConfig(**{k: options[k] for k in ("dataset", "eps") if k in options}).resolved().eps
             options["step_size"] = eps * _eps_fraction(options["step_size"], self.name)

@@ -94,6 +94,12 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     (["--method", "magic"], "magic"),
     (["--c-max", "-1"], "c_max must be >= 0"),
     (["--lr-milestones", "a,b"], "comma-separated"),
+    (["--steps", "0"], "steps must be >= 1"),
+    (["--step-size", "0"], "step size must be > 0"),
+    (["--batch-size", "0"], "batch size must be >= 1"),
+    (["--dynamic-epochs", "0"], "T'"),
+    (["--eval-steps", "0"], "--eval-steps must be >= 1"),
+    (["--curriculum-epochs", "0"], "--curriculum-epochs must be > 0"),
 ])
 def test_bad_options_are_usage_errors(tmp_path, args, message):
     r = run("train", *TINY, *args, "--out", str(tmp_path / "r"))
@@ -102,12 +108,6 @@ def test_bad_options_are_usage_errors(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "0"], "steps must be >= 1"),
-    (["--step-size", "0"], "step size must be > 0"),
-    (["--batch-size", "0"], "batch size must be >= 1"),
-    (["--dynamic-epochs", "0"], "T'"),
-    (["--eval-steps", "0"], "--eval-steps must be >= 1"),
-    (["--curriculum-epochs", "0"], "--curriculum-epochs must be > 0"),
     (["--lr-milestones", "0,2"], "epoch numbers >= 1"),
     (["--model", "cnn4"], "cnn4"),
     (["--dataset", "imagenet"], "imagenet"),
