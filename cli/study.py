@@ -48,7 +48,7 @@ def list_command():
 @click.option("--stale-after", type=Number(Bounds("--stale-after", float, 1, 7 * 86400)), default=600.0, show_default=True,
               help="Seconds without a heartbeat after which another runner's task is taken over.")
 def run_command(spec, out, jobs, dry_run, stale_after):
-    """Run SPEC (a .toml file, or the name of a shipped spec): every cell not done yet.
+    """Run every cell of SPEC not done yet (a .toml file or a shipped spec's name).
 
     Running it again skips finished cells and resumes killed ones exactly; a spec edited so
     that a trained cell would change is refused.
@@ -102,7 +102,10 @@ def train_command_line(options: dict, out: Path) -> list[str]:
 @study_command.command("status")
 @click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
 def status_command(study_dir):
-    """What each task of STUDY_DIR is doing: done, running (where, last heartbeat), failed, waiting."""
+    """Show each task of STUDY_DIR: done, running, failed or waiting.
+
+    A running task shows its host and pid, its last heartbeat and the epochs trained.
+    """
     from minidyn.studies.tasks import StudyDir
 
     study = StudyDir(study_dir)
@@ -142,8 +145,13 @@ def _progress(study, task) -> str:
 @study_command.command("report")
 @click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
 def report_command(study_dir):
-    """Write STUDY_DIR/report/: report.md (Table 1 layout, paired differences, figures),
-    results.csv and results.json (every number), and the PNGs."""
+    """Write the report of STUDY_DIR: tables, every number, figures.
+
+    STUDY_DIR/report/ gets report.md (Table 1's layout, mean ± std over seeds, paired
+    differences to the baseline with 95% t intervals, the black-box table, the figures),
+    results.csv and results.json (every number) and the PNGs. Cells that are not done are
+    listed and left out.
+    """
     from minidyn.studies.report import write_report
 
     for path in write_report(study_dir):

@@ -45,7 +45,8 @@ TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extras", "m
 EVAL_KEYS = {"attacks", "eps", "limit", "restarts", "apgd_steps", "batch_size", "seed",
              "checkpoints", "surrogate"}
 REPORT_KEYS = {"baseline", "sweep", "fosc_epochs"}
-CHECKPOINTS = ("last", "best")  # the last epoch's weights; the best on validation (--val-size)
+CHECKPOINTS = ("last", "best")
+MAX_CELLS = 10_000  # a grid larger than this is a typo, not a study  # the last epoch's weights; the best on validation (--val-size)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,11 @@ def parse_spec(raw: dict, name: str = "study", text: str = "") -> Spec:
     if not isinstance(exclude, list) or not all(isinstance(e, dict) for e in exclude):
         raise ConfigError("[[exclude]] must be tables of grid values")
     exclude = [_options(e, "exclude") for e in exclude]
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+        if size > MAX_CELLS:
+            raise ConfigError(f"the grid crosses into more than {MAX_CELLS:,} cells")
     evaluation = _table(raw, "eval")
     if "checkpoints" not in evaluation:  # the best on validation where there is a validation split
         held_out = "val_size" in train or "val_size" in grid

@@ -102,3 +102,28 @@ def test_a_missing_or_broken_spec_is_one_line(tmp_path):
         result = CliRunner().invoke(main, ["study", "run", arg, "--out", str(tmp_path / "o")])
         assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
         assert result.stderr.startswith("Error: ")
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                     st.text(max_size=8), st.sampled_from(["eps/4", "dynamic", "numpy", "softmax", "auto"]))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text(max_size=6), inner, max_size=3), max_leaves=12)
+_keys = st.sampled_from(["method", "seed", "eps", "step_size", "epochs", "steps", "c_max", "lr",
+                         "val_size", "attacks", "limit", "surrogate", "baseline", "checkpoints", "x"])
+_sections = st.dictionaries(st.sampled_from(["train", "grid", "exclude", "eval", "report", "study", "zz"]),
+                            st.dictionaries(_keys, _values, max_size=4) | _values, max_size=5)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_sections)
+def test_any_spec_is_a_valid_study_or_one_config_error(raw):
+    """Whatever a TOML spec holds: a Spec whose every cell resolves, or a ConfigError."""
+    try:
+        parsed = parse_spec(raw)
+    except ConfigError as error:
+        assert "\n" not in str(error)
+        return
+    assert all(isinstance(c.config(), TrainConfig) for c in parsed.cells())
