@@ -37,6 +37,21 @@ def results(out: Path) -> dict:
     return found
 
 
+def wait_for_a_checkpoint(out: Path, timeout: float = 120) -> None:
+    """Until some cell of the study in `out` has written its first checkpoint (mid-study)."""
+    deadline = time.time() + timeout
+    while not list((out / "cells").glob("*/checkpoint.npz")) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def resume_and_compare(spec, out: Path, uninterrupted: Path) -> None:
+    """The stopped study in `out` was unfinished; run again, it ends as the uninterrupted one."""
+    assert len(list((out / "cells").glob("*/study-eval.json"))) < 4
+    resumed = study(spec, out, "--jobs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(out) == results(uninterrupted)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_text):
     base = tmp_path_factory.mktemp("reference")
@@ -69,15 +84,10 @@ def test_a_study_killed_with_sigkill_mid_cell_ends_as_an_uninterrupted_one(refer
     proc = subprocess.Popen([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
                              "--out", str(out), "--jobs", "2"], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not list((out / "cells").glob("*/checkpoint.npz")) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_a_checkpoint(out)
     os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-study
     proc.wait()
-    assert len(list((out / "cells").glob("*/study-eval.json"))) < 4
-    resumed = study(spec, out, "--jobs", "2")
-    assert resumed.returncode == 0, resumed.stderr
-    assert results(out) == results(uninterrupted)
+    resume_and_compare(spec, out, uninterrupted)
 
 
 def test_sigterm_stops_the_workers_with_their_checkpoints_and_the_study_continues(reference, tmp_path):
@@ -86,17 +96,12 @@ def test_sigterm_stops_the_workers_with_their_checkpoints_and_the_study_continue
     proc = subprocess.Popen([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
                              "--out", str(out), "--jobs", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list((out / "cells").glob("*/checkpoint.npz")) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_a_checkpoint(out)
     proc.send_signal(signal.SIGTERM)  # the runner only: it stops its workers
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "continues" in err, err
     assert not list((out / "locks").iterdir())  # every worker released its task
-    assert len(list((out / "cells").glob("*/study-eval.json"))) < 4
-    resumed = study(spec, out, "--jobs", "2")
-    assert resumed.returncode == 0, resumed.stderr
-    assert results(out) == results(uninterrupted)
+    resume_and_compare(spec, out, uninterrupted)
 
 
 def test_two_runners_on_one_study_never_run_a_task_twice(reference, tmp_path):
