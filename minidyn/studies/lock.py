@@ -99,6 +99,24 @@ def is_stale(path: Path, stale_after: float = STALE_AFTER, now: float | None = N
     return age > stale_after
 
 
+def holders_here(locks_dir: Path) -> set[int]:
+    """The pids of the live processes of this host that hold a lock in `locks_dir`."""
+    pids = set()
+    for path in locks_dir.glob("*.lock"):
+        record = holder(path)
+        pid = record.get("pid")
+        if record.get("host") != socket.gethostname() or not isinstance(pid, int):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass  # alive, someone else's
+        pids.add(pid)
+    return pids
+
+
 def claim(path: Path, stale_after: float = STALE_AFTER) -> Lock | None:
     """Claim the lock `path` (taking it over when stale); None when another process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,10 @@
 
 Tasks already done are skipped; a task held by another runner (here or on another machine
 sharing the filesystem, see lock.py) is left to it, and this runner waits for it when nothing
-else is left. A worker that fails is recorded (STUDY/failed/CELL.KIND.json, its log kept) and the
+else is left. `jobs` bounds the study's tasks running on this host, whoever started them: a
+runner started again after `kill -9` counts the workers its predecessor left running (they go
+on with their cells), so the cores are not oversubscribed. (Two runners that start workers at
+the same instant can exceed it for one task each.) A worker that fails is recorded (STUDY/failed/CELL.KIND.json, its log kept) and the
 study goes on; the next `study run` tries it again. Ctrl-C or SIGTERM stops the workers (each
 keeps its last checkpoint) and `study run` again continues where they stopped.
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from minidyn.fileio import atomic_write
-from minidyn.studies.lock import STALE_AFTER, is_stale
+from minidyn.studies.lock import STALE_AFTER, holders_here, is_stale
 from minidyn.studies.spec import Spec
 from minidyn.studies.tasks import StudyDir, Task
 from minidyn.studies.worker import BUSY
@@ -65,7 +68,7 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
             blocked = [t for t in pending if t.kind == "blackbox" and _depends_on_failed(spec, t, failed)]
             startable = [t for t in pending if t not in running and t not in blocked
                          and study.ready(spec, t) and _free(study, t, stale_after)]
-            for task in startable[: max(0, jobs - len(running))]:
+            for task in startable[: max(0, jobs - len(running) - _others_here(study, running))]:
                 running[task] = _start(study, task, jobs, stale_after)
                 log(f"started {task.name} (log: {study.log(task)})")
             if not running:
@@ -95,6 +98,13 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
 
 def _raise_stopped(signum, frame):
     raise Stopped(128 + signum)
+
+
+def _others_here(study: StudyDir, running: dict[Task, subprocess.Popen]) -> int:
+    """How many of the study's tasks processes of this host hold that are not this runner's
+    workers (another runner's, or those a killed runner left running)."""
+    ours = {proc.pid for proc in running.values()}
+    return len(holders_here(study.locks_dir) - ours)
 
 
 def _free(study: StudyDir, task: Task, stale_after: float) -> bool:

@@ -108,13 +108,47 @@ def test_two_runners_on_one_study_never_run_a_task_twice(reference, tmp_path):
     spec, uninterrupted = reference
     out = tmp_path / "shared"
     runners = [subprocess.Popen([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
-                                 "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 "--out", str(out), "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outputs = [r.communicate(timeout=300) for r in runners]
     assert all(r.returncode == 0 for r in runners), [o[1] for o in outputs]
     for log in (out / "logs").glob("*.log"):
         assert log.read_text().count("claimed") == 1, log
     assert results(out) == results(uninterrupted)
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from minidyn.studies.lock import claim
+lock = claim(Path(sys.argv[1]))
+time.sleep(float(sys.argv[3]))
+Path(sys.argv[2]).write_text(repr(time.time()))
+lock.release()
+"""
+
+
+def test_jobs_counts_the_tasks_other_processes_of_this_host_hold(tiny_text, tmp_path, monkeypatch):
+    # a runner killed with kill -9 leaves its workers running: the next one must count them
+    from minidyn.studies import runner
+    from minidyn.studies.spec import load_spec
+    from minidyn.studies.tasks import StudyDir
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny_text.replace("seed = [0, 1]", "seed = [0]"))
+    spec = load_spec(path)
+    out = tmp_path / "study"
+    StudyDir(out).prepare(spec)
+    held, released = StudyDir(out).lock(StudyDir(out).tasks(spec)[0]), tmp_path / "released"
+    orphan = subprocess.Popen([sys.executable, "-c", HOLD, str(held), str(released), "3"])
+    while not held.exists() and orphan.poll() is None:
+        time.sleep(0.02)
+    monkeypatch.setattr(runner, "WAIT_FOR_OTHERS", 0.1)
+    starts = []
+    assert runner.run_study(spec, out, jobs=1, log=lambda m: starts.append((time.time(), m))) == []
+    assert orphan.wait(timeout=30) == 0
+    first_start = min(t for t, m in starts if m.startswith("started"))
+    assert first_start > float(released.read_text())  # the one slot was the orphan's until then
+    assert len([m for _, m in starts if m.startswith("started")]) == 2
 
 
 def test_a_spec_that_would_change_a_trained_cell_is_refused_naming_it(reference, tmp_path):
