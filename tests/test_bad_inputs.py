@@ -7,14 +7,12 @@ errors, exit 2), and nothing changed in a pre-existing, finished run directory: 
 cases are pointed at that run with `--resume`, so the bad input arrives on top of a real run.
 """
 import gzip
-import io
 import json
 import os
 import pickle
 import shutil
 import struct
-import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,70 +22,9 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 
+from badinput import Ctx, assert_one_error_line, snapshot, tiny_args
+
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-
-
-def tiny_args(data_dir, backend="numpy"):
-    extra = ["--device", "cpu"] if backend == "torch" else []
-    return ["train", "--backend", backend, *extra, "--model", "softmax", "--dataset", "mnist",
-            "--data-dir", str(data_dir), "--epochs", "2", "--batch-size", "32", "--steps", "1",
-            "--eval-limit", "16", "--eval-steps", "1"]
-
-
-@pytest.fixture(scope="module")
-def finished_runs(tiny_mnist, tmp_path_factory):
-    """A finished numpy run and a finished torch run (softmax on 96 digits)."""
-    base = tmp_path_factory.mktemp("finished")
-    runs = {}
-    for backend in ("numpy", "torch"):
-        if backend == "torch":
-            pytest.importorskip("torch")
-        out = base / backend
-        r = CliRunner().invoke(main, tiny_args(tiny_mnist, backend) + ["--out", str(out)],
-                               catch_exceptions=False)
-        assert r.exit_code == 0, r.output
-        runs[backend] = out
-    return runs
-
-
-@dataclass
-class Ctx:
-    """What a case may use: a scratch directory, the tiny dataset, the run under attack."""
-
-    tmp: Path
-    tiny: Path
-    run: Path             # a copy of a finished run: it must come out unchanged
-    fresh: Path           # a run directory that must not be created
-    marker: Path          # a code-carrying file would create this; it must not appear
-    extra: dict = field(default_factory=dict)
-
-    def mnist_dir(self, name: str, mutate: Callable[[bytes], bytes], gz: bool = False) -> Path:
-        """The tiny dataset with file `name` replaced by mutate(its bytes), maybe gzipped."""
-        d = self.tmp / "mnist"
-        shutil.copytree(self.tiny, d)
-        data = mutate((d / name).read_bytes())
-        (d / name).unlink()
-        if gz:
-            (d / (name + ".gz")).write_bytes(data)
-        else:
-            (d / name).write_bytes(data)
-        return d
-
-    def cifar_tarball(self, members: list[tuple[str, bytes]], links=()) -> Path:
-        d = self.tmp / "cifar"
-        d.mkdir()
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            for name, target in links:
-                info = tarfile.TarInfo(name)
-                info.type, info.linkname = tarfile.SYMTYPE, target
-                tar.addfile(info)
-        (d / "cifar-10-binary.tar.gz").write_bytes(buf.getvalue())
-        return d
 
 
 class Bomb:
@@ -339,10 +276,6 @@ def assert_not_exists(path):
     assert not Path(path).exists(), path
 
 
-def snapshot(directory: Path) -> dict:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_in_one_line(case, tiny_mnist, finished_runs, tmp_path, monkeypatch):
     if case.id.startswith(("device-cuda", "backend-cupy")) and _has_gpu():
@@ -360,17 +293,7 @@ def test_bad_input_is_refused_in_one_line(case, tiny_mnist, finished_runs, tmp_p
 
     r = CliRunner().invoke(main, [str(a) for a in case.args(ctx)], catch_exceptions=False)
 
-    assert r.exit_code == case.exit, r.output + r.stderr
-    lines = [line for line in r.stderr.splitlines() if not (case.progress and line.startswith(case.progress))]
-    errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 1, r.stderr
-    for words in (case.message,) if isinstance(case.message, str) else case.message:
-        assert words in errors[0], errors[0]
-    if case.exit == 2:  # click's usage hint may come with a usage error, nothing else
-        assert all(line.startswith(("Usage:", "Try ", "Error:")) or not line for line in lines), r.stderr
-    else:
-        assert lines == errors, r.stderr
-    assert "Traceback" not in r.output + r.stderr
+    assert_one_error_line(r, case.exit, case.message, case.progress)
     assert snapshot(ctx.run) == before, "the pre-existing run directory was changed"
     assert not ctx.fresh.exists()
     if case.check:

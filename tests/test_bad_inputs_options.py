@@ -20,40 +20,7 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 
-
-def tiny_args(data_dir, backend="numpy"):
-    extra = ["--device", "cpu"] if backend == "torch" else []
-    return ["train", "--backend", backend, *extra, "--model", "softmax", "--dataset", "mnist",
-            "--data-dir", str(data_dir), "--epochs", "2", "--batch-size", "32", "--steps", "1",
-            "--eval-limit", "16", "--eval-steps", "1"]
-
-
-@pytest.fixture(scope="module")
-def finished_runs(tiny_mnist, tmp_path_factory):
-    """A finished numpy run and, with torch, a finished torch run (softmax on 96 digits)."""
-    base = tmp_path_factory.mktemp("finished")
-    runs = {}
-    for backend in ("numpy", "torch"):
-        if backend == "torch" and not _has_torch():
-            continue
-        out = base / backend
-        r = CliRunner().invoke(main, tiny_args(tiny_mnist, backend) + ["--out", str(out)], catch_exceptions=False)
-        assert r.exit_code == 0, r.output
-        runs[backend] = out
-    return runs
-
-
-def _has_torch():
-    import importlib.util
-    return importlib.util.find_spec("torch") is not None
-
-
-@dataclass
-class Ctx:
-    tmp: Path
-    tiny: Path
-    run: Path     # a copy of a finished run: it must come out unchanged
-    fresh: Path   # a run directory that must not be created
+from badinput import Ctx, assert_one_error_line, snapshot, tiny_args
 
 
 @dataclass
@@ -139,27 +106,8 @@ CASES = [
 ]
 
 
-def snapshot(directory: Path) -> dict:
-    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
-            for p in sorted(directory.rglob("*"))}
-
-
 def invoke(args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_error_line(r, exit_code, message):
-    assert r.exit_code == exit_code, r.output
-    lines = r.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 1, r.stderr
-    for words in (message,) if isinstance(message, str) else message:
-        assert words in errors[0], errors[0]
-    if exit_code == 2:
-        assert all(line.startswith(("Usage:", "Try ", "Error:")) or not line for line in lines), r.stderr
-    else:
-        assert lines == errors, r.stderr
-    assert "Traceback" not in r.output
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ corrupted, and expects a non-zero exit, exactly one `Error: ...` line naming the
 the run directory unchanged.
 """
 import gzip
-import importlib.util
 import json
 import shutil
 import struct
@@ -23,17 +22,7 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 
-def _bad_inputs():
-    """tests/test_bad_inputs.py as a module (the tests run with --import-mode=importlib)."""
-    spec = importlib.util.spec_from_file_location("bad_inputs_fixtures", Path(__file__).with_name("test_bad_inputs.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_shared = _bad_inputs()
-Ctx, snapshot, tiny_args = _shared.Ctx, _shared.snapshot, _shared.tiny_args
-finished_runs = _shared.finished_runs  # the fixture: a finished numpy run and a finished torch run
+from badinput import Ctx, assert_one_error_line, snapshot, tiny_args
 
 DEEP = "[" * 100_000 + "]" * 100_000  # nesting that Python's json parser cannot follow
 
@@ -171,11 +160,7 @@ def test_bad_run_file_is_refused_in_one_line(case, tiny_mnist, finished_runs, tm
 
     r = CliRunner().invoke(main, [str(a) for a in case.args(ctx)], catch_exceptions=False)
 
-    assert r.exit_code == 1, r.output + r.stderr
-    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and r.stderr.splitlines() == errors, r.stderr
-    for words in case.message:
-        assert words in errors[0], errors[0]
+    assert_one_error_line(r, 1, case.message)
     assert snapshot(ctx.run) == before, "the run directory was changed"
 
 
