@@ -88,33 +88,29 @@ def is_stale(path: Path, stale_after: float = STALE_AFTER, now: float | None = N
         age = (time.time() if now is None else now) - path.stat().st_mtime
     except FileNotFoundError:
         return True
-    record = holder(path)
-    if record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int):
-        try:
-            os.kill(record["pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass  # alive, someone else's
+    if _alive_here(holder(path)) is False:
+        return True
     return age > stale_after
+
+
+def _alive_here(record: dict) -> bool | None:
+    """Whether the lock record's holder, a process of this host, is alive; None when the
+    holder is of another host (or the record has no pid): only its heartbeat can tell."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return None
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    return True
 
 
 def holders_here(locks_dir: Path) -> set[int]:
     """The pids of the live processes of this host that hold a lock in `locks_dir`."""
-    pids = set()
-    for path in locks_dir.glob("*.lock"):
-        record = holder(path)
-        pid = record.get("pid")
-        if record.get("host") != socket.gethostname() or not isinstance(pid, int):
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            pass  # alive, someone else's
-        pids.add(pid)
-    return pids
+    records = [holder(path) for path in locks_dir.glob("*.lock")]
+    return {r["pid"] for r in records if _alive_here(r)}
 
 
 def claim(path: Path, stale_after: float = STALE_AFTER) -> Lock | None:

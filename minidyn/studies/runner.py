@@ -6,10 +6,11 @@ Tasks already done are skipped; a task held by another runner (here or on anothe
 sharing the filesystem, see lock.py) is left to it, and this runner waits for it when nothing
 else is left. `jobs` bounds the study's tasks running on this host, whoever started them: a
 runner started again after `kill -9` counts the workers its predecessor left running (they go
-on with their cells), so the cores are not oversubscribed. (Two runners that start workers at
-the same instant can exceed it for one task each.) A worker that fails is recorded (STUDY/failed/CELL.KIND.json, its log kept) and the
-study goes on; the next `study run` tries it again. Ctrl-C or SIGTERM stops the workers (each
-keeps its last checkpoint) and `study run` again continues where they stopped.
+on with their cells), so the cores are not oversubscribed (two runners that start workers at
+the same instant can exceed it by one task each). A worker that fails is recorded
+(STUDY/failed/CELL.KIND.json, its log kept) and the study goes on; the next `study run` tries
+it again. Ctrl-C or SIGTERM stops the workers (each keeps its last checkpoint) and `study run`
+again continues where they stopped.
 """
 from __future__ import annotations
 

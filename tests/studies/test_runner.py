@@ -131,6 +131,7 @@ lock.release()
 def test_jobs_counts_the_tasks_other_processes_of_this_host_hold(tiny_text, tmp_path, monkeypatch):
     # a runner killed with kill -9 leaves its workers running: the next one must count them
     from minidyn.studies import runner
+    from minidyn.studies.lock import holder
     from minidyn.studies.spec import load_spec
     from minidyn.studies.tasks import StudyDir
     path = tmp_path / "tiny.toml"
@@ -140,7 +141,7 @@ def test_jobs_counts_the_tasks_other_processes_of_this_host_hold(tiny_text, tmp_
     StudyDir(out).prepare(spec)
     held, released = StudyDir(out).lock(StudyDir(out).tasks(spec)[0]), tmp_path / "released"
     orphan = subprocess.Popen([sys.executable, "-c", HOLD, str(held), str(released), "3"])
-    while not held.exists() and orphan.poll() is None:
+    while not holder(held) and orphan.poll() is None:  # until its record (pid) is written
         time.sleep(0.02)
     monkeypatch.setattr(runner, "WAIT_FOR_OTHERS", 0.1)
     starts = []
