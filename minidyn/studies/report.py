@@ -222,7 +222,25 @@ def write_report(study_dir: str | Path) -> list[Path]:
     out.mkdir(exist_ok=True)
     numbers = {"study": spec.name, "cells": [vars(c) | {"metrics": None} for c in cells], "tables": {}}
     sections = [f"# Study {spec.name}", "", f"Made by `minidyn study report {study.path}` from "
-                f"`{study.spec_file}`.", "", *_state_lines(cells), ""]
+                f"`{study.spec_file}`.", "", *_state_lines(cells), "", *_table_sections(spec, cells, numbers)]
+    written = []
+    if figures.available():
+        sections += ["## Figures", ""]
+        for name, caption in figures.plot_all(spec, cells, out):
+            sections += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+            written.append(out / name)
+    else:
+        sections += ["(matplotlib is not installed: `pip install 'minidyn[plot]'` for the figures)", ""]
+    report = out / "report.md"
+    atomic_write(report, lambda f: f.write("\n".join(sections)))
+    _write_csv(out / "results.csv", csv_rows(spec, cells))
+    atomic_write(out / "results.json", lambda f: json.dump(numbers, f, indent=1, default=_plain))
+    return [report, out / "results.csv", out / "results.json", *written]
+
+
+def _table_sections(spec: Spec, cells: list[CellResult], numbers: dict) -> list[str]:
+    """The markdown of every white-box and black-box table (numbers["tables"] gets their rows)."""
+    sections = []
     for which in spec.eval.checkpoints:
         for eps_key in eps_keys(cells, which) or [None]:
             rows = table(spec, cells, which, eps_key)
@@ -243,25 +261,16 @@ def write_report(study_dir: str | Path) -> list[Path]:
                          "attacks crafted on each seed's surrogate (the next seed's "
                          f"{json.dumps(spec.eval.surrogate)} cell)", "", markdown_table(spec, rows, black=True), "",
                          markdown_differences(spec, rows, black=True), ""]
-    written = []
-    if figures.available():
-        sections += ["## Figures", ""]
-        for name, caption in figures.plot_all(spec, cells, out):
-            sections += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-            written.append(out / name)
-    else:
-        sections += ["(matplotlib is not installed: `pip install 'minidyn[plot]'` for the figures)", ""]
-    report = out / "report.md"
-    atomic_write(report, lambda f: f.write("\n".join(sections)))
-    rows = csv_rows(spec, cells)
+    return sections
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    atomic_write(out / "results.csv", lambda f: f.write(buffer.getvalue()))
-    atomic_write(out / "results.json", lambda f: json.dump(numbers, f, indent=1, default=_plain))
-    return [report, out / "results.csv", out / "results.json", *written]
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def _plain(value):
