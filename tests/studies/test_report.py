@@ -73,3 +73,27 @@ def test_the_report_draws_its_figures(fake_study):
     paths = write_report(fake_study.path)
     assert {p.name for p in paths} >= {"report.md", "results.csv", "results.json", "val_curves.png"}
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_a_swept_option_and_eval_eps_values_get_their_figures(tmp_path, tiny_text):
+    # Fig 2a/2b/4b (an option swept in the grid, here steps) and Fig 4a (robustness vs test eps)
+    pytest.importorskip("matplotlib")
+    spec_file = tmp_path / "sweep.toml"
+    spec_file.write_text(tiny_text.replace("\nsteps = 2\n", "\n").replace("seed = [0, 1]", "seed = [0, 1]\nsteps = [1, 2]")
+                         .replace("[eval]\n", "[eval]\neps = [0.1, 0.2]\n"))
+    spec = load_spec(spec_file)
+    study = StudyDir(tmp_path / "study")
+    study.prepare(spec)
+    for cell in spec.cells():
+        directory = study.cell_dir(cell)
+        directory.mkdir()
+        (directory / "config.json").write_text(json.dumps(cell.config().to_dict()))
+        (directory / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "grad_evals": 300, "seconds": 30.0, "val_clean_acc": 50.0, "val_clean_n": 60,
+                        "val_pgd_acc": 10.0, "val_pgd_n": 30}) + "\n")
+        by_eps = {eps: {"accuracy": {"clean": 90.0, "pgd10": 80.0 - 100 * float(eps) + cell.values["steps"]},
+                        "n": 40} for eps in ("0.1", "0.2")}
+        result = {"epoch": 2, "seconds": 1.0, "eps": by_eps}
+        write_result(study.result(Task(cell, "train")),
+                     {"settings": spec.eval.settings(), "results": {"last": result, "best": result}})
+    names = {p.name for p in write_report(study.path)}
+    assert {"sweep_steps.png", "eps_curve.png"} <= names, names
