@@ -17,19 +17,29 @@ def fake_study(tmp_path, tiny_text):
     """A study whose cells are 'done' with chosen accuracies (no training: the report only reads)."""
     spec_file = tmp_path / "tiny.toml"
     spec_file.write_text(tiny_text.replace("seed = [0, 1]", "seed = [0, 1, 2]"))
+
+    def accuracies(cell):
+        key = (cell.values["method"], cell.values["seed"])
+        return {"0.1": {"clean": 90.0, "fgsm": 85.0, "pgd10": PGD20[key], "worst-case": PGD20[key] - 1}}
+
+    return done_study(spec_file, tmp_path / "study", accuracies)
+
+
+def done_study(spec_file, out, accuracies) -> StudyDir:
+    """The study of spec_file in `out` with every cell 'done': two epochs of metrics and, for
+    both checkpoints, accuracies(cell) = {eps: {attack: accuracy}} on 40 test examples."""
     spec = load_spec(spec_file)
-    study = StudyDir(tmp_path / "study")
+    study = StudyDir(out)
     study.prepare(spec)
     for cell in spec.cells():
-        key = (cell.values["method"], cell.values["seed"])
         directory = study.cell_dir(cell)
         directory.mkdir()
         (directory / "config.json").write_text(json.dumps(cell.config().to_dict()))
         (directory / "metrics.jsonl").write_text("".join(
             json.dumps({"epoch": t, "grad_evals": 300, "seconds": 30.0, "val_clean_acc": 50.0 + t,
                         "val_clean_n": 60, "val_pgd_acc": 10.0 + t, "val_pgd_n": 30}) + "\n" for t in range(2)))
-        accuracy = {"clean": 90.0, "fgsm": 85.0, "pgd10": PGD20[key], "worst-case": PGD20[key] - 1}
-        result = {"epoch": 2, "seconds": 1.0, "eps": {"0.1": {"accuracy": accuracy, "n": 40}}}
+        by_eps = {eps: {"accuracy": accuracy, "n": 40} for eps, accuracy in accuracies(cell).items()}
+        result = {"epoch": 2, "seconds": 1.0, "eps": by_eps}
         write_result(study.result(Task(cell, "train")),
                      {"settings": spec.eval.settings(), "results": {"last": result, "best": result}})
     return study
@@ -81,19 +91,7 @@ def test_a_swept_option_and_eval_eps_values_get_their_figures(tmp_path, tiny_tex
     spec_file = tmp_path / "sweep.toml"
     spec_file.write_text(tiny_text.replace("\nsteps = 2\n", "\n").replace("seed = [0, 1]", "seed = [0, 1]\nsteps = [1, 2]")
                          .replace("[eval]\n", "[eval]\neps = [0.1, 0.2]\n"))
-    spec = load_spec(spec_file)
-    study = StudyDir(tmp_path / "study")
-    study.prepare(spec)
-    for cell in spec.cells():
-        directory = study.cell_dir(cell)
-        directory.mkdir()
-        (directory / "config.json").write_text(json.dumps(cell.config().to_dict()))
-        (directory / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "grad_evals": 300, "seconds": 30.0, "val_clean_acc": 50.0, "val_clean_n": 60,
-                        "val_pgd_acc": 10.0, "val_pgd_n": 30}) + "\n")
-        by_eps = {eps: {"accuracy": {"clean": 90.0, "pgd10": 80.0 - 100 * float(eps) + cell.values["steps"]},
-                        "n": 40} for eps in ("0.1", "0.2")}
-        result = {"epoch": 2, "seconds": 1.0, "eps": by_eps}
-        write_result(study.result(Task(cell, "train")),
-                     {"settings": spec.eval.settings(), "results": {"last": result, "best": result}})
+    study = done_study(spec_file, tmp_path / "study", lambda cell: {
+        eps: {"clean": 90.0, "pgd10": 80.0 - 100 * float(eps) + cell.values["steps"]} for eps in ("0.1", "0.2")})
     names = {p.name for p in write_report(study.path)}
     assert {"sweep_steps.png", "eps_curve.png"} <= names, names
