@@ -2,7 +2,8 @@
 
 Every attack is PGD with different settings, so there is one loop, `pgd`:
 
-    x^0     = project(x_0 + U(-eps, eps))                    (random start, optional)
+    x^0     = project(x_0 + U(-eps, eps))                    (random start, optional;
+                                                              fosc_reference="start": unprojected)
     x^{k+1} = project(x^k + alpha * sign(grad_x loss(x^k)))   (k = 0 .. K-1)
 
 With `stop_fosc=c_t` it is the inner loop of Algorithm 1 (Dynamic Adversarial Training): after
@@ -20,11 +21,44 @@ ball intersected with the box, is `minidyn.fosc(..., bounds=(0, 1))`; it is neve
 much smaller where pixels sit on the box's faces (MNIST's are mostly 0 or 1), because the box
 removes the vertices that push pixels outside [0, 1] (docs/fosc.md).
 
-`fosc_reference="start"` (training's `--fosc-reference start`, off by default) puts the start
-point x^0 in place of x_0 in that formula, c(x^k) = eps ||g||_1 - <x^k - x^0, g>, as the
-authors' code does (YisenWang/dynamic_adv_training, pgd_attack.py: line 62 keeps a copy of
-the batch after the random start of line 45, lines 85-88 compute FOSC from it). It can be
-negative. minidyn's x^0 is projected into the box (start_point); the authors' is not.
+`fosc_reference="start"` (training's `--fosc-reference start`, off by default) is the loop of
+the authors' code (YisenWang/dynamic_adv_training, commit 470210e, pgd_attack.py,
+`LinfPGDAttack.perturb`, lines 41-101): the random start x_0 + u, u ~ U(-eps, eps)^d, is NOT
+projected into the box; the first gradient is taken there and the first step is taken from
+there, and FOSC is measured from it, c(x^k) = eps ||g||_1 - <x^k - (x_0 + u), g>, which can be
+negative. The noise u is the same draw as under "natural", which projects the start first.
+Line by line, against `pgd(..., fosc_reference="start")`:
+
+    45      x = x_nat + U(-eps, eps), not clipped: the same here, but u comes from the backend
+            generator `rng` (the authors': numpy's global np.random, over the batch passed)
+    59, 62  batch_x and original_batch_x (FOSC's reference) are that unclipped start: the same
+    65-69   the first gradient at the unclipped start, the first step from it: the same
+    74-75   clip into the eps-ball of x_nat, then into [clip_min, clip_max] (train_models.py
+            lines 84-85: the training set's min and max): the same as one clip into
+            `feasible_box` (identical numbers for x_nat inside the box); `bounds` is the box
+    77      the gradient at every x^1 .. x^K, of every example, stopped or not (K + 1
+            evaluations per example): minidyn evaluates only the active examples, and at x^K
+            only for final_stats/trace (grad_evals counts what it spends). Same points.
+    84-88   FOSC = eps ||g||_1 - <x^k - x^0, g> over the flattened example, with g the gradient
+            of the summed per-example losses (line 39): the same (minidyn.fosc, Eq. 4, the ball)
+    90-92, 70-72  the mask from FOSC at x^j gates step j + 1 (first at x^1, never at x^0); a
+            masked example does not move, so its FOSC stays and it stays stopped. minidyn stops
+            an example at the first k in 1 .. K-1 with c(x^k) <= c_t and drops it from the
+            batch: the same points and steps (with deterministic gradients). FOSC at x^K is
+            computed there but gates nothing: here it is computed only for final_stats/trace.
+    72      the mask is repeated 32*32*3 times: the authors' loop runs on CIFAR-10 shapes only;
+            minidyn on any shape
+    94-97   fosc_batch (B, K) holds FOSC at x^1 .. x^K, repeated after a stop; `Trace` holds
+            x^0 .. x^K with NaN after the stop, and out.fosc the value at the point returned
+    30      the loss is -sum_j y_j log(softmax_j + 1e-20); minidyn's cross-entropy has no 1e-20
+            (the gradients differ by the factor p_y / (p_y + 1e-20): float rounding unless
+            p_y < 1e-12). Their 'cw' loss (lines 32-35, -relu(z_y - max_j (1 - y_j) z_j +
+            kappa), not used for training: train_models.py line 83) differs from minidyn's
+            margin max_{j != y} z_j - z_y.
+    45      x_nat (float32) + float64 noise: the authors step and clip in float64 and feed
+            float32 to the model; minidyn computes in the backend's dtype (float32 by default)
+
+tests/test_authors_switches.py transcribes lines 44-99 in NumPy and checks that pgd matches it.
 """
 from __future__ import annotations
 
@@ -88,10 +122,29 @@ def start_point(x: Array, eps: float, lower: Array, upper: Array, random_start: 
 
     rng: the backend generator the noise is drawn from (default: a fixed seed 0).
     """
-    if random_start:
-        rng = rng if rng is not None else backend.rng(0)
-        x = x + backend.uniform(rng, tuple(x.shape), -eps, eps)
-    return backend.clip(x, lower, upper)
+    return backend.clip(uniform_start(x, eps, random_start, rng, backend), lower, upper)
+
+
+def uniform_start(x: Array, eps: float, random_start: bool, rng, backend: Backend) -> Array:
+    """x_0 + u, u ~ U(-eps, eps)^d, before any projection (x itself without random_start); the
+    draw `start_point` projects and the authors' code starts from (module docstring)."""
+    if not random_start:
+        return x
+    rng = rng if rng is not None else backend.rng(0)
+    return x + backend.uniform(rng, tuple(x.shape), -eps, eps)
+
+
+def start_and_reference(x: Array, eps: float, lower: Array, upper: Array, random_start: bool,
+                        rng, fosc_reference: str, backend: Backend) -> tuple[Array, Array]:
+    """(x^0, FOSC's reference point) for x (B, ...): the paper's x^0 = P(x_0 + u) with FOSC
+    measured from x_0; with fosc_reference="start" the authors' unprojected x_0 + u for both
+    (module docstring). The same draw u either way."""
+    if fosc_reference not in FOSC_REFERENCES:
+        raise ConfigError(f"fosc_reference must be one of {', '.join(FOSC_REFERENCES)}, got {fosc_reference!r}")
+    x_start = uniform_start(x, eps, random_start, rng, backend)
+    if fosc_reference == "start":
+        return x_start, x_start
+    return backend.clip(x_start, lower, upper), x
 
 
 def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps: int,
@@ -109,17 +162,14 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
     trace:     also return `Trace`, FOSC and loss at every point x^0 .. x^K (NaN after an
                example stopped); costs the same extra evaluation as final_stats.
     rng:       the backend generator for the random start (default: a fixed seed 0).
-    fosc_reference: "natural" (the paper) measures FOSC from x_0; "start" from the start point
-               x^0, as the authors' code does (module docstring).
+    fosc_reference: "natural" (the paper) measures FOSC from x_0; "start" follows the authors'
+               code: x^0 = x_0 + u unprojected, FOSC measured from it (module docstring).
     FOSC (stop rule, final_stats, trace) is Eq. 4 over the eps-ball alone (module docstring).
     """
     check_settings(eps, step_size, steps)
-    if fosc_reference not in FOSC_REFERENCES:
-        raise ConfigError(f"fosc_reference must be one of {', '.join(FOSC_REFERENCES)}, got {fosc_reference!r}")
     backend = backend or backend_for(x)
     lower, upper = feasible_box(x, eps, bounds, backend)  # the ball around x_0, in the pixel box
-    x_k = start_point(x, eps, lower, upper, random_start, rng, backend)  # x^0
-    x_0 = x_k if fosc_reference == "start" else x  # FOSC's reference point: the paper's x_0
+    x_k, x_0 = start_and_reference(x, eps, lower, upper, random_start, rng, fosc_reference, backend)
     labels, n, stats = y, int(x.shape[0]), final_stats or trace
     active = ActiveSet(backend, n)
     out = AttackResult(x_adv=None, fosc=None, loss=None, steps=None, grad_evals=0,  # active.write

@@ -44,25 +44,33 @@ def test_fosc_formula_from_the_start_by_hand():
     assert fosc(x, start, g, 0.2)[0] == pytest.approx(0.3)
 
 
-def test_pgd_measures_fosc_from_the_start_point_only_when_asked():
-    """One PGD step on a linear model, by hand: FOSC at x^0 from the start is eps ||g||_1 (no
-    displacement yet); at x^1 it is eps ||g1||_1 - <x^1 - x^0, g1>; "natural" uses x_0."""
+def test_pgd_measures_fosc_from_the_unprojected_start_only_when_asked():
+    """One PGD step on a linear model, by hand: with "start" the first gradient, the first step
+    and FOSC's reference are at x_0 + u, unprojected (the third row's start leaves [0, 1]); at
+    x^0 FOSC is eps ||g||_1, at x^1 eps ||g1||_1 - <x^1 - (x_0 + u), g1>; "natural" projects
+    the start and measures from x_0. Where the start stays in the box the points agree."""
     model = _linear(F64, [[2.0, -1.0], [-1.0, 3.0]], [0.1, -0.2])
-    x = np.array([[0.5, 0.5], [0.2, 0.9], [0.95, 0.05]])
+    x = np.array([[0.5, 0.5], [0.2, 0.9], [0.98, 0.01]])
     y = np.array([0, 1, 0])
     eps, alpha = 0.1, 0.04
     kw = dict(eps=eps, step_size=alpha, steps=1, final_stats=True, trace=True, backend=F64)
     start = pgd(model, x, y, rng=F64.rng(3), fosc_reference="start", **kw)
     natural = pgd(model, x, y, rng=F64.rng(3), **kw)
     default = pgd(model, x, y, rng=F64.rng(3), fosc_reference="natural", **kw)
-    np.testing.assert_array_equal(start.x_adv, natural.x_adv)  # the switch moves no point
     lower, upper = feasible_box(x, eps, (0.0, 1.0), F64)
-    x0 = start_point(x, eps, lower, upper, True, F64.rng(3), F64)  # the same draw
+    u = F64.uniform(F64.rng(3), x.shape, -eps, eps)  # the same draw
+    x0 = x + u
+    assert ((x0 < 0) | (x0 > 1)).any(axis=1).tolist() == [False, False, True]
+    np.testing.assert_array_equal(start_point(x, eps, lower, upper, True, F64.rng(3), F64),
+                                  np.clip(x0, lower, upper))
     _, g0 = F64.loss_and_grad(model, x0, y)
+    np.testing.assert_array_equal(start.x_adv, np.clip(x0 + alpha * np.sign(g0), lower, upper))
+    np.testing.assert_array_equal(start.x_adv[:2], natural.x_adv[:2])  # starts inside the box
     _, g1 = F64.loss_and_grad(model, start.x_adv, y)
     np.testing.assert_allclose(start.trace.fosc[0], eps * np.abs(g0).sum(1), rtol=1e-12)
     expected_start = eps * np.abs(g1).sum(1) - ((start.x_adv - x0) * g1).sum(1)
-    expected_natural = eps * np.abs(g1).sum(1) - ((natural.x_adv - x) * g1).sum(1)
+    _, g1n = F64.loss_and_grad(model, natural.x_adv, y)
+    expected_natural = eps * np.abs(g1n).sum(1) - ((natural.x_adv - x) * g1n).sum(1)
     np.testing.assert_allclose(start.fosc, expected_start, rtol=1e-12)
     np.testing.assert_allclose(natural.fosc, expected_natural, rtol=1e-12)
     np.testing.assert_array_equal(default.fosc, natural.fosc)
@@ -72,6 +80,88 @@ def test_pgd_measures_fosc_from_the_start_point_only_when_asked():
                                   pgd(model, x, y, random_start=False, **without_start).fosc)
     with pytest.raises(ConfigError, match="fosc_reference"):
         pgd(model, x, y, fosc_reference="x0", **kw)
+
+
+def _authors_perturb(grad, x_nat, u, eps, eps_iter, nb_iter, cri, clip_min=0.0, clip_max=1.0):
+    """LinfPGDAttack.perturb of YisenWang/dynamic_adv_training (commit 470210e, pgd_attack.py
+    lines 44-99) for one batch, transcribed: `grad(x)` stands for sess.run of the per-example
+    loss gradient and `u` for line 45's np.random.uniform draw; the mask of line 72 is
+    repeated over the example's size (the original hard-codes 32*32*3). Returns (x, fosc_batch
+    (B, nb_iter): FOSC at x^1 .. x^K)."""
+    batch_x = x_nat + u                                      # 45: the random start, not clipped
+    original_batch_x = np.copy(batch_x)                      # 62: FOSC's reference
+    size = batch_x[0].size
+    fosc_batch = None
+    for j in range(nb_iter):
+        if j == 0:                                           # 65-69: gradient and step at the start
+            g = grad(batch_x)
+            batch_x = batch_x + eps_iter * np.sign(g)
+        else:                                                # 70-72: masked step
+            mask = np.repeat(control_indicator, size).reshape(batch_x.shape)
+            batch_x = batch_x + np.multiply(eps_iter * np.sign(g), mask)
+        batch_x = np.clip(batch_x, x_nat - eps, x_nat + eps)  # 74: the eps-ball
+        batch_x = np.clip(batch_x, clip_min, clip_max)       # 75: the pixel range
+        g = grad(batch_x)                                    # 77-79
+        g_flat = g.reshape(len(batch_x), -1)                 # 82-88: FOSC
+        g_norm = np.abs(g_flat).sum(axis=1).reshape(-1, 1)
+        diff = (batch_x - original_batch_x).reshape(len(batch_x), -1)
+        fosc_j = np.copy(g_norm)
+        for i in range(len(batch_x)):
+            fosc_j[i] = -np.dot(g_flat[i], diff[i]) + eps * g_norm[i]
+        control_indicator = np.copy(fosc_j)                  # 90-92: 0 stops, 1 goes on
+        control_indicator[control_indicator <= cri] = 0
+        control_indicator[control_indicator > cri] = 1
+        fosc_batch = fosc_j if j == 0 else np.concatenate((fosc_batch, fosc_j), axis=1)  # 94-97
+    return batch_x, fosc_batch
+
+
+def _authors_xent_grad(weight, bias):
+    """d/dx of line 30's loss -sum_j y_j log(softmax(W x + b)_j + 1e-20), per example, written
+    out for a linear model: (p_y / (p_y + 1e-20)) W^T (p - onehot(y))."""
+    def grad(x, y):
+        z = x.reshape(len(x), -1) @ weight.T + bias
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        p_y = p[np.arange(len(y)), y]
+        dz = (p - np.eye(weight.shape[0])[y]) * (p_y / (p_y + 1e-20))[:, None]
+        return (dz @ weight).reshape(x.shape)
+    return grad
+
+
+@pytest.mark.parametrize("model_name", ["softmax", "mlp"])
+def test_pgd_with_fosc_from_the_start_is_the_authors_loop(model_name):
+    """minidyn's pgd with fosc_reference="start" against the transcription of the authors'
+    loop, on MNIST-like random inputs (most pixels 0 or 1, so starts leave the box) with c_t
+    chosen so that some examples stop: the same points, stopping steps and FOSC."""
+    rng = np.random.default_rng(7)
+    n, shape, eps, alpha, steps = 24, (1, 5, 5), 0.3, 0.075, 10
+    x = rng.choice([0.0, 1.0, 0.5], size=(n, *shape), p=[0.5, 0.2, 0.3])
+    x[x == 0.5] = rng.uniform(0, 1, size=int((x == 0.5).sum()))
+    y = rng.integers(0, 4, n)
+    model = F64.make_model(model_name, shape, 4, seed=5)
+    if model_name == "softmax":  # line 30's loss, by hand
+        params = F64.get_params(model)
+        grad_of = _authors_xent_grad(params["fc1.weight"], params["fc1.bias"])
+        grad = lambda z: grad_of(z, y)  # noqa: E731
+    else:  # the backend's cross-entropy gradient stands for sess.run
+        grad = lambda z: F64.loss_and_grad(model, z, y)[1]  # noqa: E731
+    u = F64.uniform(F64.rng(11), x.shape, -eps, eps)  # pgd's own draw from the same generator
+    assert ((x + u < 0) | (x + u > 1)).mean() > 0.2
+    _, first = _authors_perturb(grad, x, u, eps, alpha, steps, cri=-np.inf)
+    cri = float(np.median(first[:, 2]))  # about half stop within the first steps
+    x_theirs, fosc_theirs = _authors_perturb(grad, x, u, eps, alpha, steps, cri)
+    ours = pgd(model, x, y, eps=eps, step_size=alpha, steps=steps, stop_fosc=cri, final_stats=True,
+               trace=True, rng=F64.rng(11), fosc_reference="start", backend=F64)
+    stopped = fosc_theirs[:, :-1] <= cri  # the mask of step j + 1 comes from FOSC at x^j
+    their_steps = np.where(stopped.any(axis=1), stopped.argmax(axis=1) + 1, steps)
+    assert 0 < (their_steps < steps).sum() < n
+    np.testing.assert_array_equal(ours.steps, their_steps)
+    np.testing.assert_allclose(ours.x_adv, x_theirs, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.fosc, fosc_theirs[:, -1], rtol=1e-9, atol=1e-12)
+    trace = ours.trace.fosc[1:].T  # (n, K): FOSC at x^1 .. x^K, NaN after the stop
+    seen = ~np.isnan(trace)
+    np.testing.assert_allclose(trace[seen], fosc_theirs[seen], rtol=1e-9, atol=1e-12)
+    assert (seen.sum(axis=1) == their_steps).all()
 
 
 def test_the_training_plan_carries_the_reference_and_stops_by_it():
