@@ -17,7 +17,7 @@ from minidyn import __version__
 from minidyn.cli.analyze import analyze_command
 from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
-from minidyn.cli.params import CMax, Eps, Number, check_writable_dir, count, epoch_list
+from minidyn.cli.params import CMax, CountOrAll, Eps, Number, check_writable_dir, count, epoch_list
 from minidyn.cli.study import study_command
 from minidyn.config import (BACKENDS, FOSC_REFERENCES, LOSS_WEIGHTS, MAX_EXAMPLES, METHODS, PRESETS,
                             TrainConfig, load_preset)
@@ -86,7 +86,7 @@ def main():
 @click.option("--lr-milestones", callback=epoch_list, help="Epochs (counted from 1) from which lr /= 10, e.g. 20,40.  [default: with --epochs, 0.4 and 0.8 * epochs (cifar10: 60 and 100 of 120); the quickstart: 7,10]")
 @click.option("--seed", type=Number.field("seed"), help="Seed of every random choice.  [default: 0]")
 @click.option("--limit", type=Number.field("limit"), help="Train on the first N training examples.")
-@click.option("--eval-limit", type=Number.field("eval_limit"), help="Examples the per-epoch monitor attacks (test examples; validation ones with --val-size).  [default: 500; the quickstart: 200]")
+@click.option("--eval-limit", type=CountOrAll.field("eval_limit"), help="Examples the per-epoch monitor attacks (test examples; validation ones with --val-size), or all: the whole split (best-val.pt then chooses on all of it).  [default: 500; the quickstart: 200]")
 @click.option("--final-eval-limit", type=Number.field("final_eval_limit"), help="Test examples attacked by the final evaluation.  [default: all]")
 @click.option("--val-size", type=Number.field("val_size"), help="Hold out N training examples (stratified, drawn from the seed); the per-epoch monitor attacks them instead of the test set, and best-val.npz/.pt keeps the epoch with the best validation PGD accuracy.")
 @click.option("--no-final-eval", "final_eval", flag_value=False, default=None, help="Skip the final test evaluation (a study evaluates its runs itself).")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from minidyn.config import FIELD_BOUNDS, MAX_BATCH, MAX_EXAMPLES, MAX_SEED, MAX_STEPS, Bounds, parse_eps
+from minidyn.config import ALL, FIELD_BOUNDS, MAX_BATCH, MAX_EXAMPLES, MAX_SEED, MAX_STEPS, Bounds, parse_eps
 from minidyn.errors import ConfigError
 
 # Longer option text is refused unread: int() and float() of it are linear, but no number is this long.
@@ -49,6 +49,24 @@ class Number(click.ParamType):
             return self.bounds.kind(text)
         except ValueError:
             self.fail(f"{text!r} is not {kind}", param, ctx)
+
+
+class CountOrAll(Number):
+    """An integer within `bounds`, or 'all' (every example: TrainConfig resolves it to None)."""
+
+    def __init__(self, bounds: Bounds):
+        super().__init__(bounds)
+        self.name = "N|all"
+
+    def convert(self, value, param, ctx):
+        if value == ALL:
+            return value
+        if isinstance(value, str) and len(value) <= MAX_TEXT:
+            try:
+                value = int(value)
+            except ValueError:
+                self.fail(f"{value!r} is neither an integer nor {ALL!r}", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def count(label: str, hi: int, lo: int = 1) -> Number:

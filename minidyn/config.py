@@ -36,6 +36,7 @@ BACKENDS = ("auto", "numpy", "cupy", "torch")
 # the authors' code as switches, off by default (docs/fosc.md, "The authors' code as switches")
 FOSC_REFERENCES = ("natural", "start")  # FOSC from x_0 (the paper) or from the random start
 LOSS_WEIGHTS = ("none", "ce")           # unweighted mean CE, or the authors' sample_weight
+ALL = "all"  # eval_limit: every example of the split the monitor attacks (resolved to None)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ class TrainConfig:
     lr_milestones: list[int] | None = None  # 1-based epochs; None: the dataset's fractions (0.4, 0.8)
     seed: int = 0
     limit: int | None = None            # first N training examples
-    eval_limit: int | None = 500        # test examples attacked after each epoch (None: all)
+    eval_limit: int | str | None = 500  # examples the per-epoch monitor attacks ("all" or None: all)
     final_eval_limit: int | None = None  # test examples attacked at the end (None: all, as the paper)
     final_eval: bool = True             # False: no final test evaluation (a study evaluates itself)
     val_size: int | None = None         # hold out N training examples; the monitor attacks them
@@ -204,6 +205,7 @@ class TrainConfig:
         c.dynamic_epochs = c.dynamic_epochs if c.dynamic_epochs is not None else max(1, round(d.dynamic * c.epochs))
         c.curriculum_epochs = c.curriculum_epochs if c.curriculum_epochs is not None else c.dynamic_epochs
         c.augment = c.augment if c.augment is not None else c.dataset == "cifar10"
+        c.eval_limit = None if c.eval_limit == ALL else c.eval_limit  # the whole split
         c.fgsm_epochs = c.fgsm_epochs if c.fgsm_epochs is not None else round(c.epochs / 6)
         if c.lr_milestones is None:
             # epoch 1 is never decayed: a milestone m <= 1 would lower the lr from the start
@@ -251,7 +253,10 @@ class TrainConfig:
         for name, bounds in FIELD_BOUNDS.items():
             value = getattr(self, name)
             optional = value is None and name not in REQUIRED_NUMBERS
-            problem = None if optional or (name == "c_max" and value == "auto") else bounds.problem(value)
+            word = {"c_max": "auto", "eval_limit": ALL}.get(name)  # the word a number may be instead
+            problem = None if optional or (word is not None and value == word) else bounds.problem(value)
+            if problem and name == "eval_limit":
+                problem = f"{problem} (or {ALL!r}: every example)"
             checks.append((problem is None, problem))
         milestones = self.lr_milestones
         if milestones is not None and not isinstance(milestones, (list, tuple)):

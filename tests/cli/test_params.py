@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from minidyn.cli import analyze as analyze_cli
 from minidyn.cli.main import main
-from minidyn.cli.params import CMax, Eps, Number, epoch_list
+from minidyn.cli.params import CMax, CountOrAll, Eps, Number, epoch_list
 from minidyn.config import MAX_SEED, TrainConfig
 from minidyn.errors import ConfigError
 
@@ -92,7 +92,7 @@ def test_the_messages_name_the_setting_and_its_range():
 NUMBER_LIKE = st.one_of(
     st.sampled_from(["inf", "-inf", "nan", "-nan", "Infinity", "-0", "-0.0", "0", "1e309", "-1e309",
                      "8/0", "0/0", "1/3", "8/255", "1e-400", "4294967295", "4294967296", "1_000",
-                     "0x10", "1e5", " 7 ", "", "auto", ",", "0,inf", "nan,1", "1,0", "0,0.1"]),
+                     "0x10", "1e5", " 7 ", "", "auto", "all", ",", "0,inf", "nan,1", "1,0", "0,0.1"]),
     st.builds(lambda sign, mantissa, exp: f"{sign}{mantissa}e{exp}", st.sampled_from(["", "-", "+"]),
               st.floats(0, 10, allow_nan=False).map(repr), st.integers(-10 ** 12, 10 ** 12)),
     st.builds(lambda a, b: f"{a}/{b}", st.integers(-10 ** 400, 10 ** 400), st.integers(-10 ** 400, 10 ** 400)),
@@ -130,7 +130,8 @@ def bounded_call(convert, text):
 @given(text=ANY_TEXT)
 def test_any_option_string_is_a_finite_value_in_range_or_a_usage_error(option, text):
     value = bounded_call(lambda t: option.type.convert(t, option, None), text)
-    if value is None or value == "auto" and isinstance(option.type, CMax):
+    if value is None or value == "auto" and isinstance(option.type, CMax) \
+            or value == "all" and isinstance(option.type, CountOrAll):
         return
     bounds = option.type.bounds if isinstance(option.type, Number) else None
     assert isinstance(value, float if bounds is None or bounds.kind is float else int)
