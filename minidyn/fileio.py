@@ -57,7 +57,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
     except BaseException:
         _remove(tmp)
         raise
-    _sync_directory(path.parent)
+    sync_directory(path.parent)
 
 
 def _cannot_write(path: Path, exc: OSError) -> str:
@@ -71,7 +71,7 @@ def _remove(tmp: str | None) -> None:
             os.unlink(tmp)
 
 
-def _sync_directory(directory: Path) -> None:
+def sync_directory(directory: Path) -> None:
     try:
         dir_fd = os.open(directory, os.O_RDONLY)
     except OSError:

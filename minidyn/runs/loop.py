@@ -106,9 +106,10 @@ def train_loop(run: Run, report: Reporter) -> dict:
                 run.check_weights(f"in epoch {t + 1}")  # before anything of this epoch is written
                 run.files.save_fosc(t, stats.fosc)
                 if run.val_set is not None and run.is_best(record):
-                    run.save_checkpoint(t + 1, best=True)  # before the epoch's commit point
+                    run.save_checkpoint(t + 1, best=True)  # pending until the epoch's commit point
                 run.files.log(record)
                 run.save_checkpoint(t + 1)  # the commit point of the epoch
+                run.files.commit_best(cfg.backend, t + 1)
             report.epoch(record)
             if t == 0 and record["c_t"]:
                 for line in c_t_warnings(record["c_t"], stats.steps, cfg.steps):
@@ -167,7 +168,8 @@ class Run:
 
     def save_checkpoint(self, epochs_done: int, state: EpochState | None = None, best: bool = False) -> None:
         """The checkpoint after `epochs_done` epochs (and `state.batches` batches of the next);
-        `best`: the best-on-validation one (rundir.BEST_NAMES) instead. Every rank calls it
+        `best`: the best-on-validation one instead, under its pending name (RunDir.commit_best
+        moves it into place at the epoch's commit point). Every rank calls it
         (the state of every rank goes in); rank 0 writes it."""
         cfg = self.cfg
         if state is not None:
@@ -180,7 +182,8 @@ class Run:
         if best:
             meta["selected"] = "best validation PGD accuracy"
         if self.files.writable:
-            path = self.files.best(cfg.backend) if best else self.files.checkpoint(cfg.backend)
+            path = (self.files.pending_best(cfg.backend, epochs_done) if best
+                    else self.files.checkpoint(cfg.backend))
             self.backend.save_checkpoint(str(path), self.model, self.optimizer, meta)
 
     def check_weights(self, where: str) -> None:
@@ -228,6 +231,7 @@ def start(run: Run, resume: bool, report: Reporter) -> None:
     if resume:
         report.note(f"--resume: nothing was saved in {run.files.path} yet; starting the run from the beginning")
         run.files.remove_temporary_files()
+        settle_pending_best(run.files, cfg.backend, 0)
     if cfg.c_max == "auto":
         run.c_max = from_rank_0(run.backend, estimate_c_max(run.backend, run.model, run.train_set, cfg))
     else:
@@ -252,6 +256,7 @@ def resume_from_checkpoint(run: Run, report: Reporter) -> None:
     run.start_epoch, run.resume_state = load_resume_point(run, saved)
     files.remove_temporary_files()
     files.keep_metrics_before(run.start_epoch)
+    settle_pending_best(files, cfg.backend, run.start_epoch)
     where = f"epoch {run.start_epoch + 1}" + (f", batch {run.resume_state.batches + 1}" if run.resume_state else "")
     report.note(f"resuming {files.path} at {where}" if run.start_epoch < cfg.epochs
                 else f"{files.path}: all {cfg.epochs} epochs were trained; evaluating the final model")
@@ -285,6 +290,22 @@ def load_resume_point(run: Run, saved: dict) -> tuple[int, EpochState | None]:
     if state.batches > -(-n // cfg.batch_size):
         raise CheckpointError(f"{path} holds a mid-epoch state past the end of the epoch")
     return epoch, state
+
+
+def settle_pending_best(files: RunDir, backend: str, committed: int) -> None:
+    """On resume, after the metrics lines past the last checkpoint (`committed` epochs) were
+    dropped: a pending best-on-validation checkpoint that the metrics kept call the best (a
+    crash between the epoch's checkpoint and moving it into place) is moved into place; any
+    other (written before a crash that lost its epoch's commit) is deleted, so that best-val
+    is never an epoch the metrics do not call best."""
+    pending = files.pending_bests()
+    records = files.read_metrics() if pending else []
+    best = best_on_validation(records)["epoch"] if records and "val_pgd_acc" in records[0] else None
+    for epoch, path in sorted(pending.items()):
+        if epoch <= committed and epoch == best:
+            files.commit_best(backend, epoch)
+        else:
+            files.discard_pending_best(path)
 
 
 def best_on_validation(records: list[dict]) -> dict:

@@ -8,7 +8,11 @@ A run directory holds:
                      (and every N SGD steps with checkpoint_every=N: then also the batch
                      position, the attack generator's state and the epoch's partial statistics)
     best-val.pt | best-val.npz   with val_size: the checkpoint of the epoch with the best
-                     validation PGD accuracy so far (written before that epoch's checkpoint)
+                     validation PGD accuracy so far, committed with that epoch: it is written
+                     as best-val.epoch-N.pending.pt|npz before the epoch's metrics line and
+                     moved into place right after the epoch's checkpoint; on resume a pending
+                     one is moved into place if the metrics kept call its epoch the best, and
+                     deleted otherwise
     summary.json     clean and PGD accuracy on the whole test set, at the end
 
 Files are replaced atomically (temporary file, fsync, rename), so a crash leaves either the old
@@ -36,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from minidyn.errors import ConfigError
-from minidyn.fileio import atomic_write, temporary_target
+from minidyn.fileio import sync_directory, atomic_write, temporary_target
 from minidyn.readers import read_config, read_metrics, read_summary
 
 CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
@@ -45,6 +49,7 @@ BEST_NAMES = {"torch": "best-val.pt", "numpy": "best-val.npz", "cupy": "best-val
 LOCK_NAME = ".minidyn.lock"
 RUN_FILES = {"config.json", "metrics.jsonl", "summary.json", *CHECKPOINT_NAMES.values(), *BEST_NAMES.values()}
 FOSC_FILE = re.compile(r"epoch_\d{3,}\.npy")
+PENDING_BEST = re.compile(r"best-val\.epoch-(?P<epoch>\d+)\.pending\.(pt|npz)")
 
 
 def _writes(method):
@@ -73,6 +78,35 @@ class RunDir:
 
     def best(self, backend: str) -> Path:
         return self.path / BEST_NAMES[backend]
+
+    def pending_best(self, backend: str, epoch: int) -> Path:
+        """Where epoch `epoch`'s (counted from 1) best-on-validation checkpoint waits for the
+        epoch's commit point (`commit_best`)."""
+        stem, _, suffix = BEST_NAMES[backend].partition(".")
+        return self.path / f"{stem}.epoch-{epoch}.pending.{suffix}"
+
+    def pending_bests(self) -> dict[int, Path]:
+        """{epoch: path} of the pending best checkpoints in the directory."""
+        if not self.path.is_dir():
+            return {}
+        found = {}
+        for entry in self.path.iterdir():
+            match = PENDING_BEST.fullmatch(entry.name)
+            if match:
+                found[int(match["epoch"])] = entry
+        return found
+
+    @_writes
+    def commit_best(self, backend: str, epoch: int) -> None:
+        """Move epoch `epoch`'s pending best checkpoint, if there is one, into place (atomic)."""
+        pending = self.pending_best(backend, epoch)
+        if pending.exists():
+            os.replace(pending, self.best(backend))
+            sync_directory(self.path)
+
+    @_writes
+    def discard_pending_best(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
 
     def has_run(self) -> bool:
         """Whether a run was started here (its config.json was written)."""
@@ -231,7 +265,7 @@ def _is_temporary(entry: Path) -> bool:
         return False
     if entry.parent.name == "fosc" and FOSC_FILE.fullmatch(target):
         return True
-    return target in RUN_FILES
+    return target in RUN_FILES or PENDING_BEST.fullmatch(target) is not None
 
 
 def _same_file(fd: int, path: Path) -> bool:
