@@ -18,37 +18,20 @@ pass as 1/3 of a forward+backward pass:
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-FORWARD = 1 / 3
+from minidyn.errors import ConfigError
+from minidyn.studies.cost import counted_passes  # the counting; `study run --dry-run` predicts it
 
 
 def passes(run: Path) -> dict:
-    cfg = json.loads((run / "config.json").read_text())
-    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    summary = json.loads((run / "summary.json").read_text())
-    files = sorted((run / "fosc").glob("epoch_*.npy"))  # one FOSC per training example
-    n_train = len(np.load(files[0])) if files else cfg["limit"]
-    if n_train is None:
-        sys.exit(f"{run}: no fosc/ files and no --limit: the number of training examples is unknown")
-    steps = cfg["eval_steps"]
-    work = {
-        "attack": sum(e["grad_evals"] for e in epochs),
-        "sgd": n_train * len(epochs),
-        # the monitor attacks the validation split with --val-size, the test set otherwise
-        "monitor": sum(e.get("test_pgd_n", e.get("val_pgd_n", 0)) * (steps + FORWARD)
-                       + e.get("test_clean_n", e.get("val_clean_n", summary.get("test_n", 0))) * FORWARD
-                       for e in epochs),
-        # none with --no-final-eval (a study evaluates its cells itself)
-        "final": (summary.get("test_pgd_n", summary["test_n"]) * (steps + FORWARD) + summary["test_n"] * FORWARD
-                  if "test_n" in summary else 0),
-    }
-    return {**work, "total": sum(work.values()), "epochs": len(epochs), "train_examples": n_train,
-            "seconds": sum(e["seconds"] for e in epochs)}
+    """The counts of one run directory (minidyn.studies.cost.counted_passes); exits with its
+    message when the number of training examples is unknown."""
+    try:
+        return counted_passes(run)
+    except ConfigError as error:
+        sys.exit(str(error))
 
 
 def main() -> None:

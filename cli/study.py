@@ -44,16 +44,20 @@ def list_command():
 @click.option("--out", type=click.Path(file_okay=False), help="Study directory.  [default: studies/<spec name>]")
 @click.option("--jobs", type=count("--jobs", 256), default=1, show_default=True,
               help="Tasks at once, each a process with cores/jobs threads.")
-@click.option("--dry-run", is_flag=True, help="Print each cell's `minidyn train` command (for another scheduler) and stop.")
+@click.option("--dry-run", is_flag=True, help="Print each cell's `minidyn train` command (for another scheduler), then the study's work in forward+backward passes and its wall time at a throughput measured here (stderr), and stop.")
+@click.option("--no-measure", "measure", is_flag=True, flag_value=False, default=True,
+              help="With --dry-run: do not time training steps here (no wall-time estimate).")
 @click.option("--stale-after", type=Number(Bounds("--stale-after", float, 1, 7 * 86400)), default=600.0, show_default=True,
               help="Seconds without a heartbeat after which another runner's task is taken over.")
-def run_command(spec, out, jobs, dry_run, stale_after):
+def run_command(spec, out, jobs, dry_run, measure, stale_after):
     """Run every cell of SPEC not done yet (a .toml file or a shipped spec's name).
 
     Running it again skips finished cells and resumes killed ones exactly; a spec edited so
-    that a trained cell would change is refused.
+    that a trained cell would change is refused, and a runner whose study.toml another `study
+    run` rewrote stops (exit 1), its workers' checkpoints kept.
     """
     from minidyn.studies import spec_path
+    from minidyn.studies.cost import work_lines
     from minidyn.studies.runner import Stopped, run_study
     from minidyn.studies.spec import load_spec
 
@@ -65,6 +69,8 @@ def run_command(spec, out, jobs, dry_run, stale_after):
             click.echo(shlex.join(train_command_line(options, out / "cells" / cell.name)))
         click.echo(f"# then `minidyn study run {spec} --out {out}` evaluates the trained cells "
                    "([eval]) and `minidyn study report` aggregates them", err=True)
+        for line in work_lines(parsed, measure=measure):
+            click.echo(f"# {line}", err=True)
         return
     cells = parsed.cells()
     click.echo(f"study {parsed.name}: {len(cells)} cells, {jobs} at a time -> {out}")
@@ -147,10 +153,14 @@ def _progress(study, task) -> str:
 def report_command(study_dir):
     """Write the report of STUDY_DIR: tables, every number, figures.
 
-    STUDY_DIR/report/ gets report.md (Table 1's layout, mean ± std over seeds, paired
-    differences to the baseline with 95% t intervals, the black-box table, the figures),
-    results.csv and results.json (every number) and the PNGs. Cells that are not done are
-    listed and left out.
+    STUDY_DIR/report/ gets report.md (Table 1's layout: mean ± sample std over seeds with a
+    95% two-way bootstrap interval over seeds and test examples; paired differences to the
+    baseline with the 95% t interval over seeds and the bootstrap interval; the exact McNemar
+    test for one seed per side; the [report] primary comparisons with Holm-adjusted p-values;
+    the epoch each seed's best checkpoint chose; the black-box table; the figures),
+    results.csv and results.json (every number) and the PNGs. Cells that are not done, and
+    failed black-box tasks, are listed and left out. Studies without per-example results
+    (evaluated before them) report with the bootstrap not available.
     """
     from minidyn.studies.report import write_report
 
@@ -163,7 +173,9 @@ def report_command(study_dir):
 @click.argument("cell")
 @click.argument("kind", type=click.Choice(["train", "blackbox"]))
 @click.option("--stale-after", type=Number(Bounds("--stale-after", float, 1, 7 * 86400)), default=600.0)
-def worker_command(study_dir, cell, kind, stale_after):
+@click.option("--spec-digest", help="sha256 of the runner's spec: refuse (exit 78) a study.toml that is not it.")
+@click.option("--runner-pid", type=count("--runner-pid", 2 ** 31 - 1), help="The runner's pid, recorded in the task's lock.")
+def worker_command(study_dir, cell, kind, stale_after, spec_digest, runner_pid):
     """One task of a study (started by `study run`)."""
     import signal
 
@@ -174,10 +186,12 @@ def worker_command(study_dir, cell, kind, stale_after):
     # SIGTERM ends the task like Ctrl-C: the lock is released, the last checkpoint kept
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     study = StudyDir(study_dir)
-    cells = {c.name: c for c in study.spec().cells()}
+    spec = study.spec()  # read once: the task runs and stamps its results under this spec
+    cells = {c.name: c for c in spec.cells()}
     reporter = ConsoleReporter(cells[cell].config()) if cell in cells else None
     try:
-        run_task(study, cell, kind, reporter, stale_after=stale_after)
+        run_task(study, cell, kind, reporter, stale_after=stale_after, spec=spec,
+                 spec_digest=spec_digest, runner=runner_pid)
     finally:
         if reporter is not None:
             reporter.close()

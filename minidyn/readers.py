@@ -4,6 +4,7 @@
     read_metrics(path)   metrics.jsonl: [epoch record, ...] ([] when the file does not exist)
     read_summary(path)   summary.json: the final accuracies of a run
     read_eval(path)      eval.json / eval-blackbox.json written by `minidyn eval --save`
+    read_examples(path)  a study's per-example correctness file (*.examples.npz, studies.examples)
     check_meta(meta, path)  the meta dict of a checkpoint (what the backends' read_meta return)
 
 Each returns the typed values or raises the one-line MinidynError naming the file: the file
@@ -18,10 +19,13 @@ import math
 import re
 import types
 import typing
+import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from minidyn.config import TrainConfig
-from minidyn.errors import CheckpointError, ConfigError, MinidynError
+from minidyn.errors import CheckpointError, ConfigError, DataError, MinidynError
 
 MAX_JSON_BYTES = 64 << 20          # no run file minidyn writes comes near this
 MAX_INPUT_ELEMENTS = 3 * 1024 * 1024  # elements of one input example (a 3x1024x1024 image)
@@ -180,6 +184,86 @@ def _metric_line(line: str, number: int, path: Path) -> dict:
             or any(k in METRIC_TYPES and not _is(v, METRIC_TYPES[k]) for k, v in record.items()):
         raise ConfigError(f"{path}: line {number} is not a minidyn epoch record")
     return record
+
+
+# --- per-example results -------------------------------------------------------------------------
+EXAMPLES_KEYS = ("indices", "checkpoint", "eps", "attack", "correct", "token")
+MAX_EXAMPLES_BYTES = 1 << 30    # 8 billion verdicts: no study's file comes near this
+MAX_TEST_INDEX = 1 << 31
+
+
+def read_examples(path: str | Path) -> dict:
+    """A per-example correctness file (the format is minidyn.studies.examples'):
+    {"indices": int64 (n,), "rows": [(checkpoint, eps key, attack)] (k), "correct": bool (k, n),
+    "token": str}. DataError naming the file unless it is a regular uncompressed .npz (read
+    without pickle) of exactly EXAMPLES_KEYS with those dtypes and shapes, its indices unique
+    and in [0, MAX_TEST_INDEX), its checkpoints "last"/"best", its eps keys numbers in (0, 1],
+    its attacks known, its rows distinct and the padding bits of `correct` zero."""
+    path = Path(path)
+    arrays = _npz_arrays(path)
+    n, k = arrays["indices"].shape[0], arrays["attack"].shape[0]
+    problem = _examples_problem(arrays, n, k)
+    if problem:
+        raise DataError(f"{path} is not a minidyn per-example file ({problem})")
+    correct = np.unpackbits(arrays["correct"], axis=1, count=n).astype(bool)
+    rows = list(zip(*(arrays[key].tolist() for key in ("checkpoint", "eps", "attack"))))
+    return {"indices": arrays["indices"], "rows": rows, "correct": correct, "token": str(arrays["token"])}
+
+
+def _npz_arrays(path: Path) -> dict:
+    """The arrays of an uncompressed .npz without pickle; DataError naming the file otherwise."""
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if sorted(m.filename for m in members) != sorted(f"{key}.npy" for key in EXAMPLES_KEYS):
+                raise DataError(f"{path} is not a minidyn per-example file (it must hold exactly "
+                                f"{', '.join(EXAMPLES_KEYS)})")
+            if any(m.compress_type != zipfile.ZIP_STORED for m in members) or \
+                    sum(m.file_size for m in members) > MAX_EXAMPLES_BYTES:
+                raise DataError(f"{path} is not a minidyn per-example file (compressed or too large)")
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in EXAMPLES_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path} cannot be read as a minidyn per-example file "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def _examples_problem(arrays: dict, n: int, k: int) -> str | None:
+    """What is wrong with the arrays of a per-example file, None when nothing is."""
+    from minidyn.evaluation.attack_table import ATTACKS  # its import chain reaches the attacks
+
+    indices, correct, token = arrays["indices"], arrays["correct"], arrays["token"]
+    if indices.dtype != np.int64 or indices.ndim != 1 or n == 0:
+        return f"indices must be a non-empty int64 (n,) array, not {indices.dtype} {indices.shape}"
+    if indices.min() < 0 or indices.max() >= MAX_TEST_INDEX or np.unique(indices).size != n:
+        return "its test indices are not distinct indices >= 0"
+    for key in ("checkpoint", "eps", "attack"):
+        if arrays[key].dtype.kind != "U" or arrays[key].shape != (k,):
+            return f"{key} must be a ({k},) array of strings, not {arrays[key].dtype} {arrays[key].shape}"
+    if token.dtype.kind != "U" or token.shape != ():
+        return "token must be one string"
+    if correct.dtype != np.uint8 or correct.shape != (k, (n + 7) // 8):
+        return f"correct must be uint8 ({k}, {(n + 7) // 8}), not {correct.dtype} {correct.shape}"
+    if n % 8 and (correct[:, -1] & ((1 << (8 - n % 8)) - 1)).any():
+        return "correct has bits set past its n examples"
+    if set(arrays["checkpoint"].tolist()) - {"last", "best"}:
+        return "a checkpoint is not last or best"
+    if set(arrays["attack"].tolist()) - set(ATTACKS):
+        return f"an attack is not one of {', '.join(ATTACKS)}"
+    if not all(_eps_key(e) for e in arrays["eps"].tolist()):
+        return "an eps is not a number in (0, 1]"
+    if len(set(zip(*(arrays[key].tolist() for key in ("checkpoint", "eps", "attack"))))) != k:
+        return "a (checkpoint, eps, attack) row is there twice"
+    return None
+
+
+def _eps_key(text: str) -> bool:
+    try:
+        return 0 < float(text) <= 1
+    except ValueError:
+        return False
 
 
 # --- checkpoint meta ------------------------------------------------------------------------------

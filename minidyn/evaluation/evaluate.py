@@ -70,6 +70,8 @@ class EvalResult:
     """Per-example correctness (numpy bool (n,)) for each attack, and the settings used.
 
     checks: what the built-in checks counted (see evaluate_attacks), read by sanity_flags.
+    indices: int64 (n,), the index in the test set of each example (column) of `correct`;
+    None: the first n (0, 1, ..., n - 1).
     """
 
     attacks: list[str]
@@ -82,6 +84,16 @@ class EvalResult:
     source: str | None = None  # the surrogate's name for black-box results
     meta: dict = field(default_factory=dict)
     checks: dict = field(default_factory=dict)
+    indices: np.ndarray | None = None
+
+    def example_indices(self) -> np.ndarray:
+        """int64 (n,): the test-set index of each example evaluated."""
+        return np.arange(self.n, dtype=np.int64) if self.indices is None else np.asarray(self.indices, np.int64)
+
+    def correct_matrix(self) -> np.ndarray:
+        """bool (len(attacks), n): row i is correct[attacks[i]] (what a per-example file stores)."""
+        return np.stack([np.asarray(self.correct[name], dtype=bool) for name in self.attacks]) \
+            if self.attacks else np.zeros((0, self.n), dtype=bool)
 
     def worst_case(self) -> np.ndarray:
         """(n,) bool: correct under every attack evaluated."""
@@ -163,7 +175,8 @@ def evaluate_attacks(backend: Backend, model: Model, data: Dataset, *, eps: floa
                                                restarts, checks["recount"]["differs"], setting)
         if on_batch:
             on_batch(int(idx[-1]) + 1, n)
-    return EvalResult(names, correct, eps, n, seed, restarts, apgd_steps, source_name, checks=checks)
+    return EvalResult(names, correct, eps, n, seed, restarts, apgd_steps, source_name, checks=checks,
+                      indices=np.arange(n, dtype=np.int64))
 
 
 def _validate(data: Dataset, *, eps, attacks, restarts, batch_size, limit, apgd_steps) -> None:

@@ -6,8 +6,9 @@
     minidyn study report studies/t1                      # report.md, results.csv/json, PNGs
 
 spec.py reads a spec and expands its grid into cells; tasks.py is a study on disk and its
-tasks; lock.py lets runners share a study; worker.py does one task; runner.py schedules them;
-report.py aggregates the results over seeds.
+tasks; lock.py lets runners share a study; worker.py does one task; examples.py holds its
+per-example results; runner.py schedules the tasks; cost.py counts a study's work in passes
+(--dry-run); report.py aggregates the results over seeds and test examples; figures.py draws them.
 """
 from __future__ import annotations
 

@@ -1,10 +1,22 @@
-"""The PNGs of a study report (matplotlib, the `plot` extra), each a figure of the paper redrawn
-over seeds: a line per setting, its mean over seeds, with a band or error bars of one sample std.
+"""The PNGs of a study report (matplotlib, the `plot` extra): figures of the paper redrawn over
+seeds. Each figure says in its title or legend what its bands and bars are.
 
-    val_curves.png         per-epoch validation clean / PGD accuracy by setting (cf. Fig. 3b)
-    fosc_epochs.png        FOSC of the training examples at chosen epochs (cf. Figs. 3a, 3c, 5)
-    sweep_KEY.png          robust accuracy against a swept option (cf. Figs. 2a, 2b, 4b)
-    eps_curve.png          accuracy against the test eps (cf. Fig. 4a)
+    val_curves.png    per-epoch validation clean / PGD accuracy by setting: mean over seeds,
+                      band ±1 sample std over seeds (cf. Fig. 3b)
+    fosc_epochs.png   FOSC of the training examples at [report] fosc_epochs, seeds pooled, in %
+                      of the setting's examples per bin. Top: the paper's range [0, 0.1] (the
+                      share in it per setting in the legend); bottom: the whole distribution up
+                      to the pooled 99th percentile (the tail not drawn counted in the legend);
+                      dashed lines: c_t, Dynamic's FOSC stopping target at that epoch, from the
+                      cell's metrics.jsonl (cf. Figs. 3a, 3c, 5)
+    sweep_KEY.png     robust accuracy against a swept grid key, a line per combination of the
+                      other grid keys (never pooled). Top: mean, bars ±1 sample std over seeds;
+                      bottom: the paired difference to [report] baseline seed by seed, bars its
+                      95% t interval (aggregate.paired_difference). The paper's figure is cited
+                      only for the key it sweeps: step_size Fig. 2a, steps Fig. 2b, eps Fig. 4b
+    eps_curve.png     accuracy against the test eps: mean, bars ±1 sample std over seeds (cf. Fig. 4a)
+
+Every `*_figure` function returns (file name, matplotlib Figure, caption); plot_all saves them.
 """
 from __future__ import annotations
 
@@ -16,22 +28,31 @@ from minidyn.evaluation.plots import PAPER, _figure, _save, available, line_colo
 
 __all__ = ["available", "plot_all"]
 
+SHARE_RANGE = (0.0, 0.1)     # the paper's FOSC range (Fig. 1a's x axis): its share is the quantity
+SWEPT_FIGURE = {"step_size": "Fig. 2a", "steps": "Fig. 2b", "eps": "Fig. 4b"}
+STD_WORDS = "±1 sample std over seeds (n seeds in the legend; none for n = 1)"
+T_WORDS = "paired 95% Student t interval over seeds"
+ZOOM_BINS = 20               # bins of [0, 0.1], as the paper's Fig. 1a
+FULL_BINS = 40
+
 
 def plot_all(spec, cells, out: Path) -> list[tuple[str, str]]:
-    """Draw every figure the study's results allow; [(file name, caption)]."""
+    """Draw every figure the study's results allow into `out` (STUDY/report); [(file name, caption)]."""
+    from minidyn.studies.tasks import StudyDir
+
     done = [c for c in cells if c.state == "done"]
     if not done:
         return []
-    figures = [val_curves(spec, done, out), fosc_epochs(spec, done, out)]
-    for key in swept_keys(spec):
-        figures.append(sweep(spec, done, out, key))
+    drawn = [val_curves_figure(spec, done), fosc_epochs_figure(spec, done, StudyDir(out.parent))]
+    drawn += [sweep_figure(spec, done, key) for key in swept_keys(spec)]
     if len(spec.eval.eps or ()) > 1:
-        figures.append(eps_curve(spec, done, out))
-    return [f for f in figures if f is not None]
+        drawn.append(eps_curve_figure(spec, done))
+    return [(_save(fig, out / name), caption) for name, fig, caption in filter(None, drawn)]
 
 
 def swept_keys(spec) -> list[str]:
-    """Grid keys other than method and seed with more than one value (or [report] sweep)."""
+    """Grid keys other than method and seed with more than one value (or [report] sweep, a
+    grid key: spec.check_report refuses another when the spec is read)."""
     if "sweep" in spec.report:
         return [spec.report["sweep"]]
     return [k for k, v in spec.grid.items() if k not in ("method", "seed") and len(v) > 1]
@@ -45,11 +66,27 @@ def _robust_column(spec) -> str:
     return "pgd20" if "pgd20" in spec.eval.attacks else spec.eval.attacks[-1]
 
 
-def val_curves(spec, cells, out: Path):
+def _columns(labels: list[str], width: float) -> int:
+    """Legend columns (at most 3) that fit `width` inches of 7-point text (about 18 characters an inch)."""
+    return max(1, min(3, len(labels), int(18 * width) // (max(map(len, labels), default=1) + 12)))
+
+
+def _mean_std(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample std (ddof=1) over axis 0, NaN-aware; the std is NaN (nothing drawn) for n < 2."""
+    y = np.asarray(y, dtype=float)
+    n = np.sum(np.isfinite(y), axis=0)
+    mean = np.array([np.mean(col[np.isfinite(col)]) if k else np.nan for col, k in zip(y.T, n)])
+    std = np.array([np.std(col[np.isfinite(col)], ddof=1) if k > 1 else np.nan for col, k in zip(y.T, n)])
+    return mean, std
+
+
+# --- per-epoch validation accuracy -------------------------------------------------------------
+def val_curves_figure(spec, cells):
+    """Per-epoch validation (else test) clean and PGD accuracy from metrics.jsonl, a line per setting."""
     from matplotlib.ticker import MaxNLocator
 
     key = "val" if any("val_pgd_acc" in r for c in cells for r in c.metrics) else "test"
-    fig, axes = _figure(10, 4, ncols=2)
+    fig, axes = _figure(10, 4 + 0.16 * len(_settings(cells)) / _columns(_settings(cells), 10.0), ncols=2)
     colours = line_colours(len(_settings(cells)))
     for colour, setting in zip(colours, _settings(cells)):
         members = [c for c in cells if c.setting == setting]
@@ -58,8 +95,9 @@ def val_curves(spec, cells, out: Path):
             continue
         x = np.arange(1, epochs + 1)
         for ax, what in zip(axes[0], ("clean", "pgd")):
-            y = np.array([[r[f"{key}_{what}_acc"] for r in c.metrics[:epochs]] for c in members])
-            mean, std = y.mean(0), (y.std(0, ddof=1) if len(y) > 1 else np.zeros(epochs))
+            y = np.array([[r.get(f"{key}_{what}_acc", np.nan) for r in c.metrics[:epochs]] for c in members],
+                         dtype=float)
+            mean, std = _mean_std(y)
             ax.plot(x, mean, color=colour, label=f"{setting} (n={len(y)})")
             ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
     words = "validation" if key == "val" else "test (no validation split held out)"
@@ -68,11 +106,16 @@ def val_curves(spec, cells, out: Path):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{words} accuracy, {what} (%)")
         ax.grid(alpha=0.3)
-    axes[0][1].legend(fontsize=7)
-    fig.suptitle(f"Per-epoch {words} accuracy, mean ± 1 std over seeds (cf. Fig. 3b of {PAPER})", fontsize=9)
-    return _save(fig, out / "val_curves.png"), f"Per-epoch {words} clean and PGD accuracy by setting, mean ± 1 std over seeds"
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", fontsize=7,
+               ncol=_columns(_settings(cells), 10.0), title_fontsize=7,
+               title=f"line: the mean over seeds; band: {STD_WORDS.replace(' (', chr(10) + '(')}")
+    fig.suptitle(f"Per-epoch {words} accuracy, mean over seeds, band {STD_WORDS}\n"
+                 f"(cf. Fig. 3b of {PAPER})", fontsize=9)
+    return ("val_curves.png", fig,
+            f"Per-epoch {words} clean and PGD accuracy by setting: line the mean, band {STD_WORDS}")
 
 
+# --- FOSC of the training examples -------------------------------------------------------------
 def _fosc(cell_dir: Path, epoch: int) -> np.ndarray | None:
     from minidyn.npyfile import read_fosc
 
@@ -83,41 +126,128 @@ def _fosc(cell_dir: Path, epoch: int) -> np.ndarray | None:
     return values[np.isfinite(values)]
 
 
-def fosc_epochs(spec, cells, out: Path):
-    from minidyn.studies.tasks import StudyDir
+def _c_t(metrics: list, epoch: int) -> float | None:
+    """c_t of `epoch` (counted from 1) in a cell's metrics.jsonl records (None: not Dynamic)."""
+    for record in metrics:
+        if record.get("epoch") == epoch - 1:
+            return record.get("c_t")
+    return None
 
+
+def fosc_samples(spec, cells, study) -> tuple[dict, dict]:
+    """For [report] fosc_epochs (counted from 1; default [1]): {(setting, epoch): [FOSC of each
+    seed's training examples]} and {(setting, epoch): [c_t of each seed]} (Dynamic cells only)."""
     epochs = spec.report.get("fosc_epochs") or [1]
-    study = StudyDir(out.parent)
     cell_of = {c.name: c for c in spec.cells()}
-    data = {}
+    samples, targets = {}, {}
     for c in cells:
         for e in epochs:
-            f = _fosc(study.cell_dir(cell_of[c.name]), e)
-            if f is not None and f.size:
-                data.setdefault((c.setting, e), []).append(f)
-    if not data:
+            values = _fosc(study.cell_dir(cell_of[c.name]), e)
+            if values is not None and values.size:
+                samples.setdefault((c.setting, e), []).append(values)
+                c_t = _c_t(c.metrics, e)
+                if c_t is not None:
+                    targets.setdefault((c.setting, e), []).append(float(c_t))
+    return samples, targets
+
+
+def fosc_epochs_figure(spec, cells, study):
+    """fosc_figure of the study's cells (None where no cell has a FOSC file for fosc_epochs)."""
+    samples, targets = fosc_samples(spec, cells, study)
+    if not samples:
         return None
-    fig, axes = _figure(4 * len(epochs), 3.6, ncols=len(epochs), sharey=True)
-    high = float(np.quantile(np.concatenate([np.concatenate(v) for v in data.values()]), 0.99))
-    bins = np.linspace(0, max(high, 1e-6), 41)
-    colours = line_colours(len(_settings(cells)))
-    for ax, e in zip(axes[0], epochs):
-        for colour, setting in zip(colours, _settings(cells)):
-            if (setting, e) not in data:
-                continue
-            values = np.concatenate(data[setting, e])
-            ax.hist(values, bins=bins, density=True, histtype="step", color=colour,
-                    label=f"{setting} (median {np.median(values):.3g})")
-        ax.set_title(f"epoch {e}", fontsize=9)
+    epochs = list(dict.fromkeys(e for _, e in samples))
+    fig = fosc_figure(samples, targets, epochs)
+    lo, hi = SHARE_RANGE
+    return ("fosc_epochs.png", fig,
+            f"FOSC of the training examples at epochs {', '.join(map(str, epochs))}, by setting, seeds "
+            f"pooled, % of examples per bin: top the paper's range [{lo:g}, {hi:g}] (legend: the share "
+            f"in it), bottom up to the 99th percentile (legend: the tail not drawn); dashed: Dynamic's c_t")
+
+
+def fosc_range(pooled: np.ndarray, c_ts: list[float]) -> tuple[float, float]:
+    """The x range of the whole-distribution panel: from 0 (or the 1st percentile where FOSC
+    goes negative, as from the random start) to the 99th percentile, widened to show [0, 0.1]
+    and every c_t."""
+    lo = min(0.0, float(np.quantile(pooled, 0.01)))
+    hi = max(float(np.quantile(pooled, 0.99)), 1.05 * max(c_ts, default=0.0), 1.05 * SHARE_RANGE[1])
+    return lo, hi
+
+
+def fosc_legend(setting: str, seeds: int, values: np.ndarray, lo: float, hi: float,
+                c_ts: list[float]) -> str:
+    """The legend entry of one setting in one epoch's panels, e.g. 'dynamic (n=3): 12.3% in
+    [0, 0.1], median 0.25; not drawn: 0.9% (8) above 7.81; c_t 0.3' (n: seeds pooled; the
+    count of examples in brackets; values below lo only where there are some)."""
+    inside = np.mean((values >= SHARE_RANGE[0]) & (values <= SHARE_RANGE[1]))
+    above, below = int(np.sum(values > hi)), int(np.sum(values < lo))
+    text = (f"{setting} (n={seeds}): {100 * inside:.1f}% in [{SHARE_RANGE[0]:g}, {SHARE_RANGE[1]:g}], "
+            f"median {np.median(values):.3g};\nnot drawn: {100 * above / values.size:.1f}% ({above}) above {hi:.3g}")
+    if below:
+        text += f", {100 * below / values.size:.1f}% ({below}) below {lo:.3g}"
+    if c_ts:
+        low_t, high_t = min(c_ts), max(c_ts)
+        text += f"; c_t {low_t:.3g}" + (f"-{high_t:.3g} by seed" if f"{low_t:.3g}" != f"{high_t:.3g}" else "")
+    return text
+
+
+def fosc_figure(samples: dict, targets: dict, epochs: list[int]):
+    """A column per epoch: top the FOSC histogram on the paper's [0, 0.1], bottom the whole
+    distribution (see fosc_range); % of the setting's examples (seeds pooled) per bin; dashed
+    vertical lines at each seed's c_t in the setting's colour. samples, targets: fosc_samples'."""
+    from matplotlib.lines import Line2D
+
+    settings = list(dict.fromkeys(s for s, _ in samples))
+    colour_of = dict(zip(settings, line_colours(len(settings))))
+    legend_height = 0.36 * (len(settings) + 1)        # each entry two lines of 6-point text
+    fig, axes = _figure(max(5.5 * len(epochs), 7.0), 6.5 + legend_height, ncols=len(epochs), nrows=3,
+                        gridspec_kw={"height_ratios": [3, 3, legend_height]})
+    for zoom, full, key, e in zip(axes[0], axes[1], axes[2], epochs):
+        present = [s for s in settings if (s, e) in samples]
+        pooled = {s: np.concatenate(samples[s, e]) for s in present}
+        lo, hi = fosc_range(np.concatenate(list(pooled.values())),
+                            [t for s in present for t in targets.get((s, e), [])])
+        handles = []
+        for s in present:
+            values, c_ts = pooled[s], targets.get((s, e), [])
+            weights = np.full(values.size, 100.0 / values.size)
+            zoom.hist(values, bins=np.linspace(*SHARE_RANGE, ZOOM_BINS + 1), weights=weights,
+                      histtype="step", color=colour_of[s])
+            full.hist(values, bins=np.linspace(lo, hi, FULL_BINS + 1), weights=weights,
+                      histtype="step", color=colour_of[s])
+            for c_t in sorted(set(c_ts)):
+                for ax in (zoom, full):
+                    ax.axvline(c_t, color=colour_of[s], ls="--", lw=1)
+            handles.append(Line2D([], [], color=colour_of[s],
+                                  label=fosc_legend(s, len(samples[s, e]), values, lo, hi, c_ts)))
+        if any(targets.get((s, e)) for s in present):
+            handles.append(Line2D([], [], color="0.3", ls="--", label="dashed: c_t, Dynamic's FOSC "
+                                  "stopping target this epoch (one line per distinct seed value)"))
+        _fosc_axes(zoom, full, e, lo, hi)
+        key.axis("off")
+        key.legend(handles=handles, fontsize=6, loc="upper center", title=f"epoch {e}", title_fontsize=7)
+    fig.suptitle(f"FOSC of the training examples' adversarial points, seeds pooled "
+                 f"(cf. Figs. 3a, 3c, 5 of {PAPER})\nlow FOSC = the inner maximisation is well solved; "
+                 f"top: the paper's range [{SHARE_RANGE[0]:g}, {SHARE_RANGE[1]:g}], bottom: the whole "
+                 f"distribution (the tail not drawn counted in the legend)", fontsize=9)
+    return fig
+
+
+def _fosc_axes(zoom, full, epoch: int, lo: float, hi: float) -> None:
+    zoom.set_xlim(*SHARE_RANGE)
+    zoom.set_title(f"epoch {epoch}: FOSC in the paper's [{SHARE_RANGE[0]:g}, {SHARE_RANGE[1]:g}] "
+                   f"({ZOOM_BINS} bins)", fontsize=9)
+    full.set_xlim(lo, hi)
+    full.axvspan(*SHARE_RANGE, color="0.9", zorder=0)
+    full.set_title(f"epoch {epoch}: up to the 99th percentile ({FULL_BINS} bins; "
+                   f"grey: [{SHARE_RANGE[0]:g}, {SHARE_RANGE[1]:g}])", fontsize=9)
+    for ax in (zoom, full):
         ax.set_xlabel("FOSC of the training example's adversarial point")
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("density (all seeds pooled)")
-    fig.suptitle(f"FOSC of the training examples (cf. Figs. 3a, 5 of {PAPER})\n"
-                 "low FOSC = the inner maximisation is well solved", fontsize=9)
-    return (_save(fig, out / "fosc_epochs.png"),
-            f"FOSC of the training examples at epochs {', '.join(map(str, epochs))}, by setting, seeds pooled")
+        ax.set_ylabel("% of the setting's examples per bin", fontsize=8)
+        ax.grid(alpha=0.3)
 
 
+# --- robustness against a swept option ---------------------------------------------------------
 def _positions(spec, key: str) -> tuple[dict, bool]:
     """{grid value: x} for a swept key: the number ('eps/4' as 0.25) where every value is one,
     else the value's place in the grid (a categorical axis); and whether it is numeric."""
@@ -132,56 +262,129 @@ def _positions(spec, key: str) -> tuple[dict, bool]:
         return {repr(v): float(i) for i, v in enumerate(spec.grid[key])}, False
 
 
-def sweep(spec, cells, out: Path, key: str):
+def sweep_lines(cells, key: str) -> tuple[dict[str, list], list[str]]:
+    """The cells that have `key`, a line per combination of their other grid values (the seed
+    aside), labelled by the values that vary between the lines: ({label: [cells]}, those keys)."""
+    rest = {c.name: {k: v for k, v in c.values.items() if k not in ("seed", key)} for c in cells if key in c.values}
+    varying = [k for k in dict.fromkeys(k for r in rest.values() for k in r)
+               if len({repr(r.get(k)) for r in rest.values()}) > 1]
+    lines: dict[str, list] = {}
+    for c in cells:
+        if c.name in rest:
+            words = ", ".join(str(rest[c.name].get(k)) if k == "method" else f"{k} {rest[c.name].get(k)}"
+                              for k in varying)
+            lines.setdefault(words or "mean over seeds", []).append(c)
+    return lines, varying
+
+
+def sweep_citation(spec, key: str) -> str | None:
+    """The paper's figure that sweeps `key`, or None; Fig. 4b tests at the training eps, so an
+    eps sweep evaluated at fixed [eval] eps cites nothing."""
+    if key == "eps" and spec.eval.eps:
+        return None
+    return SWEPT_FIGURE.get(key)
+
+
+def sweep_figure(spec, cells, key: str):
+    """Robust accuracy against `key` (a column per checkpoint): see the module's docstring."""
+    from minidyn.studies.report import CHECKPOINT_WORDS, baseline_words, label
+
     column = _robust_column(spec)
-    from minidyn.studies.report import CHECKPOINT_WORDS, accuracy, label
-
-    fig, axes = _figure(5 * len(spec.eval.checkpoints), 3.8, ncols=len(spec.eval.checkpoints), sharey=True)
-    methods = list(dict.fromkeys(c.values.get("method", spec.train.get("method", "dynamic")) for c in cells))
+    checkpoints = list(spec.eval.checkpoints)
+    fig, axes = _figure(max(5.5 * len(checkpoints), 6.5), 8.0, ncols=len(checkpoints), nrows=2, sharex="col")
     position, numeric = _positions(spec, key)
-    for ax, which in zip(axes[0], spec.eval.checkpoints):
+    lines, others = sweep_lines(cells, key)
+    span = (max(position.values()) - min(position.values())) or 1.0
+    for j, which in enumerate(checkpoints):
+        top, bottom = axes[0, j], axes[1, j]
+        for i, (colour, (words, members)) in enumerate(zip(line_colours(len(lines)), lines.items())):
+            dodge = (i - (len(lines) - 1) / 2) * 0.02 * span   # keeps the lines' bars apart
+            _sweep_line(spec, cells, key, which, column, members, position, dodge, colour, words, top, bottom)
+        bottom.axhline(0, color="0.2", lw=0.8, zorder=0)
+        top.set_title(CHECKPOINT_WORDS[which], fontsize=9)
+        top.set_ylabel(f"test {label(column)} accuracy (%)")
+        bottom.set_ylabel("difference to the baseline (points)")
+        bottom.set_xlabel(key.replace("_", " ") + (" (fraction of eps)" if key == "step_size" else ""))
         if not numeric:
-            ax.set_xticks(list(position.values()), [str(v) for v in spec.grid[key]], fontsize=7)
-        for colour, method in zip(line_colours(len(methods)), methods):
-            points = {}
-            for c in cells:
-                if c.values.get("method", spec.train.get("method", "dynamic")) == method and key in c.values:
-                    acc = accuracy(c, which, None, column)
-                    if acc is not None:
-                        points.setdefault(position[repr(c.values[key])], []).append(acc)
-            if not points:
-                continue
-            xs = sorted(points)
-            mean = [np.mean(points[x]) for x in xs]
-            std = [np.std(points[x], ddof=1) if len(points[x]) > 1 else 0 for x in xs]
-            ax.errorbar(xs, mean, yerr=std, color=colour, marker="o", capsize=3, label=method)
-        ax.set_xlabel(key.replace("_", " ") + (" (fraction of eps)" if key == "step_size" else ""))
-        ax.set_title(CHECKPOINT_WORDS[which], fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(f"test {label(column)} accuracy (%)")
-    fig.suptitle(f"Robustness against {key}, mean ± 1 std over seeds\n(cf. Figs. 2a/2b/4b of {PAPER})", fontsize=9)
-    return _save(fig, out / f"sweep_{key}.png"), f"Test {label(column)} accuracy against {key}, mean ± 1 std over seeds"
+            bottom.set_xticks(list(position.values()), [str(v) for v in spec.grid[key]], fontsize=7)
+        bottom.legend(handles=_difference_handles(), fontsize=7, title_fontsize=7,
+                      title=f"baseline: {baseline_words(spec)}, same other values\nbars: {T_WORDS}")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", fontsize=7,
+               ncol=_columns(list(lines), max(5.5 * len(checkpoints), 6.5)),
+               title=f"top: point the mean, bars {STD_WORDS.replace(' (', chr(10) + '(')};\n"
+                     "bottom: the same line's difference to the baseline",
+               title_fontsize=7)
+    cite = sweep_citation(spec, key)
+    fig.suptitle(f"Robustness against {key}" + (f" (cf. {cite} of {PAPER})" if cite else "")
+                 + f"\n{'a line per ' + ', '.join(others) if others else 'one line'}"
+                 f" (settings never pooled)\ntop: mean ± 1 sample std over seeds\nbottom: the paired "
+                 f"difference to the baseline, seed by seed, with its 95% t interval", fontsize=9)
+    return (f"sweep_{key}.png", fig,
+            f"Test {label(column)} accuracy against {key}, a line per combination of the other grid keys: "
+            f"top the mean over seeds, bars {STD_WORDS}; bottom the difference to the baseline "
+            f"({baseline_words(spec)}) seed by seed, bars its {T_WORDS}")
 
 
-def eps_curve(spec, cells, out: Path):
+def _difference_handles() -> list:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color="0.2", lw=0.8, label="0: no difference to the baseline"),
+            Line2D([], [], color="0.2", marker="o", mfc="none", ls="none", label="the baseline itself")]
+
+
+def _sweep_line(spec, cells, key, which, column, members, position, dodge, colour, words, top, bottom) -> None:
+    """One line of a sweep figure: mean ± 1 std on `top`, the paired difference to the
+    baseline with its t interval on `bottom` (a hollow marker at 0 for the baseline itself)."""
+    from minidyn.evaluation.aggregate import paired_difference
+    from minidyn.studies.report import accuracy, baseline_setting
+
+    by_x: dict[float, list] = {}
+    for c in members:
+        by_x.setdefault(position[repr(c.values[key])], []).append(c)
+    xs = sorted(by_x)
+    ys = [[accuracy(c, which, None, column) for c in by_x[x]] for x in xs]
+    mean, std = zip(*[(m[0], s[0]) for m, s in (_mean_std(np.array([y], dtype=float).T) for y in ys)])
+    n = sorted({len(y) for y in ys})
+    top.errorbar(np.add(xs, dodge), mean, yerr=std, color=colour, marker="o", capsize=3,
+                 label=f"{words} (n={'-'.join(map(str, (n[0], n[-1])) if n[0] != n[-1] else str(n[0]))})")
+    for x in xs:
+        setting = by_x[x][0].setting
+        base = baseline_setting(spec, cells, setting)
+        if base is None:
+            if all(by_x[x][0].values.get(k) == v for k, v in spec.report["baseline"].items()):
+                bottom.plot(x + dodge, 0, marker="o", mfc="none", color=colour)
+            continue
+        d = paired_difference({c.seed: accuracy(c, which, None, column) for c in by_x[x]},
+                              {b.seed: accuracy(b, which, None, column) for b in cells if b.setting == base})
+        if d.n:
+            yerr = None if d.low is None else [[d.mean - d.low], [d.high - d.mean]]
+            bottom.errorbar([x + dodge], [d.mean], yerr=yerr, color=colour, marker="s", capsize=3)
+
+
+# --- robustness against the test eps -----------------------------------------------------------
+def eps_curve_figure(spec, cells):
+    """Robust accuracy at the last epoch against the [eval] test eps, a line per setting."""
     from minidyn.studies.report import accuracy, eps_keys, label
 
     column = _robust_column(spec)
     keys = eps_keys(cells)
-    fig, axes = _figure(5.5, 3.8)
-    ax = axes[0][0]
     settings = _settings(cells)
+    fig, axes = _figure(5.5, 3.8 + 0.16 * len(settings) / _columns(settings, 5.5))   # room for the legend
+    ax = axes[0][0]
     for colour, setting in zip(line_colours(len(settings)), settings):
         members = [c for c in cells if c.setting == setting]
         ys = np.array([[accuracy(c, "last", k, column) for k in keys] for c in members], dtype=float)
-        mean = np.nanmean(ys, 0)
-        std = np.nanstd(ys, 0, ddof=1) if len(ys) > 1 else np.zeros(len(keys))
+        mean, std = _mean_std(ys)
         ax.errorbar([float(k) for k in keys], mean, yerr=std, color=colour, marker="o", capsize=3,
-                    label=setting)
+                    label=f"{setting} (n={len(members)})")
     ax.set_xlabel("test eps")
     ax.set_ylabel(f"{label(column)} accuracy, last epoch (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.suptitle(f"Robustness against the test eps, mean ± 1 std over seeds\n(cf. Fig. 4a of {PAPER})", fontsize=9)
-    return _save(fig, out / "eps_curve.png"), f"Test {label(column)} accuracy against the test eps"
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7, title_fontsize=7,
+               ncol=_columns(settings, 5.5), title=f"point: the mean; bars: {STD_WORDS.replace(' (', chr(10) + '(')}")
+    fig.suptitle(f"Robustness against the test eps, mean over seeds,\nbars ±1 sample std over seeds "
+                 f"(cf. Fig. 4a of {PAPER})", fontsize=9)
+    return ("eps_curve.png", fig,
+            f"Test {label(column)} accuracy against the test eps, last epoch: point the mean, bars {STD_WORDS}")

@@ -4,13 +4,18 @@
 
 Tasks already done are skipped; a task held by another runner (here or on another machine
 sharing the filesystem, see lock.py) is left to it, and this runner waits for it when nothing
-else is left. `jobs` bounds the study's tasks running on this host, whoever started them: a
-runner started again after `kill -9` counts the workers its predecessor left running (they go
-on with their cells), so the cores are not oversubscribed (two runners that start workers at
-the same instant can exceed it by one task each). A worker that fails is recorded
-(STUDY/failed/CELL.KIND.json, its log kept) and the study goes on; the next `study run` tries
-it again. Ctrl-C or SIGTERM stops the workers (each keeps its last checkpoint) and `study run`
+else is left. `jobs` bounds this runner's tasks on this host, counting with its own workers
+those a dead runner left running (a runner started again after `kill -9`: they go on with
+their cells, and the cores are not oversubscribed); the workers of another live runner are
+that runner's (each worker's lock records its runner's pid, lock.py). A worker that fails is
+recorded (STUDY/failed/CELL.KIND.json, its log kept) and the study goes on; the next `study
+run` tries it again. Ctrl-C or SIGTERM stops the workers (each keeps its last checkpoint) and `study run`
 again continues where they stopped.
+
+The runner reads the spec once and hands each worker the sha256 of its text; a worker refuses
+a study.toml that is not that spec (SPEC_CHANGED), and the runner, which looks at study.toml
+between its tasks, stops (its workers keep their checkpoints) with one line when another
+`study run` rewrote it: results are computed and stamped under one spec, never two.
 """
 from __future__ import annotations
 
@@ -23,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from minidyn.errors import MinidynError
 from minidyn.fileio import atomic_write
-from minidyn.studies.lock import STALE_AFTER, holders_here, is_stale
+from minidyn.studies.lock import STALE_AFTER, holders_here, is_stale, pid_alive
 from minidyn.studies.spec import Spec
-from minidyn.studies.tasks import StudyDir, Task
+from minidyn.studies.tasks import SPEC_CHANGED, StudyDir, Task, digest
 from minidyn.studies.worker import BUSY
 
 POLL = 1.0             # seconds between looks at the workers
@@ -57,20 +63,27 @@ def worker_env(jobs: int) -> dict:
 def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float = STALE_AFTER,
               log: Callable[[str], None] = print) -> list[Task]:
     """Run every task of `spec` in `out` that is not done; returns the tasks that failed or
-    could not run (a dependency failed). Raises Stopped on Ctrl-C / SIGTERM."""
+    could not run (a dependency failed). Raises Stopped on Ctrl-C / SIGTERM, MinidynError when
+    another `study run` rewrote the study's study.toml meanwhile."""
     study = StudyDir(out)
     study.prepare(spec)
+    orphans = study.orphans(spec)
+    if orphans:
+        log(f"warning: {study.cells_dir} holds runs that no cell of this spec is named after "
+            f"(kept, not used): {', '.join(orphans)}; an edited grid, or names from before every "
+            "grid key named a cell: rename a directory to its cell's name to keep its training")
     running: dict[Task, subprocess.Popen] = {}
     failed: list[Task] = []
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         while True:
+            _check_spec(study, spec, running)
             pending = [t for t in study.tasks(spec) if not study.done(spec, t) and t not in failed]
             blocked = [t for t in pending if t.kind == "blackbox" and _depends_on_failed(spec, t, failed)]
             startable = [t for t in pending if t not in running and t not in blocked
                          and study.ready(spec, t) and _free(study, t, stale_after)]
             for task in startable[: max(0, jobs - len(running) - _others_here(study, running))]:
-                running[task] = _start(study, task, jobs, stale_after)
+                running[task] = _start(study, spec, task, jobs, stale_after)
                 log(f"started {task.name} (log: {study.log(task)})")
             if not running:
                 if not [t for t in pending if t not in blocked]:
@@ -82,14 +95,7 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
                 if proc.poll() is None:
                     continue
                 del running[task]
-                if proc.returncode == 0:
-                    log(f"finished {task.name}")
-                elif proc.returncode == BUSY:
-                    log(f"{task.name} is being run by another process")
-                else:
-                    failed.append(task)
-                    _record_failure(study, task, proc.returncode)
-                    log(f"FAILED {task.name} (exit {proc.returncode}; log: {study.log(task)})")
+                _finished(study, spec, task, proc.returncode, running, failed, log)
     except (KeyboardInterrupt, Stopped) as stop:
         _stop(running)
         raise Stopped(getattr(stop, "exit_code", 130)) from None
@@ -97,15 +103,46 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
         signal.signal(signal.SIGTERM, previous)
 
 
+def _finished(study: StudyDir, spec: Spec, task: Task, code: int, running: dict, failed: list,
+              log: Callable[[str], None]) -> None:
+    """Take note of a worker that exited with `code`."""
+    if code == SPEC_CHANGED:
+        _check_spec(study, spec, running)
+    if code == 0 and study.done(spec, task):
+        log(f"finished {task.name}")
+    elif code == BUSY:
+        log(f"{task.name} is being run by another process")
+    else:  # 0 without the result this runner expects is a failure, not a task to start again
+        failed.append(task)
+        _record_failure(study, task, code)
+        why = "exit 0 but no result made with this spec" if code == 0 else f"exit {code}"
+        log(f"FAILED {task.name} ({why}; log: {study.log(task)})")
+
+
+def _check_spec(study: StudyDir, spec: Spec, running: dict[Task, subprocess.Popen]) -> None:
+    """Stop the workers and raise MinidynError where study.toml is no longer `spec` (one that
+    cannot be read for a moment is no proof: looked at again next time)."""
+    now = study.spec_digest()
+    if now is not None and now != digest(spec.text):
+        _stop(running)
+        running.clear()
+        raise MinidynError(f"{study.spec_file} changed while this runner ran it (another `study run` "
+                           "with an edited spec?); stopped, checkpoints kept: run the study again "
+                           "with the spec you mean")
+
+
 def _raise_stopped(signum, frame):
     raise Stopped(128 + signum)
 
 
 def _others_here(study: StudyDir, running: dict[Task, subprocess.Popen]) -> int:
-    """How many of the study's tasks processes of this host hold that are not this runner's
-    workers (another runner's, or those a killed runner left running)."""
-    ours = {proc.pid for proc in running.values()}
-    return len(holders_here(study.locks_dir) - ours)
+    """How many of the study's tasks live processes of this host hold that count against this
+    runner's jobs and are not its running workers: those of a runner that is dead (left running
+    by a killed predecessor) and those that record no runner; another live runner's workers
+    are that runner's to count."""
+    ours, me = {proc.pid for proc in running.values()}, os.getpid()
+    return sum(1 for record in holders_here(study.locks_dir) if record["pid"] not in ours
+               and (record.get("runner") == me or not pid_alive(record.get("runner"))))
 
 
 def _free(study: StudyDir, task: Task, stale_after: float) -> bool:
@@ -118,9 +155,10 @@ def _depends_on_failed(spec: Spec, task: Task, failed: list[Task]) -> bool:
     return any(f.kind == "train" and f.cell.name in needed for f in failed)
 
 
-def _start(study: StudyDir, task: Task, jobs: int, stale_after: float) -> subprocess.Popen:
+def _start(study: StudyDir, spec: Spec, task: Task, jobs: int, stale_after: float) -> subprocess.Popen:
     command = [sys.executable, "-m", "minidyn.cli.main", "study", "worker", str(study.path),
-               task.cell.name, task.kind, "--stale-after", repr(stale_after)]
+               task.cell.name, task.kind, "--stale-after", repr(stale_after),
+               "--spec-digest", digest(spec.text), "--runner-pid", str(os.getpid())]
     with open(study.log(task), "ab") as log_file:
         return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=worker_env(jobs))

@@ -20,11 +20,12 @@
     baseline = "standard"    # the method the paired differences are taken against, or grid
                              # values: {fosc_reference = "natural", loss_weights = "none"}
 
-A cell is named by the grid values that vary, in the grid's order (`dynamic_seed-0`,
-`standard_step-size-eps-over-8_seed-2`): readable and stable as long as the grid keeps its
-keys. The black-box surrogate of a cell is the cell with the surrogate's values and the next
-seed of the grid (cyclically), the other values equal: a separately trained model, as the
-paper's Table 2 uses (Section 5.1).
+A cell is named by all its grid values, in the grid's order (`dynamic_seed-0`,
+`standard_step-size-eps-over-8_seed-2`; a key with one value names it too): a cell keeps its
+name when values are added to the grid, as long as the grid keeps its keys and their order.
+The black-box surrogate of a cell is the cell with the surrogate's values and the next seed
+of the grid (cyclically), the other values equal: a separately trained model, as the paper's
+Table 2 uses (Section 5.1).
 """
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ from minidyn.evaluation.attack_table import ATTACKS, DEFAULT_ATTACKS
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extras", "momentum", "weight_decay", "augment"}
 EVAL_KEYS = {"attacks", "eps", "limit", "restarts", "apgd_steps", "batch_size", "seed",
              "checkpoints", "surrogate"}
-REPORT_KEYS = {"baseline", "sweep", "fosc_epochs"}
+REPORT_KEYS = {"baseline", "sweep", "fosc_epochs", "primary"}
+PRIMARY_KEYS = {"setting", "attack", "checkpoint", "eps", "kind"}
+KINDS_OF_EVALUATION = ("white-box", "black-box")
 CHECKPOINTS = ("last", "best")
 MAX_CELLS = 10_000  # a grid larger than this is a typo, not a study  # the last epoch's weights; the best on validation (--val-size)
 
@@ -86,9 +89,14 @@ class Eval:
     checkpoints: tuple = CHECKPOINTS
     surrogate: dict | None = None   # grid values of each seed's black-box surrogate
 
-    def settings(self) -> dict:
-        """What an evaluation's results depend on, as JSON gives it back (recorded with them)."""
-        return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "surrogate"}))
+    def settings(self, surrogate: str | None = None) -> dict:
+        """What an evaluation's results depend on, as JSON gives it back (recorded with them).
+        `surrogate`: a black-box evaluation's resolved surrogate (the cell's name), which its
+        results depend on; a white-box evaluation's do not depend on [eval] surrogate."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k != "surrogate"}
+        if surrogate is not None:
+            settings["surrogate"] = surrogate
+        return json.loads(json.dumps(settings))
 
 
 @dataclass(frozen=True)
@@ -104,13 +112,12 @@ class Spec:
     def cells(self) -> list[Cell]:
         """Every combination of the grid, minus the excluded ones, in grid order."""
         keys = list(self.grid)
-        varying = [k for k in keys if len(self.grid[k]) > 1]
         cells = []
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             values = dict(zip(keys, combo))
             if any(all(values.get(k) == v for k, v in ex.items()) for ex in self.exclude):
                 continue
-            name = cell_name({k: values[k] for k in varying}) or "run"
+            name = cell_name(values) or "run"  # every key: a name that adding values keeps
             # the study evaluates every cell itself ([eval]): no final evaluation in training
             cells.append(Cell(name, {**self.train, **values, "final_eval": False}, values))
         return cells
@@ -164,7 +171,7 @@ def parse_spec(raw: dict, name: str = "study", text: str = "") -> Spec:
     """A Spec from the parsed TOML `raw`; ConfigError on unknown sections, keys or values."""
     unknown = set(raw) - {"study", "train", "grid", "exclude", "eval", "report"}
     if unknown:
-        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"unknown section(s) {_names(unknown)}")
     train = _options(_table(raw, "train"), "train")
     grid = _options(_table(raw, "grid"), "grid")
     for key, values in grid.items():
@@ -200,7 +207,13 @@ def parse_spec(raw: dict, name: str = "study", text: str = "") -> Spec:
             raise ConfigError(f"cell {cell.name}: [eval] checkpoints has 'best' (on validation), "
                               "which needs val_size in [train]")
         spec.surrogate_of(cell)
+    check_report(spec, _table(raw, "report"))
     return spec
+
+
+def _names(keys) -> str:
+    """Keys for a one-line message: odd ones (a newline, a space) as Python literals."""
+    return ", ".join(k if k.isidentifier() else repr(k) for k in sorted(keys))
 
 
 def _table(raw: dict, key: str) -> dict:
@@ -215,7 +228,7 @@ def _options(table: dict, section: str) -> dict:
     options = {key.replace("-", "_"): value for key, value in table.items()}
     unknown = set(options) - TRAIN_FIELDS
     if unknown:
-        raise ConfigError(f"[{section}] unknown option(s) {', '.join(sorted(unknown))} "
+        raise ConfigError(f"[{section}] unknown option(s) {_names(unknown)} "
                           "(use minidyn train's option names)")
     if isinstance(options.get("eps"), str):
         options["eps"] = parse_eps(options["eps"])
@@ -238,10 +251,11 @@ def _eps_fraction(text: str, where: str) -> float:
 def _eval(table: dict) -> Eval:
     unknown = set(table) - EVAL_KEYS
     if unknown:
-        raise ConfigError(f"[eval] unknown key(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"[eval] unknown key(s) {_names(unknown)}")
     values = dict(table)
     attacks = values.get("attacks", list(DEFAULT_ATTACKS))
-    if not isinstance(attacks, list) or not attacks or any(a not in ATTACKS for a in attacks):
+    if (not isinstance(attacks, list) or not attacks
+            or any(not isinstance(a, str) or a not in ATTACKS for a in attacks)):
         raise ConfigError(f"[eval] attacks must be a list of {', '.join(ATTACKS)}")
     values["attacks"] = tuple(attacks)
     if "eps" in values:
@@ -250,7 +264,8 @@ def _eval(table: dict) -> Eval:
         if not values["eps"] or not all(0 < e <= 1 for e in values["eps"]):
             raise ConfigError("[eval] eps values must be in (0, 1]")
     checkpoints = values.get("checkpoints", list(CHECKPOINTS))
-    if not isinstance(checkpoints, list) or not checkpoints or set(checkpoints) - set(CHECKPOINTS):
+    if (not isinstance(checkpoints, list) or not checkpoints
+            or any(not isinstance(c, str) or c not in CHECKPOINTS for c in checkpoints)):
         raise ConfigError(f"[eval] checkpoints must be a list of {', '.join(CHECKPOINTS)}")
     values["checkpoints"] = tuple(checkpoints)
     for key, low in (("limit", 1), ("restarts", 1), ("apgd_steps", 1), ("batch_size", 1), ("seed", 0)):
@@ -263,12 +278,88 @@ def _eval(table: dict) -> Eval:
 
 
 def _report(table: dict) -> dict:
+    """[report] with its defaults: baseline a table of grid values, primary a list of
+    {"setting": grid values, "attack", "checkpoint", "eps", "kind"} (None where not given)."""
     unknown = set(table) - REPORT_KEYS
     if unknown:
         raise ConfigError(f"[report] unknown key(s) {', '.join(sorted(unknown))}")
-    report = {"baseline": "standard", **table}
+    report = {"baseline": "standard", "primary": [], **table}
     if not isinstance(report["baseline"], (str, dict)):
         raise ConfigError("[report] baseline must be a method or a table of grid values")
     if isinstance(report["baseline"], str):
         report["baseline"] = {"method": report["baseline"]}
+    report["baseline"] = _options(report["baseline"], "report] [baseline")
+    if not isinstance(report["primary"], list) or not all(isinstance(p, dict) for p in report["primary"]):
+        raise ConfigError("[report] primary must be a list of tables, e.g. "
+                          "[{setting = {method = \"dynamic\"}, attack = \"pgd20\", checkpoint = \"best\"}]")
+    report["primary"] = [_primary(p, i) for i, p in enumerate(report["primary"], 1)]
     return report
+
+
+def _primary(item: dict, number: int) -> dict:
+    """One [report] primary comparison, its types checked (check_report checks its values)."""
+    where = f"[report] primary {number}"
+    unknown = set(item) - PRIMARY_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (give {', '.join(sorted(PRIMARY_KEYS))})")
+    if not isinstance(item.get("setting"), dict) or not item["setting"] or not isinstance(item.get("attack"), str):
+        raise ConfigError(f"{where} needs setting (a table of grid values) and attack (a name)")
+    kind = item.get("kind", "white-box")
+    if kind not in KINDS_OF_EVALUATION:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS_OF_EVALUATION)}, not {kind!r}")
+    if item.get("checkpoint") is not None and item["checkpoint"] not in CHECKPOINTS:
+        raise ConfigError(f"{where}: checkpoint must be one of {', '.join(CHECKPOINTS)}")
+    eps = item.get("eps")
+    return {"setting": _options(item["setting"], f"report] [primary {number} setting"), "attack": item["attack"],
+            "checkpoint": item.get("checkpoint"), "kind": kind,
+            "eps": None if eps is None else parse_eps(eps) if isinstance(eps, str) else eps}
+
+
+def check_report(spec: Spec, given: dict) -> None:
+    """Refuse a [report] baseline (where `given`, the spec's [report] table, names one), a sweep
+    or a primary comparison whose values the grid and [eval] do not have: a typo would silently
+    drop the comparisons (or, for the sweep, fail only when the report is drawn). ConfigError naming the value and what the spec has."""
+    if "baseline" in given:
+        _check_grid_values(spec, spec.report["baseline"], "[report] baseline")
+    if "sweep" in given and given["sweep"] not in spec.grid:
+        raise ConfigError(f"[report] sweep {given['sweep']!r} is not a grid key "
+                          f"(the grid's keys: {', '.join(spec.grid) or 'none'})")
+    for number, item in enumerate(spec.report["primary"], 1):
+        _check_primary(spec, item, f"[report] primary {number}")
+
+
+def _check_grid_values(spec: Spec, values: dict, where: str) -> None:
+    for key, value in values.items():
+        if key == "seed" or key not in spec.grid:
+            keys = [k for k in spec.grid if k != "seed"]
+            raise ConfigError(f"{where}: {key} is not a grid key the seeds are compared across "
+                              f"(the grid's: {', '.join(keys) or 'none'})")
+        if value not in spec.grid[key]:
+            raise ConfigError(f"{where}: {key} = {value!r} matches no grid value (the grid's {key} "
+                              f"values: {', '.join(repr(v) for v in spec.grid[key])})")
+
+
+def _check_primary(spec: Spec, item: dict, where: str) -> None:
+    _check_grid_values(spec, item["setting"], where)
+    attacks = [*spec.eval.attacks, "worst-case"]
+    if item["attack"] not in attacks:
+        raise ConfigError(f"{where}: attack {item['attack']!r} is not one of [eval] attacks ({', '.join(attacks)})")
+    if item["kind"] == "black-box" and (spec.eval.surrogate is None or item["attack"] == "clean"):
+        raise ConfigError(f"{where}: a black-box comparison needs [eval] surrogate and an attack other than clean")
+    checkpoint = item["checkpoint"]
+    if checkpoint is None and len(spec.eval.checkpoints) > 1:
+        raise ConfigError(f"{where}: give checkpoint ({' or '.join(spec.eval.checkpoints)})")
+    if checkpoint is not None and checkpoint not in spec.eval.checkpoints:
+        raise ConfigError(f"{where}: checkpoint {checkpoint!r} is not one of [eval] checkpoints")
+    eps, test_eps = item["eps"], spec.eval.eps or ()
+    if eps is not None and (item["kind"] == "black-box" or eps not in test_eps):
+        raise ConfigError(f"{where}: eps {eps!r} is not one of [eval] eps ({', '.join(map(str, test_eps)) or 'not given'})"
+                          + ("; a black-box comparison is at the training eps" if item["kind"] == "black-box" else ""))
+    if eps is None and item["kind"] == "white-box" and len(test_eps) > 1:
+        raise ConfigError(f"{where}: give eps (one of [eval] eps: {', '.join(map(str, test_eps))})")
+    cells = [c.values for c in spec.cells()]
+    compared = [v for v in cells if all(v.get(k) == x for k, x in item["setting"].items())
+                and {**v, **spec.report["baseline"]} != v and {**v, **spec.report["baseline"]} in cells]
+    if not compared:
+        raise ConfigError(f"{where}: no cell with {item['setting']} has a baseline cell "
+                          f"({', '.join(f'{k} {v}' for k, v in spec.report['baseline'].items())}) to be compared with")

@@ -10,24 +10,33 @@ study's white-box evaluation of it), and one black-box task per cell with a surr
         locks/NAME.KIND.lock       the claim of a running task (lock.py)
         logs/NAME.KIND.log         what the task printed
 
-A task is done when its result file exists and was made with the spec's [eval] settings; an
-[eval] that changed makes the evaluation be done again (the training is kept).
+A task is done when its result file exists and was made with the spec's [eval] settings (a
+black-box task's also with its resolved surrogate); an [eval] that changed makes the
+evaluation be done again (the training is kept).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from minidyn.errors import ConfigError
+from minidyn.errors import ConfigError, MinidynError
 from minidyn.fileio import atomic_write
 from minidyn.readers import load_json, read_config
 from minidyn.runs.loop import config_differences
 from minidyn.studies.spec import Cell, Spec, load_spec
 
 KINDS = ("train", "blackbox")
+SPEC_CHANGED = 78  # exit code of a worker whose study.toml is not its runner's (EX_CONFIG)
 RESULT_FILES = {"train": "study-eval.json", "blackbox": "study-eval-blackbox.json"}
+
+
+class SpecChanged(MinidynError):
+    """study.toml is not the spec a runner (or its worker) runs: another `study run` rewrote it."""
+
+    exit_code = SPEC_CHANGED
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +63,14 @@ class StudyDir:
         self.spec_file = self.path / "study.toml"
         self.cells_dir, self.locks_dir, self.logs_dir, self.failed_dir = (
             self.path / d for d in ("cells", "locks", "logs", "failed"))
+
+    def spec_digest(self) -> str | None:
+        """The sha256 of study.toml as it is now; None when it cannot be read (it is replaced
+        atomically, so a read never sees half of it)."""
+        try:
+            return digest(self.spec_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def spec(self) -> Spec:
         if not self.spec_file.is_file():
@@ -95,14 +112,23 @@ class StudyDir:
     def tasks(self, spec: Spec) -> list[Task]:
         """Every task of the study: the training tasks first, seed by seed (a study stopped
         halfway has whole seeds to compare), then the black-box ones."""
-        cells = sorted(spec.cells(), key=lambda c: repr(c.values.get("seed", 0)))
+        cells = sorted(spec.cells(), key=lambda c: _seed_order(c.values.get("seed", 0)))
         return ([Task(c, "train") for c in cells]
                 + [Task(c, "blackbox") for c in cells if spec.eval.surrogate is not None])
 
     def done(self, spec: Spec, task: Task) -> bool:
-        """Whether the task's result exists, made with the spec's [eval] settings."""
+        """Whether the task's result exists, made with the task's settings (`settings`)."""
         record = read_result(self.result(task))
-        return record is not None and record.get("settings") == spec.eval.settings()
+        return record is not None and record.get("settings") == settings(spec, task)
+
+    def orphans(self, spec: Spec) -> list[str]:
+        """The cell directories holding a run (config.json) that are no cell of `spec` (left by
+        an edited grid, or named by earlier versions, which left one-value grid keys out)."""
+        if not self.cells_dir.is_dir():
+            return []
+        names = {c.name for c in spec.cells()}
+        return sorted(p.name for p in self.cells_dir.iterdir()
+                      if p.name not in names and (p / "config.json").is_file())
 
     def ready(self, spec: Spec, task: Task) -> bool:
         """A black-box task waits for the training of its cell and of its surrogate."""
@@ -110,6 +136,26 @@ class StudyDir:
             return True
         needed = [task.cell, spec.surrogate_of(task.cell)]
         return all(self.done(spec, Task(c, "train")) for c in needed)
+
+
+def settings(spec: Spec, task: Task) -> dict:
+    """What the task's result depends on (recorded with it): the spec's [eval] settings, and
+    for a black-box task the name of the surrogate its attacks are crafted on."""
+    if task.kind == "blackbox":
+        return spec.eval.settings(surrogate=spec.surrogate_of(task.cell).name)
+    return spec.eval.settings()
+
+
+def digest(text: str) -> str:
+    """The sha256 (hex) of a spec's text: what a worker checks it runs the runner's spec."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _seed_order(seed) -> tuple:
+    """Seeds in numeric order (0, 1, 2, 10), any other value after them by its repr."""
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool):
+        return (0, seed, "")
+    return (1, 0, repr(seed))
 
 
 def _ours(name: str) -> bool:

@@ -5,7 +5,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 from minidyn.studies.lock import claim, holder, is_stale
 
@@ -82,3 +84,98 @@ def test_of_many_processes_claiming_one_stale_lock_at_once_exactly_one_wins(tmp_
         for p in procs:
             p.join()
         assert sum(wins) == 1, wins
+
+
+def _stale_lock(path):
+    path.write_text(json.dumps({"host": "gone", "pid": 1, "token": "old"}))
+    old = time.time() - 120
+    os.utime(path, (old, old))
+
+
+def test_a_takeover_created_while_another_claimer_judges_it_is_not_deleted(tmp_path, monkeypatch):
+    """Claimer X finds no .takeover (stale, as a missing file is) and is held there; C creates
+    its .takeover, finds the lock stale and is held there; X goes on, then C. Deleting C's
+    .takeover by name let both hold the lock; exactly one may."""
+    from minidyn.studies import lock as lock_module
+    path, real = tmp_path / "a.lock", lock_module.is_stale
+    _stale_lock(path)
+    x_judged, c_checked, x_done = threading.Event(), threading.Event(), threading.Event()
+    path_checks = []
+
+    def hooked(p, *args, **kwargs):
+        result = real(p, *args, **kwargs)
+        me = threading.current_thread().name
+        if me == "X" and p.name.endswith(".takeover") and not x_judged.is_set():
+            x_judged.set()
+            c_checked.wait(5)
+        if me == "C" and p == path:
+            path_checks.append(result)
+            if len(path_checks) == 2:  # under its .takeover, the lock found stale
+                c_checked.set()
+                x_done.wait(5)
+        return result
+
+    monkeypatch.setattr(lock_module, "is_stale", hooked)
+    held = {}
+
+    def claimer(name):
+        held[name] = claim(path, stale_after=60)
+        if name == "X":
+            x_done.set()
+
+    x = threading.Thread(target=claimer, args=("X",), name="X")
+    x.start()
+    x_judged.wait(5)
+    c = threading.Thread(target=claimer, args=("C",), name="C")
+    c.start()
+    x.join(20)
+    c.join(20)
+    winners = [name for name, lock in held.items() if lock is not None]
+    assert len(winners) == 1, winners
+    assert holder(path)["token"] == held[winners[0]].token
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lock"]  # nothing left aside
+
+
+def test_a_stale_lock_replaced_before_it_is_broken_is_put_back(tmp_path, monkeypatch):
+    """The lock was judged stale; before it is broken, another process claims it afresh: the
+    fresh lock is moved aside, found not to hold the record judged stale, and put back."""
+    from minidyn.studies import lock as lock_module
+    path, real = tmp_path / "a.lock", lock_module.is_stale
+    _stale_lock(path)
+    fresh = {}
+
+    def hooked(p, *args, **kwargs):
+        result = real(p, *args, **kwargs)
+        if p == path and not fresh:  # judged stale; now replaced
+            path.unlink()
+            fresh["lock"] = claim(path, stale_after=60)
+        return result
+
+    monkeypatch.setattr(lock_module, "is_stale", hooked)
+    lock_module._break_if_stale(path, stale_after=60)
+    assert fresh["lock"] is not None and holder(path)["token"] == fresh["lock"].token
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lock"]
+
+
+def test_a_transient_read_error_in_the_heartbeat_is_not_a_takeover(tmp_path, monkeypatch):
+    """An unreadable lock file (an I/O error, then half a record) once in the heartbeat: the
+    holder goes on; only a readable record with another token is a takeover."""
+    path = tmp_path / "a.lock"
+    lock = claim(path)
+    real, faults = Path.read_text, ["error", "partial"]
+
+    def flaky(self, *args, **kwargs):
+        if self != path or not faults:
+            return real(self, *args, **kwargs)
+        if faults.pop(0) == "error":
+            raise OSError("stale file handle")
+        return real(self, *args, **kwargs)[:10]
+
+    monkeypatch.setattr(Path, "read_text", flaky)
+    lost = []
+    lock.keep_alive(0.05, lost=lambda: lost.append(True))
+    time.sleep(0.4)
+    assert lost == [] and not faults
+    path.write_text(json.dumps({"host": "h", "pid": 1, "token": "someone else"}))  # taken over
+    time.sleep(0.3)
+    assert lost == [True]

@@ -1,6 +1,7 @@
 """Running studies: finished cells are skipped, killed ones resume exactly, runners share a study."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,11 @@ def results(out: Path) -> dict:
         record = json.loads((cell / "study-eval.json").read_text())
         for which in record["results"].values():
             which.pop("seconds")
+            which.pop("examples", None)  # names the per-example file by a random token
         found[cell.name, "eval"] = record["results"]
+        if (cell / "study-eval.examples.npz").is_file():
+            with np.load(cell / "study-eval.examples.npz") as z:
+                found[cell.name, "examples"] = {k: z[k].tobytes() for k in z.files if k != "token"}
         found[cell.name, "metrics"] = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
                                        for line in (cell / "metrics.jsonl").read_text().splitlines()]
         for name in ("checkpoint.npz", "best-val.npz"):
@@ -118,18 +123,27 @@ def test_two_runners_on_one_study_never_run_a_task_twice(reference, tmp_path):
 
 
 HOLD = """
-import sys, time
+import json, os, socket, sys, time
 from pathlib import Path
-from minidyn.studies.lock import claim
-lock = claim(Path(sys.argv[1]))
+lock = Path(sys.argv[1])  # a worker's lock record, its runner's pid in it
+lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": "held",
+                            "runner": int(sys.argv[4])}))
 time.sleep(float(sys.argv[3]))
 Path(sys.argv[2]).write_text(repr(time.time()))
-lock.release()
+lock.unlink()
 """
 
 
-def test_jobs_counts_the_tasks_other_processes_of_this_host_hold(tiny_text, tmp_path, monkeypatch):
-    # a runner killed with kill -9 leaves its workers running: the next one must count them
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def run_beside_a_held_task(tiny_text, tmp_path, monkeypatch, runner_pid: int) -> tuple[float, list]:
+    """Run the one-seed tiny study (2 tasks) with --jobs 1 while a process that says it was
+    started by `runner_pid` holds its first task for 3 s: (when that process let go, the
+    runner's log with times)."""
     from minidyn.studies import runner
     from minidyn.studies.lock import holder
     from minidyn.studies.spec import load_spec
@@ -140,16 +154,85 @@ def test_jobs_counts_the_tasks_other_processes_of_this_host_hold(tiny_text, tmp_
     out = tmp_path / "study"
     StudyDir(out).prepare(spec)
     held, released = StudyDir(out).lock(StudyDir(out).tasks(spec)[0]), tmp_path / "released"
-    orphan = subprocess.Popen([sys.executable, "-c", HOLD, str(held), str(released), "3"])
-    while not holder(held) and orphan.poll() is None:  # until its record (pid) is written
+    worker = subprocess.Popen([sys.executable, "-c", HOLD, str(held), str(released), "3", str(runner_pid)])
+    while not holder(held) and worker.poll() is None:  # until its record (pid) is written
         time.sleep(0.02)
     monkeypatch.setattr(runner, "WAIT_FOR_OTHERS", 0.1)
-    starts = []
-    assert runner.run_study(spec, out, jobs=1, log=lambda m: starts.append((time.time(), m))) == []
-    assert orphan.wait(timeout=30) == 0
-    first_start = min(t for t, m in starts if m.startswith("started"))
-    assert first_start > float(released.read_text())  # the one slot was the orphan's until then
-    assert len([m for _, m in starts if m.startswith("started")]) == 2
+    log = []
+    assert runner.run_study(spec, out, jobs=1, log=lambda m: log.append((time.time(), m))) == []
+    assert worker.wait(timeout=30) == 0
+    return float(released.read_text()), log
+
+
+def test_jobs_counts_the_tasks_a_dead_runner_left_running_on_this_host(tiny_text, tmp_path, monkeypatch):
+    # a runner killed with kill -9 leaves its workers running: the next one must count them
+    released, log = run_beside_a_held_task(tiny_text, tmp_path, monkeypatch, runner_pid=_dead_pid())
+    starts = [t for t, m in log if m.startswith("started")]
+    assert min(starts) > released  # the one slot was the orphan's until then
+    assert len(starts) == 2
+
+
+def test_jobs_does_not_count_another_live_runners_workers(tiny_text, tmp_path, monkeypatch):
+    # array tasks of one node, each `--jobs 1`: each runs its own task at once
+    other_runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        released, log = run_beside_a_held_task(tiny_text, tmp_path, monkeypatch, runner_pid=other_runner.pid)
+    finally:
+        other_runner.kill()
+        other_runner.wait()
+    starts = [t for t, m in log if m.startswith("started")]
+    assert min(starts) < released  # started beside the other runner's worker
+
+
+def test_a_runner_whose_study_toml_is_rewritten_stops_with_one_line(tiny_text, tmp_path):
+    """A second `study run` with another [eval] rewrites study.toml mid-study: the first runner
+    once relaunched its tasks without end (its workers ran the new spec and found them done);
+    now it stops its workers, keeping their checkpoints, and says why in one line."""
+    from minidyn.studies.spec import load_spec
+    from minidyn.studies.tasks import StudyDir
+    spec, out = tmp_path / "tiny.toml", tmp_path / "study"
+    spec.write_text(tiny_text.replace("seed = [0, 1]", "seed = [0]"))
+    first = subprocess.Popen([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
+                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    edited = tmp_path / "edited.toml"
+    edited.write_text(spec.read_text().replace("limit = 40", "limit = 30"))
+    try:
+        wait_for_a_checkpoint(out)
+        StudyDir(out).prepare(load_spec(edited))  # what the second `study run` does first
+        stdout, stderr = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 1, (stdout, stderr)
+    assert stderr.startswith("Error: ") and stderr.count("\n") == 1 and "study.toml changed" in stderr, stderr
+    assert stdout.count("started") == 1, stdout  # nothing relaunched
+    assert not list((out / "locks").glob("*.lock"))  # its worker stopped and let go
+
+
+def test_a_worker_refuses_a_study_toml_that_is_not_its_runners(tiny_text, tmp_path):
+    from minidyn.studies.spec import load_spec
+    from minidyn.studies.tasks import StudyDir
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(tiny_text)
+    out = tmp_path / "study"
+    StudyDir(out).prepare(load_spec(spec))
+    result = CliRunner().invoke(main, ["study", "worker", str(out), "standard_seed-0", "train",
+                                       "--spec-digest", "0" * 64])
+    assert result.exit_code == 78 and result.stderr.count("\n") == 1, result.output
+    assert "not the spec the runner runs" in result.stderr
+    assert not (out / "cells" / "standard_seed-0").exists()
+
+
+def test_runs_the_spec_no_longer_names_are_named_in_a_warning_and_kept(reference, tmp_path):
+    spec, done = reference
+    out = tmp_path / "study"
+    shutil.copytree(done, out)
+    (out / "cells" / "seed-0").mkdir()  # a run named before every grid key named a cell
+    (out / "cells" / "seed-0" / "config.json").write_text("{}")
+    result = CliRunner().invoke(main, ["study", "run", str(spec), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "(kept, not used): seed-0;" in warnings[0], result.output
+    assert (out / "cells" / "seed-0" / "config.json").is_file()
 
 
 def test_a_spec_that_would_change_a_trained_cell_is_refused_naming_it(reference, tmp_path):
@@ -178,11 +261,12 @@ def test_a_failing_cell_is_recorded_and_listed_and_the_others_go_on(tiny_text, t
     out = tmp_path / "study"
     result = study(spec, out)
     assert result.returncode == 1
-    assert "1 task(s) failed or could not run: dataset-mnist.train" in result.stderr, result.stderr
-    failure = json.loads((out / "failed" / "dataset-mnist.train.json").read_text())
+    failed = "standard_seed-0_dataset-mnist"
+    assert f"1 task(s) failed or could not run: {failed}.train" in result.stderr, result.stderr
+    failure = json.loads((out / "failed" / f"{failed}.train.json").read_text())
     assert any(line.startswith("Error: ") for line in failure["last_lines"])
-    assert (out / "cells" / "dataset-mnist-sample" / "study-eval.json").is_file()
+    assert (out / "cells" / "standard_seed-0_dataset-mnist-sample" / "study-eval.json").is_file()
     report = CliRunner().invoke(main, ["study", "report", str(out)], catch_exceptions=False)
     assert report.exit_code == 0
     text = (out / "report" / "report.md").read_text()
-    assert "1 of 2 cells done." in text and "failed (left out of every number below): dataset-mnist" in text
+    assert "1 of 2 cells done." in text and f"failed (left out of every number below): {failed}" in text

@@ -27,10 +27,32 @@ def test_grid_is_the_cross_product_in_grid_order_minus_the_excluded_cells():
     assert (cfg.method, cfg.seed, cfg.step_size) == ("dynamic", 0, 0.3 / 8)
 
 
-def test_only_the_values_that_vary_name_a_cell_and_a_study_does_not_evaluate_in_training():
+def test_every_grid_key_names_a_cell_and_a_study_does_not_evaluate_in_training():
     s = spec(grid={"method": ["dynamic"], "seed": [0, 1, 2]})
-    assert [c.name for c in s.cells()] == ["seed-0", "seed-1", "seed-2"]
+    assert [c.name for c in s.cells()] == ["dynamic_seed-0", "dynamic_seed-1", "dynamic_seed-2"]
     assert s.cells()[0].config().final_eval is False
+    assert [c.name for c in spec().cells()] == ["run"]  # no grid: one cell
+
+
+def test_a_cell_keeps_its_name_when_its_grid_gains_values():
+    """seed = [0] -> [0, 1]: the trained cell standard_seed-0 is the same cell, not retrained."""
+    one = spec(grid={"method": ["standard"], "seed": [0]})
+    two = spec(grid={"method": ["standard", "dynamic"], "seed": [0, 1]})
+    assert [c.name for c in one.cells()] == ["standard_seed-0"]
+    assert one.cells()[0].name in {c.name for c in two.cells()}
+
+
+def test_a_black_box_evaluations_settings_name_its_resolved_surrogate():
+    """A changed [eval] surrogate changes what a black-box result was made with; a white-box
+    result's settings do not depend on it."""
+    from minidyn.studies.tasks import Task, settings
+    grid = {"method": ["standard", "dynamic", "curriculum"], "seed": [0, 1]}
+    by_standard = spec(grid=grid, eval={"surrogate": {"method": "standard"}})
+    by_dynamic = spec(grid=grid, eval={"surrogate": {"method": "dynamic"}})
+    cell = by_standard.cells()[-1]
+    black = [settings(s, Task(cell, "blackbox")) for s in (by_standard, by_dynamic)]
+    assert black[0] != black[1] and black[1]["surrogate"] == "dynamic_seed-0"
+    assert settings(by_standard, Task(cell, "train")) == settings(by_dynamic, Task(cell, "train"))
 
 
 @pytest.mark.parametrize("raw, words", [

@@ -1,0 +1,81 @@
+"""The two-way bootstrap over seeds and test examples: constants, the binomial limit, test-sample noise."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minidyn.evaluation.aggregate import paired_difference
+from minidyn.evaluation.bootstrap import resampled_means, two_way_bootstrap
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds=st.integers(1, 5), n=st.integers(1, 60), value=st.sampled_from([0, 1, -1]))
+def test_the_interval_of_a_constant_has_zero_width(seeds, n, value):
+    b = two_way_bootstrap(np.full((seeds, n), value), resamples=200)
+    assert b.low == b.high == b.mean == 100 * value
+
+
+def test_one_seed_and_many_examples_give_the_binomial_interval():
+    rng = np.random.default_rng(1)
+    n, p = 4000, 0.8
+    correct = rng.random((1, n)) < p
+    b = two_way_bootstrap(correct)
+    mean = correct.mean()
+    half = 100 * 1.959964 * math.sqrt(mean * (1 - mean) / n)        # the normal approximation
+    assert b.mean == pytest.approx(100 * mean)
+    assert b.high - b.low == pytest.approx(2 * half, rel=0.08)
+    assert b.low == pytest.approx(100 * mean - half, abs=0.25) and b.high == pytest.approx(100 * mean + half, abs=0.25)
+
+
+def test_the_interval_covers_the_true_accuracy_about_95_percent_of_the_time():
+    rng = np.random.default_rng(2)
+    covered = 0
+    for trial in range(200):
+        correct = rng.random((1, 300)) < 0.7
+        b = two_way_bootstrap(correct, resamples=400, seed=trial)
+        covered += b.low <= 70.0 <= b.high
+    assert 0.89 <= covered / 200 <= 0.99, covered
+
+
+def test_identical_seeds_keep_the_test_sample_noise_that_the_t_interval_misses():
+    rng = np.random.default_rng(3)
+    n = 1000
+    a = np.repeat(rng.random((1, n)) < 0.8, 5, axis=0)      # five seeds, identical per example
+    b = np.repeat(rng.random((1, n)) < 0.7, 5, axis=0)
+    t = paired_difference({s: 100 * a[s].mean() for s in range(5)}, {s: 100 * b[s].mean() for s in range(5)})
+    assert t.low == t.high                                   # the seeds agree: a zero-width t interval
+    boot = two_way_bootstrap(a.astype(np.int8) - b)
+    d = a[0].astype(float) - b[0]
+    half = 100 * 1.959964 * d.std() / math.sqrt(n)           # the paired test-sample standard error
+    assert boot.high - boot.low == pytest.approx(2 * half, rel=0.1)
+    assert boot.p < 0.01                                     # 10 points on 1000 examples
+
+
+def test_seed_noise_widens_the_interval_beyond_the_test_sample_alone():
+    rng = np.random.default_rng(4)
+    one = rng.random((1, 500)) < 0.8
+    shifted = np.concatenate([one, rng.random((2, 500)) < 0.6, rng.random((2, 500)) < 0.95])
+    assert np.ptp([two_way_bootstrap(shifted).low, two_way_bootstrap(shifted).high]) > \
+        2 * np.ptp([two_way_bootstrap(one).low, two_way_bootstrap(one).high])
+
+
+def test_a_fixed_seed_gives_the_same_resamples_and_a_paired_difference_resamples_both_sides_alike():
+    rng = np.random.default_rng(5)
+    a, b = rng.random((3, 200)) < 0.8, rng.random((3, 200)) < 0.7
+    np.testing.assert_array_equal(resampled_means(a), resampled_means(a))
+    # the same seeds and examples for both sides: the difference of the resampled means
+    np.testing.assert_allclose(resampled_means(a.astype(np.int8) - b), resampled_means(a) - resampled_means(b))
+
+
+def test_a_p_value_near_one_for_no_difference_and_small_for_a_clear_one():
+    rng = np.random.default_rng(6)
+    same = rng.random((3, 400)) < 0.8
+    assert two_way_bootstrap(same.astype(np.int8) - same).p == 1.0
+    better = same | (rng.random((3, 400)) < 0.5)
+    assert two_way_bootstrap(better.astype(np.int8) - same).p == pytest.approx(2 / 2001)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="seeds, n examples"):
+        two_way_bootstrap(np.ones(5))
