@@ -12,8 +12,8 @@ import numpy as np
 from minidyn.backend import Backend
 from minidyn.backends import numpy_models as nm
 from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
-from minidyn.fileio import atomic_write
-from minidyn.npyfile import npz_headers, read_npz
+from minidyn.files.fileio import atomic_write
+from minidyn.files.npyfile import npz_headers, read_npz
 
 
 class ArrayBackend(Backend):
@@ -120,7 +120,7 @@ class ArrayBackend(Backend):
         """Atomically write an .npz (no pickle): "model/<name>", "optimizer/<name>", "meta" (JSON).
 
         The file is written to a temporary name in the same directory, fsynced, then renamed
-        (`minidyn.fileio.atomic_write`): a crash leaves the old checkpoint or the new one.
+        (`minidyn.files.fileio.atomic_write`): a crash leaves the old checkpoint or the new one.
         """
         arrays = {f"model/{k}": v for k, v in self.get_params(model).items()}
         if optimizer is not None:
@@ -187,7 +187,7 @@ _WHAT = "minidyn checkpoint"
 
 
 def _checkpoint_headers(path) -> dict:
-    """The checked member headers of a checkpoint.npz (`minidyn.npyfile`); no data is read.
+    """The checked member headers of a checkpoint.npz (`minidyn.files.npyfile`); no data is read.
     CheckpointError unless every member is a plain .npy array and "meta" is one string."""
     headers = npz_headers(path, error=CheckpointError, what=_WHAT)
     meta = headers.get("meta")

@@ -44,7 +44,7 @@ from torch import nn
 
 from minidyn.backend import Backend
 from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
-from minidyn.fileio import atomic_write
+from minidyn.files.fileio import atomic_write
 from minidyn.backends.torch_models import MODEL_NAMES, build_model  # noqa: F401  (re-exported)
 
 _FORMAT = "minidyn-checkpoint/1"
@@ -609,7 +609,7 @@ class TorchBackend(Backend):
         model.load_state_dict(_checked_state(model, params, "parameters"), strict=True)
 
     def save_checkpoint(self, path: str, model: nn.Module, optimizer: Any, meta: dict) -> None:
-        """Write {format, model, optimizer, meta} atomically (`minidyn.fileio.atomic_write`)."""
+        """Write {format, model, optimizer, meta} atomically (`minidyn.files.fileio.atomic_write`)."""
         # JSON-able (tuples become lists, numpy scalars and arrays plain numbers and lists);
         # anything else fails loudly here rather than at load time
         meta = json.loads(json.dumps(dict(meta or {}), default=_json_default))

@@ -37,7 +37,7 @@ MALLOC_TUNED = C.tune_malloc_like_the_cli()  # before torch allocates anything
 import numpy as np  # noqa: E402
 
 from minidyn import get_backend, pgd  # noqa: E402
-from minidyn.config import TrainConfig  # noqa: E402
+from minidyn.files.config import TrainConfig  # noqa: E402
 from minidyn.data import load_dataset  # noqa: E402
 from minidyn.methods import AttackPlan  # noqa: E402
 from minidyn.data.batches import to_backend  # noqa: E402

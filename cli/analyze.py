@@ -39,7 +39,7 @@ def _epochs(ctx, param, value):
 def _eps_list(ctx, param, value):
     if value is None:
         return None
-    from minidyn.config import parse_eps
+    from minidyn.files.config import parse_eps
 
     if len(value) > MAX_TEXT:
         raise click.BadParameter(f"{value[:20]!r}... ({len(value)} characters) is not a list of eps")

@@ -139,8 +139,8 @@ def load_source(source, path, meta: dict, device) -> tuple[tuple | None, Path | 
 
 
 def saved_white_box(path) -> dict | None:
-    """The eval.json next to checkpoint `path` (minidyn.readers.read_eval), None without one."""
-    from minidyn.readers import read_eval
+    """The eval.json next to checkpoint `path` (minidyn.files.readers.read_eval), None without one."""
+    from minidyn.files.readers import read_eval
 
     saved = path.parent / "eval.json"
     return read_eval(saved) if saved.exists() or saved.is_symlink() else None
@@ -160,7 +160,7 @@ def matching_white_box(path, white_box: dict | None, result, eps: float, seed: i
 
 def write_eval(result, target) -> None:
     """What --save writes: result.to_dict() as JSON in `target`, atomically."""
-    from minidyn.fileio import atomic_write
+    from minidyn.files.fileio import atomic_write
 
     atomic_write(target, lambda f: json.dump(result.to_dict(), f, indent=2, sort_keys=True))
     click.echo(f"wrote {target}", err=True)
@@ -203,7 +203,7 @@ COST_NOTE = ("grad evals / example: the training attacks' input-gradient evaluat
 
 def saved_eval(checkpoint) -> dict | None:
     """The white-box eval.json next to a checkpoint, None when there is none or it is not
-    usable (black-box, no accuracies); one that minidyn.readers.read_eval refuses is a
+    usable (black-box, no accuracies); one that minidyn.files.readers.read_eval refuses is a
     ConfigError."""
     evaluation = saved_white_box(checkpoint)
     usable = evaluation is not None and evaluation.get("source") is None \
@@ -452,7 +452,7 @@ def write_csv(target: str, table: list[dict]) -> None:
     if target == "-":
         click.echo(buf.getvalue(), nl=False)
         return
-    from minidyn.fileio import atomic_write
+    from minidyn.files.fileio import atomic_write
 
     atomic_write(target, lambda f: f.write(buf.getvalue()))
     click.echo(f"wrote {target}", err=True)

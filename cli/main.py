@@ -19,7 +19,7 @@ from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
 from minidyn.cli.params import CMax, CountOrAll, Eps, Number, check_writable_dir, count, epoch_list
 from minidyn.cli.study import study_command
-from minidyn.config import (BACKENDS, FOSC_REFERENCES, LOSS_WEIGHTS, MAX_EXAMPLES, METHODS, PRESETS,
+from minidyn.files.config import (BACKENDS, FOSC_REFERENCES, LOSS_WEIGHTS, MAX_EXAMPLES, METHODS, PRESETS,
                             TrainConfig, load_preset)
 from minidyn.errors import ConfigError, MinidynError, NumericalError
 from minidyn.runs.reporter import Reporter

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from minidyn.cli.params import Number, count
-from minidyn.config import Bounds
+from minidyn.files.config import Bounds
 from minidyn.errors import MinidynError
 
 

@@ -68,7 +68,7 @@ import numpy as np
 
 from minidyn.active import ActiveSet
 from minidyn.backend import Array, Backend, Model, backend_for
-from minidyn.config import FOSC_REFERENCES
+from minidyn.files.config import FOSC_REFERENCES
 from minidyn.errors import ConfigError
 from minidyn.fosc import fosc
 from minidyn.projection import feasible_box

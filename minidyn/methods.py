@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.errors import ConfigError
 from minidyn.schedules import CurriculumSchedule, DynamicSchedule, FgsmPgdSchedule
 

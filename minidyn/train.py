@@ -18,7 +18,7 @@ import numpy as np
 
 from minidyn.attacks import fgsm, pgd
 from minidyn.backend import Backend, Model
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
 from minidyn.methods import AttackPlan

@@ -13,7 +13,7 @@ from minidyn import get_backend
 from minidyn.attacks import pgd, start_point
 from minidyn.backends import numpy_models as nm
 from minidyn.cli.main import main
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.data import load_dataset
 from minidyn.errors import ConfigError
 from minidyn.fosc import fosc

@@ -144,7 +144,7 @@ def test_eval_save_to_a_read_only_directory_is_refused_before_evaluating(finishe
 
     def read_only(path, *args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
-    monkeypatch.setattr("minidyn.fileio.atomic_write", read_only)
+    monkeypatch.setattr("minidyn.files.fileio.atomic_write", read_only)
     evaluated = []
     monkeypatch.setattr("minidyn.evaluation.evaluate.evaluate_attacks",
                         lambda *a, **k: evaluated.append(1) or pytest.fail("evaluated before the check"))
@@ -160,7 +160,7 @@ def test_an_os_error_no_check_found_is_one_line(finished_runs, tmp_path, monkeyp
 
     def disk_full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr("minidyn.fileio.atomic_write", disk_full)
+    monkeypatch.setattr("minidyn.files.fileio.atomic_write", disk_full)
     r = invoke(["eval", run, "--save", "--attacks", "clean", "--limit", "8"])
     assert_one_error_line(r, 1, f"Error: {run / 'eval.json'}: No space left on device")
 

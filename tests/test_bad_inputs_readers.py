@@ -1,4 +1,4 @@
-"""Run files, checkpoint meta and IDX files that minidyn.readers and minidyn.data.idx refuse.
+"""Run files, checkpoint meta and IDX files that minidyn.files.readers and minidyn.data.idx refuse.
 
 The style of tests/test_bad_inputs.py: each case runs `minidyn` in-process (CliRunner,
 exceptions not caught, so a traceback fails the test) on a copy of a finished run with one file

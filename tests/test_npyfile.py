@@ -1,4 +1,4 @@
-"""minidyn.npyfile: headers are checked before data is read; anything else is a one-line error.
+"""minidyn.files.npyfile: headers are checked before data is read; anything else is a one-line error.
 
 The fuzz tests write arbitrary bytes and arbitrary `.npy` headers (shape tuples, dtype descr
 strings, fortran_order), as a file and as an `.npz` member: the only outcomes are a valid array
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from minidyn.cli.main import main
 from minidyn.errors import CheckpointError, DataError, MinidynError
-from minidyn.npyfile import fosc_header, npz_headers, read_fosc, read_npy, read_npz
+from minidyn.files.npyfile import fosc_header, npz_headers, read_fosc, read_npy, read_npz
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -1,4 +1,4 @@
-"""minidyn.readers (JSON run files, checkpoint meta) and the IDX header checks of data.idx.
+"""minidyn.files.readers (JSON run files, checkpoint meta) and the IDX header checks of data.idx.
 
 Unit tests go through the callers that exist for users (RunDir, run_config, checkpoint_in,
 grad_evals_per_example, read_images); the Hypothesis tests feed each reader any JSON value,
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.data.idx import read_images, read_labels
 from minidyn.errors import CheckpointError, ConfigError, DataError, MinidynError
 from minidyn.evaluation.aggregate import grad_evals_per_example
@@ -111,7 +111,7 @@ RUN_OBJECTS = JSON | st.dictionaries(st.sampled_from(CONFIG_KEYS + ["accuracy", 
 
 
 def readers():
-    from minidyn import readers as r
+    from minidyn.files import readers as r
     return {"config.json": r.read_config, "summary.json": r.read_summary, "eval.json": r.read_eval,
             "metrics.jsonl": r.read_metrics}
 
@@ -151,7 +151,7 @@ def test_any_json_value_is_a_typed_object_or_a_one_line_error(tmp_path, value, n
     ({"epoch": -3}, "epoch -3"),
 ])
 def test_meta_out_of_bounds_is_refused(meta, words):
-    from minidyn.readers import check_meta
+    from minidyn.files.readers import check_meta
 
     with pytest.raises(CheckpointError) as e:
         check_meta(meta, "ckpt.npz")
@@ -159,7 +159,7 @@ def test_meta_out_of_bounds_is_refused(meta, words):
 
 
 def test_meta_of_real_checkpoints_passes():
-    from minidyn.readers import check_meta
+    from minidyn.files.readers import check_meta
 
     for meta in ({"model": "cnn8", "input_shape": [3, 32, 32], "num_classes": 10, "eps": 8 / 255, "epoch": 0},
                  {"arch": {"model": "wrn-28-10", "input_shape": (3, 32, 32), "num_classes": 100}, "eps": 1}):
@@ -178,7 +178,7 @@ META = st.dictionaries(
 @given(meta=META | JSON)
 def test_any_meta_is_sane_or_a_checkpoint_error(meta):
     from minidyn.evaluation.checkpoints import architecture
-    from minidyn.readers import MAX_INPUT_ELEMENTS, check_meta
+    from minidyn.files.readers import MAX_INPUT_ELEMENTS, check_meta
 
     try:
         check_meta(meta, "ckpt.npz")

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from minidyn.cli.main import main
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.runs.reporter import Notes
 from minidyn.runs import backend_from_config, train_run
 

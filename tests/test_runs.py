@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minidyn.backend import get_backend
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.errors import ConfigError
 from minidyn.runs.reporter import Reporter
 from minidyn.runs import check_batch_shares, train_run

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minidyn import CurriculumSchedule, DynamicSchedule, FgsmPgdSchedule, StepLR
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.errors import ConfigError
 from minidyn.methods import attack_plan
 
@@ -82,7 +82,7 @@ def test_paper_defaults_scale_with_epochs():
 
 @pytest.mark.parametrize("preset", ["paper-cifar10", "paper-wrn"])
 def test_cifar_presets_are_the_papers_schedules(preset):
-    from minidyn.config import load_preset
+    from minidyn.files.config import load_preset
     c = TrainConfig(**load_preset(preset)).resolved()
     assert (c.epochs, c.fgsm_epochs, c.lr_milestones, c.dynamic_epochs) == (120, 20, [60, 100], 100)
     rates = [StepLR(c.lr, tuple(c.lr_milestones)).at(t) for t in (58, 59)]

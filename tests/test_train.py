@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minidyn import get_backend
-from minidyn.config import METHODS, TrainConfig
+from minidyn.files.config import METHODS, TrainConfig
 from minidyn.data import load_dataset
 from minidyn.runs.epoch_state import EpochState, epoch_batches
 from minidyn.methods import attack_plan

@@ -22,8 +22,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from minidyn.errors import DataError
-from minidyn.npyfile import fosc_header
-from minidyn.readers import read_config, read_metrics
+from minidyn.files.npyfile import fosc_header
+from minidyn.files.readers import read_config, read_metrics
 
 # config.json keys that do not make two runs different experiments: the seed is the replicate
 # itself; data_dir, device and version say where and with what the run happened, not what it
@@ -235,7 +235,7 @@ def grad_evals_per_example(run_dir: str | Path) -> float | None:
     --no-record-fosc); the SGD step's weight gradient is not counted. The number of examples is
     the length of fosc/epoch_000.npy (one value per training example), else config.json's limit.
     None when the run records neither, or has no metrics (or an epoch without grad_evals); a
-    metrics.jsonl or config.json that minidyn.readers refuses is a ConfigError."""
+    metrics.jsonl or config.json that minidyn.files.readers refuses is a ConfigError."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir / "metrics.jsonl")
     if any("grad_evals" not in record for record in records):

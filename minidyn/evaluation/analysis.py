@@ -36,9 +36,9 @@ from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
 from minidyn.errors import CheckpointError, ConfigError
 from minidyn.evaluation.evaluate import eps_curve_flags, evaluate_attacks
-from minidyn.fileio import atomic_write
+from minidyn.files.fileio import atomic_write
 from minidyn.fosc import fosc
-from minidyn.npyfile import read_fosc
+from minidyn.files.npyfile import read_fosc
 
 FIG_ATTACK = ATTACKS["pgd10"]  # the attack of Figs 1a and 4a: PGD-10, the paper's evaluation
 

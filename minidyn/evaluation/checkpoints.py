@@ -17,7 +17,7 @@ from pathlib import Path
 
 from minidyn.backend import Backend, Model, get_backend
 from minidyn.errors import CheckpointError, ConfigError
-from minidyn.readers import check_meta, read_config
+from minidyn.files.readers import check_meta, read_config
 from minidyn.runs.rundir import CHECKPOINT_NAMES
 
 BACKEND_OF_SUFFIX = {".pt": "torch", ".npz": "numpy"}  # the backend that reads each format
@@ -45,7 +45,7 @@ def checkpoint_in(path: str | os.PathLike) -> Path:
 
 def read_meta(path: str | os.PathLike) -> dict:
     """The meta dict of a minidyn checkpoint file (.pt or .npz) without building a model,
-    checked by minidyn.readers.check_meta (sane architecture, eps, epoch)."""
+    checked by minidyn.files.readers.check_meta (sane architecture, eps, epoch)."""
     path = Path(path)
     if path.suffix not in BACKEND_OF_SUFFIX:
         raise CheckpointError(f"{path}: a minidyn checkpoint ends in .pt (torch) or .npz (numpy)")
@@ -91,6 +91,6 @@ def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> tuple[Back
 
 def run_config(checkpoint: str | os.PathLike) -> dict:
     """The config.json of the run a checkpoint file belongs to ({} when there is none; a
-    config.json that minidyn.readers.read_config refuses is a ConfigError)."""
+    config.json that minidyn.files.readers.read_config refuses is a ConfigError)."""
     config = Path(checkpoint).parent / "config.json"
     return read_config(config) if config.exists() or config.is_symlink() else {}

@@ -23,7 +23,7 @@ from minidyn.data.batches import batch_indices, to_backend
 from minidyn.runs.distributed import gather_json, rank_share
 from minidyn.train import epoch_seed
 from minidyn.errors import CheckpointError
-from minidyn.npyfile import plain_dtype
+from minidyn.files.npyfile import plain_dtype
 
 __all__ = ["Batch", "EpochState", "EpochStats", "epoch_batches", "epoch_order", "epoch_seed",
            "gather_json", "pack_array", "unpack_array"]
@@ -175,7 +175,7 @@ def pack_array(a: np.ndarray) -> dict:
 
 def unpack_array(d: dict) -> np.ndarray:
     """The array pack_array encoded; ValueError/TypeError/KeyError if `d` is not one: a plain
-    bool/int/float dtype (`minidyn.npyfile.plain_dtype`) and a shape of non-negative ints whose
+    bool/int/float dtype (`minidyn.files.npyfile.plain_dtype`) and a shape of non-negative ints whose
     size is that of the bytes, checked before any array is made."""
     dtype = plain_dtype(d["dtype"], kinds="fiub")
     shape = d["shape"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from minidyn import __version__
 from minidyn.backend import Backend, Model, get_backend
-from minidyn.config import TrainConfig, cuda_index
+from minidyn.files.config import TrainConfig, cuda_index
 from minidyn.data import Dataset, load_dataset
 from minidyn.data.validation import split_validation
 from minidyn.runs.distributed import check_batch_shares, check_finite_loss, from_rank_0

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from minidyn.errors import ConfigError
-from minidyn.fileio import sync_directory, atomic_write, temporary_target
-from minidyn.readers import read_config, read_metrics, read_summary
+from minidyn.files.fileio import sync_directory, atomic_write, temporary_target
+from minidyn.files.readers import read_config, read_metrics, read_summary
 
 CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
 # with --val-size: the end-of-epoch weights of the epoch with the best validation PGD accuracy
@@ -231,7 +231,7 @@ class RunDir:
         atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True))
 
     def read_json(self, path: Path) -> dict:
-        """config.json or summary.json, validated by minidyn.readers (ConfigError otherwise)."""
+        """config.json or summary.json, validated by minidyn.files.readers (ConfigError otherwise)."""
         return read_summary(path) if path == self.summary else read_config(path)
 
     @_writes
@@ -241,7 +241,7 @@ class RunDir:
         atomic_write(self.metrics, lambda f: f.writelines(json.dumps(r) + "\n" for r in records))
 
     def read_metrics(self) -> list[dict]:
-        """The epoch records of metrics.jsonl (minidyn.readers.read_metrics)."""
+        """The epoch records of metrics.jsonl (minidyn.files.readers.read_metrics)."""
         return read_metrics(self.metrics)
 
     @_writes

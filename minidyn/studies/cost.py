@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.errors import ConfigError, MinidynError
 
 FORWARD = 1 / 3  # a forward-only pass, in forward+backward passes

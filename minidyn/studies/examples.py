@@ -29,8 +29,8 @@ import numpy as np
 
 from minidyn.errors import DataError
 from minidyn.evaluation.attack_table import WORST
-from minidyn.fileio import atomic_write
-from minidyn.readers import read_examples
+from minidyn.files.fileio import atomic_write
+from minidyn.files.readers import read_examples
 
 SUFFIX = ".examples.npz"
 

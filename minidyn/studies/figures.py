@@ -117,7 +117,7 @@ def val_curves_figure(spec, cells):
 
 # --- FOSC of the training examples -------------------------------------------------------------
 def _fosc(cell_dir: Path, epoch: int) -> np.ndarray | None:
-    from minidyn.npyfile import read_fosc
+    from minidyn.files.npyfile import read_fosc
 
     path = cell_dir / "fosc" / f"epoch_{epoch - 1:03d}.npy"
     if not path.is_file():

@@ -29,8 +29,8 @@ from minidyn.evaluation import bootstrap
 from minidyn.evaluation.aggregate import grad_evals_per_example, paired_difference, summarize
 from minidyn.evaluation.attack_table import ATTACKS, WORST, WORST_LABEL
 from minidyn.evaluation.significance import holm, mcnemar_exact, paired_t_p
-from minidyn.fileio import atomic_write
-from minidyn.readers import read_metrics
+from minidyn.files.fileio import atomic_write
+from minidyn.files.readers import read_metrics
 from minidyn.studies.examples import read_cell_examples
 from minidyn.studies.spec import Spec, cell_name
 from minidyn.studies.tasks import StudyDir, Task, read_result

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from minidyn.errors import MinidynError
-from minidyn.fileio import atomic_write
+from minidyn.files.fileio import atomic_write
 from minidyn.studies.lock import STALE_AFTER, holders_here, is_stale, pid_alive
 from minidyn.studies.spec import Spec
 from minidyn.studies.tasks import SPEC_CHANGED, StudyDir, Task, digest

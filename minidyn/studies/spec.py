@@ -37,7 +37,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minidyn.config import TrainConfig, parse_eps
+from minidyn.files.config import TrainConfig, parse_eps
 from minidyn.errors import ConfigError
 from minidyn.evaluation.attack_table import ATTACKS, DEFAULT_ATTACKS
 

@@ -121,7 +121,7 @@ def test_bad_settings_give_one_line_errors(tmp_path, args, message):
 
 
 def test_the_default_backend_is_torch_where_it_is_installed():
-    from minidyn.config import TrainConfig, torch_installed
+    from minidyn.files.config import TrainConfig, torch_installed
     cfg = TrainConfig(epochs=1).resolved()
     assert cfg.backend == ("torch" if torch_installed() else "numpy")
     assert cfg.model == ("cnn4" if cfg.backend == "torch" else "mlp")

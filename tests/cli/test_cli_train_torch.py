@@ -47,7 +47,7 @@ def test_load_model_gives_a_plain_module_that_classifies(run_dir):
 
 
 def test_presets_load_and_options_override_them():
-    from minidyn.config import TrainConfig, load_preset
+    from minidyn.files.config import TrainConfig, load_preset
     cfg = TrainConfig(**load_preset("paper-cifar10")).resolved()
     assert (cfg.model, cfg.dataset, cfg.eps, cfg.lr_milestones, cfg.dynamic_epochs) == \
         ("cnn8", "cifar10", 8 / 255, [60, 100], 100)

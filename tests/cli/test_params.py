@@ -1,4 +1,4 @@
-"""The numeric option types (cli/params.py) and TrainConfig's bounds (minidyn/config.py).
+"""The numeric option types (cli/params.py) and TrainConfig's bounds (minidyn/files/config.py).
 
 Every numeric option of every command is a bounded `Number` (or Eps, CMax); fuzzed with any
 string, each returns a finite value within its bounds or raises click.BadParameter, at once.
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from minidyn.cli import analyze as analyze_cli
 from minidyn.cli.main import main
 from minidyn.cli.params import CMax, CountOrAll, Eps, Number, epoch_list
-from minidyn.config import MAX_SEED, TrainConfig
+from minidyn.files.config import MAX_SEED, TrainConfig
 from minidyn.errors import ConfigError
 
 
@@ -45,7 +45,7 @@ def test_huge_exponents_return_at_once_and_valid_budgets_are_the_same_floats():
     """In a subprocess with a timeout: Fraction('1e999999999') builds 10**999999999."""
     code = (
         "from fractions import Fraction\n"
-        "from minidyn.config import parse_eps\n"
+        "from minidyn.files.config import parse_eps\n"
         "from minidyn.errors import ConfigError\n"
         "for text in ('1e999999999', '0.3e400', 'inf', 'nan', '1' * 5000 + '/3', '8/' + '9' * 300):\n"
         "    try:\n"

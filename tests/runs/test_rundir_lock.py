@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 from minidyn.errors import MinidynError
-from minidyn.fileio import atomic_write, temporary_target
+from minidyn.files.fileio import atomic_write, temporary_target
 from minidyn.runs.rundir import LOCK_NAME, RunDir
 
 EPOCHS = 3

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from minidyn import get_backend
 from minidyn.cli.main import main
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.data import load_dataset
 from minidyn.evaluation.evaluate import evaluate_attacks
 from minidyn.runs import train_run

@@ -8,7 +8,7 @@ import pytest
 
 from minidyn.errors import DataError
 from minidyn.evaluation.evaluate import EvalResult
-from minidyn.readers import read_examples
+from minidyn.files.readers import read_examples
 from minidyn.studies.examples import examples_path, read_cell_examples, write_examples
 
 N = 13  # not a multiple of 8: the last byte has padding bits

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from minidyn.cli.main import given_config, main, train
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.errors import ConfigError
 from minidyn.studies import shipped, spec_path
 from minidyn.studies.spec import TRAIN_FIELDS, load_spec, parse_spec

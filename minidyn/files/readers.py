@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minidyn.config import TrainConfig
+from minidyn.files.config import TrainConfig
 from minidyn.errors import CheckpointError, ConfigError, DataError, MinidynError
 
 MAX_JSON_BYTES = 64 << 20          # no run file minidyn writes comes near this
