@@ -70,28 +70,22 @@ class ArrayBackend(Backend):
         """(B, ...) -> (B, C). These models have no train/eval difference."""
         return model.forward(x)[0]
 
-    def train_step(self, model, optimizer, x, y, batch_size=None):
-        """One SGD step on the batch-mean cross-entropy -> (sum of the B losses, correct count).
+    def train_step(self, model, optimizer, x, y, batch_size=None, weights=None):
+        """One SGD step -> (sum of the B unweighted losses, correct count), both of the weights
+        before the step.
 
-        Losses and accuracy are those of the weights before the step (one process: batch_size
-        is len(x)).
+        weights None: the loss is the batch-mean cross-entropy (one process: batch_size is
+        len(x)), so the logit gradient is divided by the batch size. weights (B,) given: the
+        loss is sum_i w_i loss_i, and d(sum_i w_i loss_i)/dz_i = w_i (softmax(z_i) - onehot(y_i))
+        scales the rows of the logit gradient instead. Then the usual backward pass.
         """
         logits, cache = model.forward(x)
         losses, dlogits = nm.cross_entropy(self.xp, logits, y)
-        _, grads = model.backward(cache, dlogits / (batch_size or x.shape[0]), input_grad=False)
-        optimizer.step(grads)
-        return float(losses.sum()), self.count(logits.argmax(axis=1) == y)
-
-    def weighted_train_step(self, model, optimizer, x, y, weights):
-        """One SGD step on sum_i w_i loss_i -> (sum of the B unweighted losses, correct count).
-
-        d(sum_i w_i loss_i)/dz_i = w_i (softmax(z_i) - onehot(y_i)): the rows of the
-        cross-entropy's logit gradient scaled by the weights, then the usual backward pass.
-        """
-        logits, cache = model.forward(x)
-        losses, dlogits = nm.cross_entropy(self.xp, logits, y)
-        w = self.astype(self.xp.asarray(weights), dlogits.dtype)
-        _, grads = model.backward(cache, dlogits * w[:, None], input_grad=False)
+        if weights is None:
+            dlogits = dlogits / (batch_size or x.shape[0])
+        else:
+            dlogits = dlogits * self.astype(self.xp.asarray(weights), dlogits.dtype)[:, None]
+        _, grads = model.backward(cache, dlogits, input_grad=False)
         optimizer.step(grads)
         return float(losses.sum()), self.count(logits.argmax(axis=1) == y)
 

@@ -19,22 +19,18 @@ Design points:
   a forked copy of torch's CPU generator, so the global RNG is not disturbed.
 - Checkpoints are plain dictionaries of tensors and JSON-able values written atomically and
   always read with `torch.load(weights_only=True)`: a checkpoint cannot run code when loaded.
-  `load_model(path)` rebuilds a model from a checkpoint alone, for use outside minidyn.
+  `load_model(path)` rebuilds a model from a checkpoint alone, for use outside minidyn. The
+  file format and its checks against hostile files are `torch_checkpoint`'s; the device and
+  the torchrun set-up `torch_devices`'; the --compile fallback `torch_compile`'s.
 - Optional: `amp="bf16"` runs forward passes under `torch.autocast(..., dtype=torch.bfloat16)`
   (losses are computed in float32); `channels_last=True` stores models and image batches in
   NHWC memory order (faster convolutions on recent GPUs).
 """
 from __future__ import annotations
 
-import atexit
-import contextlib
-import json
-import os
 import base64
-import re
-import sys
-import warnings
-import zipfile
+import contextlib
+import os
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -43,69 +39,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from minidyn.backend import Backend
-from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
-from minidyn.files.fileio import atomic_write
+from minidyn.backends import torch_checkpoint
+from minidyn.backends.torch_checkpoint import checked_state, first_line, load_model  # noqa: F401  (load_model re-exported)
+from minidyn.backends.torch_compile import compiled_or_eager
+from minidyn.backends.torch_devices import init_distributed, process_device, resolve_device
 from minidyn.backends.torch_models import MODEL_NAMES, build_model  # noqa: F401  (re-exported)
+from minidyn.errors import CheckpointError, ConfigError
 
-_FORMAT = "minidyn-checkpoint/1"
 _FLOATS = {"float32": torch.float32, "float64": torch.float64}
 _ATTACK_MODES = ("eval", "train")
 _AMP = {None: None, "none": None, "off": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when a GPU is available, else "cpu"; checks that a CUDA device exists."""
-    spec = str(device).strip().lower()
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BackendUnavailable(
-                "--device cuda: no CUDA GPU is available (torch.cuda.is_available() is False)"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise BackendUnavailable(
-                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are available"
-            )
-    elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
-    return str(dev)
-
-
-def _init_distributed(device: str) -> tuple[int, int]:
-    """(rank, world size): joins the process group when started by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        gpu = str(device).strip().lower() != "cpu" and torch.cuda.is_available()
-        if gpu:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend="nccl" if gpu else "gloo")
-        atexit.register(_leave_process_group)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _leave_process_group() -> None:
-    """Free the process group while the interpreter is still whole (registered with atexit).
-
-    After an error the traceback's frames keep the DistributedDataParallel wrapper, and with it
-    the gloo group, alive into interpreter teardown, where freeing them can abort the process
-    ("terminate called without an active exception", SIGABRT); torchrun then kills the other
-    ranks before they have reported. Collecting those frames first and then destroying the
-    group makes the exit clean; either step alone still aborted now and then in repeated runs
-    of the NaN-on-one-rank test in tests/test_distributed.py.
-    """
-    import gc
-    import torch.distributed as dist
-    gc.collect()
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 @contextlib.contextmanager
@@ -123,156 +66,6 @@ def _modes(model: nn.Module, train: bool) -> Iterator[None]:
             m.training = mode
 
 
-def _arch_of(model: nn.Module) -> dict | None:
-    arch = getattr(model, "minidyn_arch", None)
-    return dict(arch) if isinstance(arch, dict) else None
-
-
-def _describe(arch: dict) -> str:
-    shape = tuple(arch.get("input_shape") or ())
-    return f"model {arch.get('model')} (input {shape}, {arch.get('num_classes')} classes)"
-
-
-def _cpu(obj: Any) -> Any:
-    """A copy of a nested dict/list structure with every tensor moved to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.generic, np.ndarray)) or (isinstance(obj, torch.Tensor) and obj.numel() <= 1_000):
-        return obj.tolist()
-    raise TypeError(f"checkpoint meta holds a {type(obj).__name__}, which is not JSON-serialisable")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _load_failure(exc: BaseException) -> str:
-    """The useful part of a torch.load error, on one line and without terminal escapes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    marker = "WeightsUnpickler error:"
-    if marker in text or text.startswith("Weights only load failed"):  # weights_only refused something: say what
-        rest = text.split(marker, 1)[1] if marker in text else text.partition("\n")[2]
-        lines = [ln.strip() for ln in rest.splitlines()
-                 if ln.strip() and not ln.strip().startswith(("Check the documentation", "Please file an issue"))]
-        detail = lines[0].split(". Please use")[0].rstrip(".") if lines else ""
-        return f"refused by weights_only unpickling: {detail}" if detail else "refused by weights_only unpickling"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def _read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict:
-    """torch.load(weights_only=True) plus a structural check; CheckpointError on any problem."""
-    name = os.fspath(path)
-    if not os.path.isfile(name):
-        raise CheckpointError(f"{name}: no such checkpoint file")
-    is_zip = _check_stored(name)
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": refused below anyway
-            warnings.simplefilter("ignore")
-            # mmap (zip format only): tensor data stays in the file until the checks below have
-            # passed (a tensor declared larger than the file holds is refused, not allocated)
-            obj = torch.load(name, map_location=map_location, weights_only=True, mmap=is_zip)
-    except Exception as exc:  # UnpicklingError (code refused), RuntimeError (not a zip), ...
-        reason = _load_failure(exc)
-        if not reason.startswith("refused") and not zipfile.is_zipfile(name):
-            reason = "truncated or damaged: not a complete zip archive"
-        raise CheckpointError(
-            f"{name} is not a minidyn checkpoint or cannot be loaded safely ({reason})"
-        ) from None
-    if not (isinstance(obj, dict) and obj.get("format") == _FORMAT and isinstance(obj.get("model"), dict)
-            and isinstance(obj.get("meta"), dict) and isinstance(obj["meta"].get("arch"), dict)):
-        raise CheckpointError(f"{name} is not a minidyn checkpoint (no {_FORMAT} header with model weights and meta)")
-    return obj
-
-
-def _check_stored(name: str) -> bool:
-    """Whether `name` is a zip archive; CheckpointError if it holds a compressed entry:
-    torch.save stores every entry as is, torch.load would inflate one whatever its size."""
-    try:
-        with zipfile.ZipFile(name) as archive:
-            packed = [i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return False  # not a zip archive: torch.load says what it is
-    if packed:
-        raise CheckpointError(f"{name} is not a minidyn checkpoint: its entry {packed[0]} is compressed "
-                              "(torch.save never compresses; refused before inflating it)")
-    return True
-
-
-def _checked_tensor(value: Any, ref: torch.Tensor, where: str) -> torch.Tensor:
-    """`value` as a tensor of ref's device and dtype; CheckpointError (naming `where`) unless it
-    has ref's shape and kind (a float for a float, an integer for an integer, never complex or
-    bool), and, for a float, only finite values (after the cast: 1e300 is no float32)."""
-    try:
-        tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError, RuntimeError):
-        raise CheckpointError(f"{where} is not a numeric array") from None
-    if tuple(tensor.shape) != tuple(ref.shape):
-        raise CheckpointError(f"{where} has shape {tuple(tensor.shape)}, the model expects {tuple(ref.shape)}")
-    integer = not ref.is_floating_point()
-    if tensor.is_complex() or tensor.dtype == torch.bool or tensor.is_floating_point() == integer:
-        raise CheckpointError(f"{where} has dtype {str(tensor.dtype).removeprefix('torch.')}, "
-                              f"the model holds {'integers' if integer else 'floats'}")
-    tensor = tensor.to(device=ref.device, dtype=ref.dtype)
-    if not integer and not bool(torch.isfinite(tensor).all()):
-        raise CheckpointError(f"{where} holds NaN or infinite values")
-    return tensor
-
-
-def _checked_state(model: nn.Module, state: dict, where: str) -> dict:
-    """{name: tensor on the model's device and dtype} from a {name: tensor or array} dict.
-
-    CheckpointError unless the names are exactly the model's and every value is one
-    `_checked_tensor` accepts (shape, kind, finite).
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
-        if extra:
-            parts.append(f"unexpected {len(extra)} (e.g. {extra[0]})")
-        raise CheckpointError(f"{where} does not match the model's parameters: {', '.join(parts)}")
-    return {name: _checked_tensor(state[name], ref, f"{where}: parameter {name}") for name, ref in own.items()}
-
-
-def _checked_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, saved: Any, where: str) -> dict:
-    """A copy of a saved SGD state_dict whose momentum buffers are checked (`_checked_tensor`:
-    each parameter's shape, a float, finite) and cloned out of the mmapped file; torch checks
-    the groups itself but loads a buffer of any shape (it fails at the first step)."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    mine = [p for group in optimizer.param_groups for p in group["params"]]
-    try:
-        ids = [i for group in saved["param_groups"] for i in group["params"]]
-        state = dict(saved["state"])
-        unknown = not set(state) <= set(ids)
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{where}: optimizer state is not one of torch.optim.SGD") from None
-    if len(ids) != len(mine) or unknown:
-        return saved  # torch's load_state_dict refuses it, naming the mismatch
-    params = dict(zip(ids, mine))
-    checked = {}
-    for i, entry in state.items():
-        if not isinstance(entry, dict) or not set(entry) <= {"momentum_buffer"}:
-            raise CheckpointError(f"{where}: optimizer state of {names.get(id(params[i]), i)} is not SGD's")
-        buf = entry.get("momentum_buffer")
-        what = f"{where}: momentum buffer of {names.get(id(params[i]), i)}"
-        checked[i] = {**entry, "momentum_buffer": None if buf is None else _checked_tensor(buf, params[i], what).clone()}
-    return {**saved, "state": checked}
-
-
 class TorchBackend(Backend):
     """`minidyn.backend.Backend` on torch tensors living on `self.device`.
 
@@ -288,10 +81,8 @@ class TorchBackend(Backend):
 
     def __init__(self, device: str = "auto", attack_mode: str = "eval", channels_last: bool = False,
                  amp: str | None = None, dtype: str = "float32", compile: bool = False):
-        self.rank, self.world_size = _init_distributed(device)
-        if self.world_size > 1 and str(device).strip().lower() in ("auto", "cuda") and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process
-        self.device = resolve_device(device)
+        self.rank, self.world_size = init_distributed(device)
+        self.device = resolve_device(process_device(device, self.world_size))
         self._dev = torch.device(self.device)
         self.device_kwargs = {"device": self._dev}  # the base's zeros, full, arange create here
         self._ddp: dict[int, nn.Module] = {}  # id(model) -> its DistributedDataParallel wrapper
@@ -431,7 +222,7 @@ class TorchBackend(Backend):
             raw = base64.b64decode(state["torch"], validate=True)
             rng.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
         except (ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"the saved random generator state is damaged ({_first_line(exc)})") from None
+            raise CheckpointError(f"the saved random generator state is damaged ({first_line(exc)})") from None
 
     # crop_flip's padding
     def zero_pad(self, x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -489,40 +280,16 @@ class TorchBackend(Backend):
         return losses.detach(), grad.detach()
 
     def _attack_loss(self, model: nn.Module):
-        """(x, y, loss) -> per-example losses; torch.compile'd with compile=True.
-
-        Compiled with dynamic shapes, since the active sub-batch shrinks as examples stop.
-        If compilation fails (no compiler, an unsupported platform, a failed recompilation for
-        a new size), that call says so once on stderr and the attack runs eagerly from then on.
-        Running out of GPU memory is not a compilation failure and is raised as it is.
-        """
+        """(x, y, loss) -> per-example losses; with compile=True torch.compile'd, falling back
+        to eager where that fails (`minidyn.backends.torch_compile`)."""
         def eager(x, y, loss):
             return self._per_example_loss(self._forward(model, x), y, loss)
 
         if not self.compile:
             return eager
-        key = id(model)
-        if key not in self._compiled:
-            def fall_back(exc: Exception) -> None:  # said once; every later call is eager
-                print(f"minidyn: --compile failed ({_first_line(exc)}); attacking eagerly", file=sys.stderr)
-                self._compiled[key] = eager
-
-            try:  # torch._dynamo / inductor errors vary by version, Python version and platform
-                compiled = torch.compile(eager, dynamic=True)
-            except Exception as exc:
-                fall_back(exc)
-                return eager
-
-            def guarded(x, y, loss):
-                try:  # any call may compile: a new sub-batch size can recompile
-                    return compiled(x, y, loss)
-                except torch.cuda.OutOfMemoryError:
-                    raise
-                except Exception as exc:
-                    fall_back(exc)
-                    return eager(x, y, loss)
-            self._compiled[key] = guarded
-        return self._compiled[key]
+        if id(model) not in self._compiled:
+            self._compiled[id(model)] = compiled_or_eager(eager)
+        return self._compiled[id(model)]
 
     def logits(self, model: nn.Module, x: Any) -> torch.Tensor:
         x = self._prep_x(x)
@@ -530,41 +297,35 @@ class TorchBackend(Backend):
             return self._forward(model, x)
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any,
-                   batch_size: int | None = None) -> tuple[float, int]:
+                   batch_size: int | None = None, weights: Any = None) -> tuple[float, int]:
+        """One SGD step -> (sum of this rank's unweighted losses, its correct count), both of the
+        weights before the step; the loss is `_train_loss`'s (the global-batch mean, or the
+        weighted sum when `weights` (B,) are given)."""
         x = self._prep_x(x).detach()
         y = self._labels(y, x.device)
-        # DDP averages the ranks' gradients, so each rank's loss is its part of the global-batch
-        # mean: sum / (batch_size / world). That is the rank's own mean when the batch splits
-        # evenly (or batch_size is not given); a batch that does not split evenly needs the sum.
-        share = batch_size / self.world_size if batch_size else len(y)
+        w = None if weights is None else self.asarray(weights).detach().to(device=x.device, dtype=torch.float32)
         with _modes(model, True), torch.enable_grad():
             optimizer.zero_grad(set_to_none=True)
             z = self._forward(self._trainer(model), x)
             losses = F.cross_entropy(z, y, reduction="none")
-            (losses.mean() if len(y) == share else losses.sum() / share).backward()
+            self._train_loss(losses, batch_size, w).backward()
             optimizer.step()
         with torch.no_grad():
             total = float(losses.detach().sum().item())
             correct = int((z.detach().argmax(dim=1) == y).sum().item())
         return total, correct
 
-    def weighted_train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any,
-                            weights: Any) -> tuple[float, int]:
-        x = self._prep_x(x).detach()
-        y = self._labels(y, x.device)
-        w = self.asarray(weights).detach().to(device=x.device, dtype=torch.float32)
-        # DDP averages the ranks' gradients; times world_size that is the gradient of the sum
-        # over every rank's weighted losses
-        with _modes(model, True), torch.enable_grad():
-            optimizer.zero_grad(set_to_none=True)
-            z = self._forward(self._trainer(model), x)
-            losses = F.cross_entropy(z, y, reduction="none")
-            ((losses * w.to(losses.dtype)).sum() * self.world_size).backward()
-            optimizer.step()
-        with torch.no_grad():
-            total = float(losses.detach().sum().item())
-            correct = int((z.detach().argmax(dim=1) == y).sum().item())
-        return total, correct
+    def _train_loss(self, losses: torch.Tensor, batch_size: int | None, w: torch.Tensor | None) -> torch.Tensor:
+        """The scalar this rank differentiates. DDP averages the ranks' gradients, so:
+        unweighted, each rank's loss is its part of the global-batch mean, sum / (batch_size /
+        world) (the rank's own mean when the batch splits evenly or batch_size is not given; a
+        batch that does not split evenly needs the sum); weighted, sum_i w_i loss_i times
+        world_size, whose average over the ranks is the gradient of the sum over every rank's
+        weighted losses."""
+        if w is not None:
+            return (losses * w.to(losses.dtype)).sum() * self.world_size
+        share = batch_size / self.world_size if batch_size else len(losses)
+        return losses.mean() if len(losses) == share else losses.sum() / share
 
     # --- the model side: training ---------------------------------------------------------------
     def min_train_batch(self, model: nn.Module) -> int:
@@ -606,54 +367,20 @@ class TorchBackend(Backend):
         return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
     def set_params(self, model: nn.Module, params: dict) -> None:
-        model.load_state_dict(_checked_state(model, params, "parameters"), strict=True)
+        model.load_state_dict(checked_state(model, params, "parameters"), strict=True)
 
     def save_checkpoint(self, path: str, model: nn.Module, optimizer: Any, meta: dict) -> None:
-        """Write {format, model, optimizer, meta} atomically (`minidyn.files.fileio.atomic_write`)."""
-        # JSON-able (tuples become lists, numpy scalars and arrays plain numbers and lists);
-        # anything else fails loudly here rather than at load time
-        meta = json.loads(json.dumps(dict(meta or {}), default=_json_default))
-        arch = _arch_of(model)
-        if arch is not None:
-            meta["arch"] = arch
-        else:
-            meta.setdefault("arch", {})
-        payload = {
-            "format": _FORMAT,
-            "model": _cpu(model.state_dict()),
-            "optimizer": None if optimizer is None else _cpu(optimizer.state_dict()),
-            "meta": meta,
-        }
-        target = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        atomic_write(target, lambda f: torch.save(payload, f), mode="wb")
+        """Write {format, model, optimizer, meta} atomically (`minidyn.backends.torch_checkpoint`)."""
+        torch_checkpoint.save_checkpoint(path, model, optimizer, meta)
 
     def read_meta(self, path: str | os.PathLike) -> dict:
         """The meta dict of a checkpoint.pt, without a model; CheckpointError if it is not one."""
-        return dict(_read_checkpoint(path, "cpu")["meta"])
+        return torch_checkpoint.read_meta(path)
 
     def load_checkpoint(self, path: str, model: nn.Module, optimizer: Any | None = None) -> dict:
-        name = os.fspath(path)
-        obj = _read_checkpoint(name, self._dev)
-        meta = obj["meta"]
-        saved, mine = meta["arch"], _arch_of(model)
-        if mine is not None and saved:
-            if saved.get("model") != mine["model"]:
-                raise CheckpointError(f"{name} was saved for model {saved.get('model')}, not {mine['model']}")
-            if (list(saved.get("input_shape") or []) != list(mine["input_shape"])
-                    or saved.get("num_classes") != mine["num_classes"]):
-                raise CheckpointError(f"{name} was saved for {_describe(saved)}, not {_describe(mine)}")
-        state = _checked_state(model, obj["model"], name)  # everything is checked before anything changes
-        if optimizer is not None:
-            if obj.get("optimizer") is None:
-                raise CheckpointError(f"{name} holds no optimizer state (it cannot resume training)")
-            saved = _checked_optimizer(model, optimizer, obj["optimizer"], name)
-            try:  # torch validates the groups before it changes the optimizer
-                optimizer.load_state_dict(saved)
-            except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-                raise CheckpointError(f"{name}: optimizer state does not match ({_first_line(exc)})") from None
-        model.load_state_dict(state, strict=True)
-        return meta
+        """Load a checkpoint.pt into the model (and optimizer), checked whole before anything
+        changes (`minidyn.backends.torch_checkpoint`); return its meta."""
+        return torch_checkpoint.load_checkpoint(path, model, optimizer, self._dev)
 
     # --- the process side: torchrun ----------------------------------------------------------
     def all_reduce_sum(self, a: np.ndarray) -> np.ndarray:
@@ -675,22 +402,3 @@ def torch_backend(device: str = "auto", attack_mode: str = "eval", channels_last
     """
     return TorchBackend(device=device, attack_mode=attack_mode, channels_last=channels_last, compile=compile,
                         amp=amp, dtype=dtype)
-
-
-def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
-    """Rebuild the model saved in a minidyn checkpoint, in eval mode on `device`.
-
-    The model takes NCHW batches with pixels in [0, 1] and returns logits; it needs nothing
-    from minidyn to run, so it can be handed to torchattacks or AutoAttack directly.
-    """
-    dev = resolve_device(device)
-    obj = _read_checkpoint(path, dev)
-    arch = obj["meta"]["arch"]
-    if not {"model", "input_shape", "num_classes"} <= set(arch):
-        raise CheckpointError(f"{os.fspath(path)} does not record its architecture (meta.arch)")
-    try:
-        model = build_model(arch["model"], arch["input_shape"], arch["num_classes"])
-    except ConfigError as exc:
-        raise CheckpointError(f"{os.fspath(path)} records an architecture minidyn cannot build ({exc})") from None
-    model.load_state_dict(_checked_state(model, obj["model"], os.fspath(path)), strict=True)
-    return model.to(dev).eval()

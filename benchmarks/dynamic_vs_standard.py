@@ -3,7 +3,7 @@
 
     python benchmarks/dynamic_vs_standard.py                 # torch CPU, cnn4, 2048 mnist-sample digits
 
-Both epochs run `minidyn.runs.run_epoch` (Algorithm 1, `minidyn.train.train_epoch`) from the same weights (a model first trained
+Both epochs run `minidyn.runs.standalone_epoch` (Algorithm 1, `minidyn.train.train_epoch`) from the same weights (a model first trained
 naturally for --pretrain-epochs, so that FOSC values are those of a model in training), the same
 data order and the same random starts; they differ only in the attack plan:
 
@@ -41,7 +41,7 @@ from minidyn.files.config import TrainConfig  # noqa: E402
 from minidyn.data import load_dataset  # noqa: E402
 from minidyn.methods import AttackPlan  # noqa: E402
 from minidyn.data.batches import to_backend  # noqa: E402
-from minidyn.runs import run_epoch as train_epoch  # noqa: E402
+from minidyn.runs import standalone_epoch as train_epoch  # noqa: E402
 
 
 def main(argv=None) -> int:

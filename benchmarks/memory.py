@@ -4,7 +4,7 @@
     python benchmarks/memory.py                       # numpy mlp + torch cnn4, N = 1024 and 4096
     python benchmarks/memory.py --n 4096 --steps 10 --threads 1
 
-`minidyn.train.monitor` (clean accuracy on every example, PGD accuracy on every example here:
+`minidyn.runs.monitor.monitor` (clean accuracy on every example, PGD accuracy on every example here:
 limit=None) streams over the test set one batch at a time and keeps only counts. For each
 backend and each size (N and 4N) a fresh child process builds the test set (mnist-sample test
 digits tiled to the size: that input is allocated before the measurement starts) and the
@@ -54,7 +54,7 @@ def child(backend: str, n: int, steps: int, batch: int) -> dict:
 
     from minidyn.backend import get_backend
     from minidyn.data import Dataset, load_dataset
-    from minidyn.train import monitor as evaluate
+    from minidyn.runs.monitor import monitor as evaluate
 
     options = {"device": "cpu"} if backend == "torch" else {}
     B = get_backend(backend, **options)

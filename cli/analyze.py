@@ -80,7 +80,8 @@ def analyze_command(run_dir, limit, epochs, bins, fosc_range, fosc_bounds, eps_g
     PGD-10 accuracy against the test eps (Fig 4a). Numbers go to CSV and analysis.json, figures
     to PNG (with matplotlib).
     """
-    from minidyn.evaluation.analysis import FIG_ATTACK, analyze_run
+    from minidyn.evaluation.analysis import FIG_ATTACK
+    from minidyn.evaluation.analysis_files import analyze_run
     from minidyn.cli.evaluate import progress
 
     summary = analyze_run(run_dir, out, limit=limit, epochs=epochs, bins=bins, fosc_range=fosc_range,

@@ -176,23 +176,7 @@ def report_command(study_dir):
 @click.option("--spec-digest", help="sha256 of the runner's spec: refuse (exit 78) a study.toml that is not it.")
 @click.option("--runner-pid", type=count("--runner-pid", 2 ** 31 - 1), help="The runner's pid, recorded in the task's lock.")
 def worker_command(study_dir, cell, kind, stale_after, spec_digest, runner_pid):
-    """One task of a study (started by `study run`)."""
-    import signal
+    """One task of a study, as `python -m minidyn.studies.worker` does it (which `study run` starts)."""
+    from minidyn.studies.worker import work
 
-    from minidyn.cli.main import ConsoleReporter
-    from minidyn.studies.tasks import StudyDir
-    from minidyn.studies.worker import run_task
-
-    # SIGTERM ends the task like Ctrl-C: the lock is released, the last checkpoint kept
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    study = StudyDir(study_dir)
-    spec = study.spec()  # read once: the task runs and stamps its results under this spec
-    cells = {c.name: c for c in spec.cells()}
-    reporter = ConsoleReporter(cells[cell].config()) if cell in cells else None
-    try:
-        run_task(study, cell, kind, reporter, stale_after=stale_after, spec=spec,
-                 spec_digest=spec_digest, runner=runner_pid)
-    finally:
-        if reporter is not None:
-            reporter.close()
-    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {cell}.{kind} done")
+    work(study_dir, cell, kind, stale_after=stale_after, spec_digest=spec_digest, runner_pid=runner_pid)

@@ -68,9 +68,9 @@ import numpy as np
 
 from minidyn.active import ActiveSet
 from minidyn.backend import Array, Backend, Model, backend_for
-from minidyn.files.config import FOSC_REFERENCES
 from minidyn.errors import ConfigError
 from minidyn.fosc import fosc
+from minidyn.methods import FOSC_REFERENCES
 from minidyn.projection import feasible_box
 
 
@@ -103,12 +103,18 @@ class AttackResult:
     trace: Trace | None = None
 
 
+def check_eps(eps: float, *, zero: bool = False) -> None:
+    """ConfigError unless eps is an L_inf budget on pixels in [0, 1]: in (0, 1], or [0, 1] with
+    `zero` (an attack accepts eps 0, see check_settings). The one check of eps's range."""
+    if not (0 <= eps <= 1 if zero else 0 < eps <= 1):
+        raise ConfigError(f"eps must be in {'[' if zero else '('}0, 1], got {eps}")
+
+
 def check_settings(eps: float, step_size: float, steps: int) -> None:
     """ConfigError unless eps is in [0, 1], the step size > 0 (or 0 with eps 0) and steps >= 1."""
     # eps 0 is allowed (with step size 0): every attack must then return x itself, which is
     # what the eps-0 sanity check of minidyn.evaluation.evaluate verifies
-    if not 0 <= eps <= 1:
-        raise ConfigError(f"eps must be in [0, 1], got {eps}")
+    check_eps(eps, zero=True)
     if not (step_size > 0 or step_size == eps == 0):
         raise ConfigError(f"step size must be > 0, got {step_size}")
     if steps < 1:
@@ -181,7 +187,7 @@ def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps
         out.grad_evals += len(active)
         check = stop_fosc is not None and 0 < k < steps  # Algorithm 1's stop check, after a step
         if check or trace or k == steps:
-            c = fosc(x_k, x_0, g, eps)
+            c = fosc(x_k, x_0, g, eps, backend=backend)
             _record(out.trace, k, active, c, losses)
         if k == steps:
             active.write(out, fosc=c, loss=losses)

@@ -1,27 +1,33 @@
-"""The backend protocol, split by concern: arrays, the model, the processes.
+"""The backend protocol, read in two parts: what the algorithm may call, what the run needs.
 
-Algorithm modules (`fosc`, `projection`, `attacks`, `apgd`, `train`) never import torch or cupy.
-They receive arrays that support `+ - * /`, comparisons and indexing, and do everything else
-through a backend. A backend is found by name (`get_backend("torch")`) or by the type of an
-array it owns (`backend_for(x)`); both import the framework lazily.
+Algorithm modules (`fosc`, `projection`, `active`, `attacks`, `apgd`, `train`) never import
+torch or cupy. They receive arrays that support `+ - * /`, comparisons and indexing, and do
+everything else through a backend. A backend is found by name (`get_backend("torch")`) or by
+the type of an array it owns (`backend_for(x)`); both import the framework lazily.
 
-A backend is a subclass of `Backend`, which joins three sides (einops' `_backends.py` and
+A backend is a subclass of `Backend`, which joins two parts (einops' `_backends.py` and
 scikit-learn's array-API `xp` namespace are the models):
 
-- `ArrayOps`, the array side: creation, per-example math, sub-batches, random generators and
-  the CIFAR augmentation, each written once against a numpy-like namespace `self.xp`. A
-  backend whose arrays behave like numpy's (numpy, cupy) sets `xp` and `float_dtype` and is
-  done; torch overrides the few operations whose names or arguments differ.
-- `ModelOps`, the model side: losses and input gradients, logits, the SGD step, construction,
-  parameters and checkpoints. A model is the framework's own business, so these have no
-  defaults (but `min_train_batch`); a backend writes the ones it uses.
-- `ProcessOps`, the process side: rank, world size and the sum over ranks, with
-  single-process defaults. Only the torch backend (torchrun) overrides them.
+- `AlgorithmOps`, everything the algorithm modules may call besides arithmetic:
+  - `ArrayOps`, the arrays: creation and transfer, per-example math, sub-batches, a generator
+    and its uniform draws (PGD's random start), each written once against a numpy-like
+    namespace `self.xp`. A backend whose arrays behave like numpy's (numpy, cupy) sets `xp`
+    and `float_dtype` and is done; torch overrides the few operations whose names or
+    arguments differ.
+  - `ModelOps`, the model as the algorithm sees it: per-example losses and input gradients,
+    logits, one training step. A model is the framework's own business, so these three have
+    no defaults: they are what every backend writes.
+- `RunOps`, what the run machinery (`minidyn.runs`, evaluation, studies, the CLI) needs:
+  more generator draws and the generator's state (mid-epoch checkpoints), the CIFAR
+  augmentation, the model's construction, learning rate, parameters and checkpoint files,
+  `min_train_batch`, and `ProcessOps` (rank, world size, the sum over ranks). The draws, the
+  state, the augmentation and the processes have defaults (numpy's, one process); a backend
+  writes the construction and checkpoint methods to train with `minidyn train`.
 
-Random generators are on the array side: a generator lives on the device of the arrays it
+Random generators are owned by the caller: a generator lives on the device of the arrays it
 draws (a torch CUDA generator, cupy's generator on its GPU), its draws are the backend's
-arrays (the random start of PGD, the crops of `crop_flip`), and its state is in the
-framework's own format. The defaults are numpy's `Generator` API, which cupy shares.
+arrays, and its state is in the framework's own format. The defaults are numpy's `Generator`
+API, which cupy shares.
 
 Shapes: a batch `x` is (B, ...) with B examples; per-example results are (B,); labels are (B,)
 integers; index arrays (from `nonzero`, `arange`) are 1-D integer arrays on the backend's device.
@@ -42,7 +48,7 @@ Model = Any  # whatever the backend's make_model returns (an nn.Module for torch
 
 
 class ArrayOps:
-    """The array operations the algorithms call, with defaults written against `self.xp`.
+    """The array operations the algorithm calls, with defaults written against `self.xp`.
 
     A subclass sets `name`, `xp` (numpy unless set: a namespace with numpy's zeros, full,
     arange, sign, abs, maximum, minimum, where, argmax, nonzero, count_nonzero, flip, pad and
@@ -151,7 +157,7 @@ class ArrayOps:
         """Number of True entries, as a Python int (a host synchronisation on a GPU)."""
         return int(self.xp.count_nonzero(mask))
 
-    # --- random generators: explicit, owned by the caller; no global random state ----------
+    # --- random generators: explicit, owned by the caller; no global random state --------------
     def rng(self, seed: int) -> Any:
         """A generator on the backend's device, seeded with `seed`."""
         return self.xp.random.default_rng(seed)
@@ -160,6 +166,73 @@ class ArrayOps:
         """U(low, high) samples of `shape` in the backend's float dtype."""
         return self.astype(rng.uniform(low, high, size=shape), self._dtype("float"))
 
+
+def _missing(backend: Any, method: str) -> NotImplementedError:
+    return NotImplementedError(f"the {backend.name} backend does not implement {method} "
+                               "(docs/backends.md lists what a backend writes)")
+
+
+class ModelOps:
+    """The model as the algorithm sees it: what every backend writes for its framework's models."""
+
+    def loss_and_grad(self, model: Model, x: Array, y: Array, loss: str = "ce") -> tuple[Array, Array]:
+        """Per-example losses (B,) and grad_x of each example's own loss, shaped like x.
+
+        The gradient is of the *sum* of the per-example losses, so row i is exactly
+        d loss_i / d x_i (never divided by B). `loss` is "ce" (cross-entropy), "cw"
+        (the margin max_{j != y} z_j - z_y) or "dlr" (Croce & Hein's Difference of Logits
+        Ratio -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), for APGD-DLR; needs >= 3
+        classes). No parameter gradient is left behind.
+        """
+        raise _missing(self, "loss_and_grad")
+
+    def logits(self, model: Model, x: Array) -> Array:
+        """(B, ...) -> (B, C), in inference mode."""
+        raise _missing(self, "logits")
+
+    def train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
+                   batch_size: int | None = None, weights: Array | None = None) -> tuple[float, int]:
+        """One SGD step; returns (sum of this rank's unweighted losses, its correct count).
+
+        weights None: the loss is the mean cross-entropy over the global batch of `batch_size`
+        examples, of which x is this rank's share under torchrun (default: x's own mean, which
+        is right when every rank has len(x)). weights (B,) given: the loss is sum_i w_i CE_i,
+        the weights constants (no gradient flows through them) and already normalised (the
+        caller divides them as it wants the loss scaled; batch_size is then unused); under
+        torchrun the step is on the sum over every rank's examples. A backend may leave the
+        weighted case out (only the authors'-code weighting, `--loss-weights ce`, uses it).
+        """
+        raise _missing(self, "train_step")
+
+
+class AlgorithmOps(ArrayOps, ModelOps):
+    """Everything the algorithm modules may call besides arithmetic: the arrays (`ArrayOps`:
+    asarray, to_numpy, astype, zeros, full, arange, sign, abs, clip, where, sum_per_example,
+    argmax, take, put, nonzero, count, rng, uniform) and the model (`ModelOps`: loss_and_grad,
+    logits, train_step)."""
+
+
+class ProcessOps:
+    """The process side, for data-parallel training: one process unless a backend says more."""
+
+    rank: int = 0        # this process's rank under torchrun
+    world_size: int = 1  # number of training processes
+
+    def all_reduce_sum(self, a: np.ndarray) -> np.ndarray:
+        """A host numpy array summed element-wise over the ranks: itself with one process."""
+        return a
+
+
+class RunOps(ProcessOps):
+    """What the run machinery needs besides the algorithm's part; mixed with `AlgorithmOps` in
+    `Backend`, so its defaults use the array operations (`self.xp`, `arange`, `where`).
+
+    Defaults: the generator draws and state (numpy's `Generator` API), the CIFAR augmentation,
+    `min_train_batch` and the processes (one). No defaults: the model's construction,
+    learning rate, parameters and checkpoint files, which `minidyn train` needs.
+    """
+
+    # --- more generator draws (the augmentation's) and the state mid-epoch checkpoints save ---
     def integers(self, rng: Any, high: int, shape: tuple[int, ...]) -> Array:
         """Integers drawn uniformly from [0, high), of `shape`."""
         return rng.integers(0, high, shape)
@@ -188,7 +261,7 @@ class ArrayOps:
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise CheckpointError(f"the saved random generator state is damaged ({type(exc).__name__})") from None
 
-    # --- the CIFAR augmentation, from the primitives above and these two -----------------------
+    # --- the CIFAR augmentation, from the array operations and these two -----------------------
     def zero_pad(self, x: Array, pad: int) -> Array:
         """(B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad), zeros around each image."""
         return self.xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -216,53 +289,7 @@ class ArrayOps:
         channel = self.arange(c)[None, :, None, None]
         return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
-
-def _missing(backend: Any, method: str) -> NotImplementedError:
-    return NotImplementedError(f"the {backend.name} backend does not implement {method} "
-                               "(docs/backends.md lists what a backend writes)")
-
-
-class ModelOps:
-    """The model side: what a backend writes for its framework's models and optimizers."""
-
-    def loss_and_grad(self, model: Model, x: Array, y: Array, loss: str = "ce") -> tuple[Array, Array]:
-        """Per-example losses (B,) and grad_x of each example's own loss, shaped like x.
-
-        The gradient is of the *sum* of the per-example losses, so row i is exactly
-        d loss_i / d x_i (never divided by B). `loss` is "ce" (cross-entropy), "cw"
-        (the margin max_{j != y} z_j - z_y) or "dlr" (Croce & Hein's Difference of Logits
-        Ratio -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), for APGD-DLR; needs >= 3
-        classes). No parameter gradient is left behind.
-        """
-        raise _missing(self, "loss_and_grad")
-
-    def logits(self, model: Model, x: Array) -> Array:
-        """(B, ...) -> (B, C), in inference mode."""
-        raise _missing(self, "logits")
-
-    def train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
-                   batch_size: int | None = None) -> tuple[float, int]:
-        """One SGD step on the mean cross-entropy over the global batch of `batch_size` examples,
-        of which x is this rank's share under torchrun (default: x's own mean, which is right
-        when every rank has len(x)); returns (sum of this rank's losses, its correct count)."""
-        raise _missing(self, "train_step")
-
-    def weighted_train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
-                            weights: Array) -> tuple[float, int]:
-        """One SGD step on sum_i weights_i * CE_i, the per-example cross-entropies weighted by
-        `weights` (B,), which are constants (no gradient flows through them) and already
-        normalised: the caller divides them as it wants the loss scaled (train.ce_weights
-        follows the authors' Keras sample_weight). Under torchrun x is this rank's share and
-        `weights` its weights; the step is on the sum over every rank's examples. Returns
-        (sum of this rank's unweighted losses, its correct count), as train_step does.
-        Used by `--loss-weights ce` only; a backend without it cannot train with that option."""
-        raise _missing(self, "weighted_train_step")
-
-    def min_train_batch(self, model: Model) -> int:
-        """The fewest examples one process can train on: 1, unless the model needs batch
-        statistics (2 for BatchNorm)."""
-        return 1
-
+    # --- the model's life: construction, learning rate, training-batch floor ------------------
     def make_model(self, name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> Model:
         """The model called `name`, initialised from `seed` alone."""
         raise _missing(self, "make_model")
@@ -274,6 +301,18 @@ class ModelOps:
     def set_lr(self, optimizer: Any, lr: float) -> None:
         raise _missing(self, "set_lr")
 
+    def min_train_batch(self, model: Model) -> int:
+        """The fewest examples one process can train on: 1, unless the model needs batch
+        statistics (2 for BatchNorm)."""
+        return 1
+
+    def weighted_train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
+                            weights: Array) -> tuple[float, int]:
+        """Deprecated alias of `train_step(model, optimizer, x, y, weights=weights)`, kept until
+        no caller is left; a backend writes the weighted case in train_step."""
+        return self.train_step(model, optimizer, x, y, weights=weights)
+
+    # --- parameters and checkpoint files ------------------------------------------------------
     def get_params(self, model: Model) -> dict:
         """Model weights as {name: numpy.ndarray}, torch's state_dict names and layouts."""
         raise _missing(self, "get_params")
@@ -296,19 +335,21 @@ class ModelOps:
         raise _missing(self, "read_meta")
 
 
-class ProcessOps:
-    """The process side, for data-parallel training: one process unless a backend says more."""
-
-    rank: int = 0        # this process's rank under torchrun
-    world_size: int = 1  # number of training processes
-
-    def all_reduce_sum(self, a: np.ndarray) -> np.ndarray:
-        """A host numpy array summed element-wise over the ranks: itself with one process."""
-        return a
+class Backend(AlgorithmOps, RunOps):
+    """A backend: what the algorithm calls (`AlgorithmOps`) and what the run machinery needs
+    (`RunOps`); subclass it to add one (docs/backends.md)."""
 
 
-class Backend(ArrayOps, ModelOps, ProcessOps):
-    """Everything algorithm code may call besides arithmetic; subclass it to add a backend."""
+def parse_device(device: Any) -> tuple[str, int | None]:
+    """A device string -> (kind, index): "auto", "cpu", "cuda" -> (that, None); "cuda:N" ->
+    ("cuda", N). Case and surrounding spaces are ignored; anything else is a ConfigError.
+    The one parser of device strings (the torch backend, the config check, evaluation)."""
+    kind, colon, index = str(device).strip().lower().partition(":")
+    if kind in ("auto", "cpu", "cuda") and not colon:
+        return kind, None
+    if kind == "cuda" and index.isascii() and index.isdigit():
+        return kind, int(index)
+    raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 # name -> "module:factory"; the module is imported only when the backend is asked for.

@@ -12,11 +12,12 @@ See docs/fosc.md for the derivation.
 """
 from __future__ import annotations
 
-from minidyn.backend import Array, backend_for
+from minidyn.backend import Array, Backend, backend_for
 from minidyn.projection import feasible_box
 
 
-def fosc(x: Array, x0: Array, grad: Array, eps: float, bounds: tuple[float, float] | None = None) -> Array:
+def fosc(x: Array, x0: Array, grad: Array, eps: float, bounds: tuple[float, float] | None = None,
+         backend: Backend | None = None) -> Array:
     """Per-example FOSC, shape (B,), for x, x0, grad of shape (B, ...).
 
     `grad` must be each example's own gradient (of the sum of per-example losses, never the
@@ -26,9 +27,10 @@ def fosc(x: Array, x0: Array, grad: Array, eps: float, bounds: tuple[float, floa
     bounds=(lo, hi) maximises over the ball intersected with the pixel box [lo, hi]^d, the set
     PGD actually searches: per coordinate the maximiser is the upper corner min(x0+eps, hi)
     where g > 0 and the lower corner max(x0-eps, lo) where g < 0.
-    Works on numpy, cupy and torch arrays alike (the backend is found from x's type).
+    backend: the backend of x (an attack passes its own); None finds one from x's type, so this
+    works on numpy, cupy and torch arrays alike.
     """
-    B = backend_for(x)
+    B = backend or backend_for(x)
     if bounds is None:
         return eps * B.sum_per_example(B.abs(grad)) - B.sum_per_example((x - x0) * grad)
     lower, upper = feasible_box(x0, eps, bounds, B)

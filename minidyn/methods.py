@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from minidyn.files.config import TrainConfig
 from minidyn.errors import ConfigError
 from minidyn.schedules import CurriculumSchedule, DynamicSchedule, FgsmPgdSchedule
+
+FOSC_REFERENCES = ("natural", "start")  # FOSC from x_0 (the paper) or from the random start
 
 
 @dataclass(frozen=True)
@@ -27,32 +28,52 @@ class AttackPlan:
     fosc_reference: str = "natural"  # FOSC's x_0: the natural example, or "start" (authors' code)
 
 
-def attack_plan(cfg: TrainConfig, t: int, c_max: float | None = None) -> AttackPlan | None:
-    """The attack that `cfg.method` trains on at epoch t (None: train on clean examples).
+@dataclass(frozen=True)
+class Method:
+    """A training method and the numbers its attacks are made of (the run layer builds it from
+    the run's options, runs.loop.method_of; the fields have the names of TrainConfig's).
 
-    cfg must be resolved; c_max overrides cfg.c_max (the CLI's `auto` estimate).
-    Every plan carries cfg.fosc_reference (for FGSM, without a random start, both are x_0).
+    steps, step_size: PGD's K and alpha; eps: the budget (FGSM's step); the three *_epochs:
+    the schedules' lengths; c_max: Dynamic's c_0 = c_max, a number (the run's resolved one).
     """
-    plan = _attack_plan(cfg, t, c_max)
-    if plan is None or cfg.fosc_reference == "natural":
+
+    method: str
+    eps: float
+    steps: int
+    step_size: float
+    curriculum_epochs: int
+    fgsm_epochs: int
+    dynamic_epochs: int
+    c_max: float | None = None
+    fosc_reference: str = "natural"
+
+
+def attack_plan(method: Method, t: int, c_max: float | None = None) -> AttackPlan | None:
+    """The attack that `method.method` trains on at epoch t (None: train on clean examples).
+
+    c_max, where given, is used instead of method.c_max. Every plan carries
+    method.fosc_reference (for FGSM, without a random start, both are x_0).
+    """
+    plan = _attack_plan(method, t, c_max)
+    if plan is None or method.fosc_reference == "natural":
         return plan
-    return dataclasses.replace(plan, fosc_reference=cfg.fosc_reference)
+    return dataclasses.replace(plan, fosc_reference=method.fosc_reference)
 
 
-def _attack_plan(cfg: TrainConfig, t: int, c_max: float | None) -> AttackPlan | None:
-    pgd_k = AttackPlan(cfg.steps, cfg.step_size, random_start=True)
-    if cfg.method == "unsecured":
+def _attack_plan(m: Method, t: int, c_max: float | None) -> AttackPlan | None:
+    pgd_k = AttackPlan(m.steps, m.step_size, random_start=True)
+    if m.method == "unsecured":
         return None
-    if cfg.method == "standard":
+    if m.method == "standard":
         return pgd_k
-    if cfg.method == "curriculum":
-        steps = CurriculumSchedule(cfg.steps, cfg.curriculum_epochs).steps(t)
-        return AttackPlan(steps, cfg.step_size, random_start=True) if steps else None
-    if cfg.method == "fgsm-pgd":
-        if FgsmPgdSchedule(cfg.fgsm_epochs).use_fgsm(t):
-            return AttackPlan(1, cfg.eps, random_start=False)
+    if m.method == "curriculum":
+        steps = CurriculumSchedule(m.steps, m.curriculum_epochs).steps(t)
+        return AttackPlan(steps, m.step_size, random_start=True) if steps else None
+    if m.method == "fgsm-pgd":
+        if FgsmPgdSchedule(m.fgsm_epochs).use_fgsm(t):
+            return AttackPlan(1, m.eps, random_start=False)
         return pgd_k
-    if cfg.method == "dynamic":
-        schedule = DynamicSchedule(c_max if c_max is not None else cfg.c_max, cfg.dynamic_epochs)
-        return AttackPlan(cfg.steps, cfg.step_size, random_start=True, stop_fosc=schedule.c_t(t))
-    raise ConfigError(f"unknown method {cfg.method!r}")
+    if m.method == "dynamic":
+        schedule = DynamicSchedule(c_max if c_max is not None else m.c_max, m.dynamic_epochs)
+        return AttackPlan(m.steps, m.step_size, random_start=True, stop_fosc=schedule.c_t(t))
+    raise ConfigError(f"unknown method {m.method!r}")

@@ -77,18 +77,6 @@ def tiny_mnist(tmp_path_factory):
     return directory
 
 
-@pytest.fixture(scope="session")
-def finished_runs(tiny_mnist, tmp_path_factory):
-    """{backend: a finished run}: numpy and, with torch installed, torch (softmax on the 96
-    digits of tiny_mnist, 2 epochs; tests/badinput.py tiny_args). Copy one before changing it."""
-    import importlib.util
-
-    from badinput import train_finished_runs
-
-    backends = ("numpy", "torch") if importlib.util.find_spec("torch") else ("numpy",)
-    return train_finished_runs(tiny_mnist, tmp_path_factory.mktemp("finished"), backends)
-
-
 @pytest.fixture
 def run_documented_code(tmp_path):
     """run(text, section, shown_after) -> runs the first ```python block after the heading

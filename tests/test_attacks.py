@@ -201,6 +201,28 @@ def test_no_gather_or_scatter_while_every_example_is_active(backend, options):
     assert counting.takes > 0 and counting.puts > 0
 
 
+class FoscCountingBackend(CountingBackend):
+    """A backend that counts the per-example sums made through it (FOSC's Eq. 4 takes two)."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.sums = 0
+
+    def sum_per_example(self, a):
+        self.sums += 1
+        return self.inner.sum_per_example(a)
+
+
+@pytest.mark.parametrize("options", [dict(final_stats=True), dict(trace=True), dict(stop_fosc=-1.0)])
+def test_pgd_measures_fosc_on_the_backend_it_is_given(backend, options):
+    """FOSC inside the attack runs on the attack's backend, not on a default one looked up from
+    the array's type (which may be configured differently: dtype, device, attack mode)."""
+    counting = FoscCountingBackend(backend)
+    model, x, y = setup(backend, n=8)
+    pgd(model, x, y, eps=0.3, step_size=0.075, steps=3, backend=counting, **options)
+    assert counting.sums > 0
+
+
 def test_active_set_writes_every_active_row_and_keeps_the_rows_that_go_on(backend):
     from dataclasses import dataclass
 

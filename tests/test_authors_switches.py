@@ -19,8 +19,8 @@ from minidyn.errors import ConfigError
 from minidyn.fosc import fosc
 from minidyn.methods import AttackPlan, attack_plan
 from minidyn.projection import feasible_box
-from minidyn.runs import config_differences, run_epoch
-from minidyn.train import ce_weights, loss_weights_at
+from minidyn.runs import config_differences, method_of, standalone_epoch
+from minidyn.runs.weights import ce_weights, loss_weights_at
 
 NP = get_backend("numpy")
 F64 = get_backend("numpy", dtype="float64")
@@ -166,11 +166,11 @@ def test_pgd_with_fosc_from_the_start_is_the_authors_loop(model_name):
 
 def test_the_training_plan_carries_the_reference_and_stops_by_it():
     cfg = TrainConfig(backend="numpy", epochs=4, batch_size=16)
-    base = attack_plan(cfg.resolved(), 0)
+    base = attack_plan(method_of(cfg.resolved()), 0)
     assert base == AttackPlan(10, 0.075, True, 0.5) and base.fosc_reference == "natural"
-    plan = attack_plan(TrainConfig(backend="numpy", epochs=4, batch_size=16, fosc_reference="start").resolved(), 0)
+    plan = attack_plan(method_of(TrainConfig(backend="numpy", epochs=4, batch_size=16, fosc_reference="start").resolved()), 0)
     assert plan.fosc_reference == "start" and plan.stop_fosc == base.stop_fosc
-    assert attack_plan(TrainConfig(backend="numpy", method="unsecured", fosc_reference="start").resolved(), 0) is None
+    assert attack_plan(method_of(TrainConfig(backend="numpy", method="unsecured", fosc_reference="start").resolved()), 0) is None
 
 
 # --- --loss-weights ------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def _epoch(t, monkeypatch=None, **kw):
     cfg = TrainConfig(backend="numpy", model="softmax", epochs=4, batch_size=16, steps=3, **kw).resolved()
     model = NP.make_model("softmax", (1, 28, 28), 10, seed=0)
     opt = NP.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    stats = run_epoch(NP, model, opt, DATA, cfg, t, attack_plan(cfg, t))
+    stats = standalone_epoch(NP, model, opt, DATA, cfg, t, attack_plan(method_of(cfg), t))
     return stats, NP.get_params(model)
 
 
@@ -237,14 +237,15 @@ def test_the_first_epoch_is_unweighted_and_later_ones_use_the_weights(monkeypatc
         same = all(np.array_equal(plain[k], weighted[k]) for k in plain)
         assert same == (t == 0), t
     seen = []
-    step = NP.weighted_train_step
+    step = NP.train_step
 
-    def spy(model, optimizer, x, y, weights):  # the weights of each batch, at the step's model
-        np.testing.assert_array_equal(weights, NP.asarray(ce_weights(NP, model, x, y)))
-        seen.append(float(np.sum(weights * NP.loss_and_grad(model, x, y)[0])))
-        return step(model, optimizer, x, y, weights)
+    def spy(model, optimizer, x, y, batch_size=None, weights=None):  # each batch's weights, at the step's model
+        if weights is not None:
+            np.testing.assert_array_equal(weights, NP.asarray(ce_weights(NP, model, x, y)))
+            seen.append(float(np.sum(weights * NP.loss_and_grad(model, x, y)[0])))
+        return step(model, optimizer, x, y, batch_size, weights=weights)
 
-    monkeypatch.setattr(NP, "weighted_train_step", spy)
+    monkeypatch.setattr(NP, "train_step", spy)
     _epoch(1, loss_weights="ce")
     assert len(seen) == 3 and all(np.isfinite(seen))
 

@@ -7,7 +7,7 @@ import tracemalloc
 
 from minidyn.backend import get_backend
 from minidyn.data import Dataset, load_dataset
-from minidyn.train import monitor
+from minidyn.runs.monitor import monitor
 
 
 def traced_peak(backend, model, data) -> int:

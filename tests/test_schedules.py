@@ -6,6 +6,7 @@ from minidyn import CurriculumSchedule, DynamicSchedule, FgsmPgdSchedule, StepLR
 from minidyn.files.config import TrainConfig
 from minidyn.errors import ConfigError
 from minidyn.methods import attack_plan
+from minidyn.runs import method_of
 
 
 def test_dynamic_schedule_matches_the_paper():
@@ -34,7 +35,7 @@ def test_curriculum_steps_grow_from_zero_to_k(K, ramp):
 
 
 def test_the_curriculum_trains_clean_at_the_start():
-    cfg = TrainConfig(method="curriculum", epochs=50).resolved()   # K = 10, ramp T' = 40
+    cfg = method_of(TrainConfig(method="curriculum", epochs=50).resolved())   # K = 10, ramp T' = 40
     assert attack_plan(cfg, 0) is None and attack_plan(cfg, 3) is None
     assert attack_plan(cfg, 4).steps == 1 and attack_plan(cfg, 39).steps == 9
 
@@ -60,7 +61,7 @@ def test_bad_dynamic_settings_are_refused(kw):
 
 
 def test_each_method_trains_on_its_attack():
-    cfg = lambda m: TrainConfig(method=m, epochs=50).resolved()  # noqa: E731
+    cfg = lambda m: method_of(TrainConfig(method=m, epochs=50).resolved())  # noqa: E731
     assert attack_plan(cfg("unsecured"), 0) is None
     std = attack_plan(cfg("standard"), 7)
     assert (std.steps, std.step_size, std.random_start, std.stop_fosc) == (10, 0.075, True, None)

@@ -8,10 +8,10 @@ import pytest
 from minidyn import get_backend
 from minidyn.files.config import METHODS, TrainConfig
 from minidyn.data import load_dataset
-from minidyn.runs.epoch_state import EpochState, epoch_batches
 from minidyn.methods import attack_plan
-from minidyn.runs import run_epoch
-from minidyn.train import train_epoch
+from minidyn.runs import method_of, standalone_epoch
+from minidyn.runs.epoch_state import EpochState, epoch_batches
+from minidyn.train import Batch, train_epoch
 
 DATA = load_dataset("mnist-sample", "train").subset(128)
 
@@ -21,7 +21,7 @@ def one_epoch(**kw):
     cfg = TrainConfig(backend="numpy", epochs=4, batch_size=64, **kw).resolved()
     model = backend.make_model("mlp", (1, 28, 28), 10, seed=0)
     opt = backend.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    stats = run_epoch(backend, model, opt, DATA, cfg, 0, attack_plan(cfg, 0))
+    stats = standalone_epoch(backend, model, opt, DATA, cfg, 0, attack_plan(method_of(cfg), 0))
     return stats, backend.get_params(model)
 
 
@@ -63,7 +63,11 @@ def test_algorithm_1_yields_after_every_sgd_step_and_records_every_example():
     opt = backend.make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     state = EpochState.begin(backend, cfg.seed, 0, len(DATA))
     batches = epoch_batches(backend, DATA, state, 0, cfg.seed, cfg.batch_size)
-    losses = list(train_epoch(backend, model, opt, batches, attack_plan(cfg, 0), state, eps=cfg.eps))
+    losses = []
+    for step in train_epoch(backend, model, opt, batches, attack_plan(method_of(cfg), 0),
+                            state.rngs["attack"], eps=cfg.eps):
+        state.record(backend, step)
+        losses.append(step.loss)
     assert len(losses) == state.batches == 3  # 128 examples in batches of 48, 48, 32
     assert state.loss_sum == sum(losses) and np.isfinite(state.fosc).all()
     assert 1 <= state.steps.min() and state.steps.max() <= cfg.steps
@@ -73,7 +77,7 @@ def test_an_epoch_continued_from_its_state_is_the_epoch_uninterrupted():
     """What a mid-epoch resume does: the same state, the batches from state.batches on."""
     backend = get_backend("numpy")
     cfg = TrainConfig(backend="numpy", epochs=4, batch_size=32, method="dynamic", augment=True).resolved()
-    plan = attack_plan(cfg, 0)
+    plan = attack_plan(method_of(cfg), 0)
 
     def fresh():
         model = backend.make_model("mlp", (1, 28, 28), 10, seed=0)
@@ -81,7 +85,9 @@ def test_an_epoch_continued_from_its_state_is_the_epoch_uninterrupted():
 
     def steps(model, opt, state, n=None):
         batches = epoch_batches(backend, DATA, state, 0, cfg.seed, cfg.batch_size, cfg.augment)
-        for number, _ in enumerate(train_epoch(backend, model, opt, batches, plan, state, eps=cfg.eps), 1):
+        for number, step in enumerate(train_epoch(backend, model, opt, batches, plan,
+                                                  state.rngs["attack"], eps=cfg.eps), 1):
+            state.record(backend, step)
             if number == n:
                 return
 
@@ -96,6 +102,26 @@ def test_an_epoch_continued_from_its_state_is_the_epoch_uninterrupted():
     assert part.batches == whole.batches == 4
     np.testing.assert_array_equal(part.fosc, whole.fosc)
     assert all(np.array_equal(v, backend.get_params(model2)[k]) for k, v in backend.get_params(model).items())
+
+
+def test_algorithm_1_runs_on_a_plain_list_of_batches_without_a_run():
+    """train_epoch needs no run-layer object: a list of Batch(x, y), a plan and a generator; it
+    yields each step's measurements (the PGD examples trained on, the loss, the correct count)."""
+    backend = get_backend("numpy")
+    model = backend.make_model("mlp", (1, 28, 28), 10, seed=0)
+    opt = backend.make_optimizer(model, 0.01, 0.9, 0.0)
+    x, y = backend.asarray(DATA.x[:64]), backend.asarray(DATA.y[:64])
+    batches = [Batch(x[:40], y[:40]), Batch(x[40:], y[40:])]
+    plan = attack_plan(method_of(TrainConfig(epochs=4).resolved()), 0)  # Dynamic at c_0
+    before = {k: v.copy() for k, v in backend.get_params(model).items()}
+    steps = list(train_epoch(backend, model, opt, batches, plan, backend.rng(0), eps=0.3))
+    assert [s.batch for s in steps] == batches
+    assert [int(s.attack.x_adv.shape[0]) for s in steps] == [40, 24]
+    assert all(s.attack.fosc is not None and 1 <= s.attack.steps.min() for s in steps)
+    assert all(np.isfinite(s.loss) and 0 <= s.correct <= len(s.batch.y) for s in steps)
+    assert not all(np.array_equal(before[k], v) for k, v in backend.get_params(model).items())
+    clean = list(train_epoch(backend, model, opt, batches[:1], None, None, eps=0.3))
+    assert clean[0].attack is None
 
 
 @pytest.mark.parametrize("world", [2, 3])

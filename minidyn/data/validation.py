@@ -14,7 +14,7 @@ import numpy as np
 from minidyn.data import Dataset
 from minidyn.errors import ConfigError
 
-VALIDATION_STREAM = 4  # epoch_seed's streams 0-3 are data order, attacks, evaluation, augmentation
+from minidyn.seeds import VALIDATION as VALIDATION_STREAM  # the registry: minidyn/seeds.py
 
 
 def split_validation(data: Dataset, n: int, seed: int) -> tuple[Dataset, Dataset]:

@@ -1,17 +1,19 @@
-"""The paper's FOSC analyses as numbers: dicts of numpy arrays, written as CSV and JSON.
+"""The paper's FOSC analyses as numbers: dicts of numpy arrays (the computations only).
 
     fosc_bins(...)           Fig 1a: PGD-10 test examples in FOSC bins, accuracy and loss per bin
     trajectories(...)        Fig 1b: FOSC and loss along the PGD steps of random test examples
     fosc_distributions(...)  Figs 2, 3, 5: Gaussian KDE of a run's per-epoch training FOSC files,
                              and the share of examples with FOSC in [0, 0.1] per epoch
     eps_curve(...)           Fig 4a: PGD-10 accuracy over a grid of test eps
-    analyze_run(run_dir)     all of them for one run, files in RUN_DIR/analysis (`minidyn analyze`)
 
-Pictures are drawn by `minidyn.evaluation.plots` (matplotlib, optional); the numbers never need it.
+analysis_files.analyze_run(run_dir) runs all of them for one run and writes their files in
+RUN_DIR/analysis (`minidyn analyze`); kde.py holds the Gaussian KDE of Figs 2, 3, 5. Pictures are
+drawn by `minidyn.evaluation.plots` (matplotlib, optional); the numbers never need it.
 FOSC here is the paper's definition (Eq. 4, over the eps-ball, `minidyn.fosc` with bounds=None),
 the same quantity the training loop records.
 
-Epochs are counted from 1 in everything this module returns or writes (the `epochs` argument,
+Epochs are counted from 1 in everything this module returns and analysis_files writes (the
+`epochs` argument,
 the keys of the per-epoch dicts, the `epoch` column of fosc_share.csv, analysis.json): epoch 1
 is the first epoch, as in the training log ("epoch 1/15"). The run files keep the 0-based index
 t of the schedules (metrics.jsonl's "epoch", fosc/epoch_NNN.npy): epoch e is the file
@@ -19,8 +21,6 @@ fosc/epoch_{e-1:03d}.npy. `fosc_files` is the one place that translates.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import re
@@ -34,11 +34,11 @@ from minidyn.attacks import pgd
 from minidyn.backend import Backend, Model
 from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
-from minidyn.errors import CheckpointError, ConfigError
+from minidyn.errors import ConfigError
 from minidyn.evaluation.evaluate import eps_curve_flags, evaluate_attacks
-from minidyn.files.fileio import atomic_write
 from minidyn.fosc import fosc
 from minidyn.files.npyfile import read_fosc
+from minidyn.evaluation.kde import gaussian_kde, scott_bandwidth
 
 FIG_ATTACK = ATTACKS["pgd10"]  # the attack of Figs 1a and 4a: PGD-10, the paper's evaluation
 
@@ -221,36 +221,6 @@ def trajectories(backend: Backend, model: Model, data: Dataset, *, eps: float, n
 
 
 # --- Figs 2, 3, 5 ----------------------------------------------------------------------------
-def scott_bandwidth(samples) -> float:
-    """Scott's rule for a 1-D Gaussian KDE: std (ddof 1) * n^(-1/5), as scipy's gaussian_kde."""
-    s = np.asarray(samples, float)
-    if s.size < 2:
-        return 1e-6
-    h = float(s.std(ddof=1)) * s.size ** (-1 / 5)
-    return h if h > 0 else 1e-6
-
-
-def gaussian_kde(samples, grid, bandwidth: float | None = None, chunk: int = 64) -> np.ndarray:
-    """Gaussian kernel density of 1-D `samples` at the points `grid` (numpy only, no scipy).
-
-    density(g) = mean_i N(g; s_i, h^2), h by Scott's rule unless given. Computed over chunks of
-    the grid, so memory is len(samples) * chunk.
-    """
-    s = np.asarray(samples, float)
-    s = s[np.isfinite(s)]
-    grid = np.asarray(grid, float)
-    if s.size == 0:
-        return np.full(grid.shape, np.nan)
-    h = bandwidth or scott_bandwidth(s)
-    out = np.empty(grid.size)
-    norm = 1.0 / (s.size * h * math.sqrt(2 * math.pi))
-    flat = grid.ravel()
-    for i in range(0, flat.size, chunk):
-        u = (flat[i:i + chunk, None] - s[None, :]) / h
-        out[i:i + chunk] = np.exp(-0.5 * u * u).sum(axis=1) * norm
-    return out.reshape(grid.shape)
-
-
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.npy$")
 
 
@@ -349,188 +319,3 @@ def eps_curve(backend: Backend, model: Model, data: Dataset, *, eps_grid, limit:
     eps_all = [0.0] + grid
     return {"eps": np.array(eps_all), "accuracy": np.array([100.0 * c.mean() for c in correct]),
             "n": int(clean.n), "flags": eps_curve_flags(eps_all, correct)}
-
-
-# --- writing the numbers -------------------------------------------------------------------------
-def write_csv(path: str | os.PathLike, header: list[str], rows) -> None:
-    def write(f):
-        w = csv.writer(f)
-        w.writerow(header)
-        for row in rows:
-            w.writerow([_fmt(v) for v in row])
-    atomic_write(path, write)
-
-
-def _fmt(v):
-    if isinstance(v, (float, np.floating)):
-        return "" if not np.isfinite(v) else repr(float(v))
-    if isinstance(v, (np.integer, np.bool_)):
-        return int(v)
-    return v
-
-
-def jsonable(obj):
-    """numpy arrays and scalars -> lists and numbers; NaN -> None; dict keys -> str."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, (np.integer, np.bool_)):
-        return obj.item()
-    return obj
-
-
-def write_bins(out: Path, fig1a: dict) -> None:
-    write_csv(out / "fig1a_fosc_bins.csv",
-              ["bin_lo", "bin_hi", "count", "accuracy_pct", "mean_loss", "mean_fosc"],
-              zip(fig1a["edges"][:-1], fig1a["edges"][1:], fig1a["counts"], fig1a["accuracy"],
-                  fig1a["loss"], fig1a["fosc"]))
-    examples = fig1a["examples"]
-    write_csv(out / "fig1a_examples.csv", ["example", "fosc", "loss", "correct"],
-              zip(range(len(examples["fosc"])), examples["fosc"], examples["loss"], examples["correct"]))
-
-
-def write_trajectories(out: Path, fig1b: dict) -> None:
-    rows = ((int(example), step, fig1b["fosc"][step, j], fig1b["loss"][step, j])
-            for j, example in enumerate(fig1b["indices"]) for step in range(fig1b["fosc"].shape[0]))
-    write_csv(out / "fig1b_trajectories.csv", ["example", "step", "fosc", "loss"], rows)
-
-
-def write_distributions(out: Path, distributions: dict) -> None:
-    write_csv(out / "fosc_share.csv", ["epoch", "share_in_range"], distributions["share"].items())
-    if distributions["density"]:
-        epochs = list(distributions["density"])
-        write_csv(out / "fosc_kde.csv", ["fosc"] + [f"density_epoch_{e}" for e in epochs],
-                  zip(distributions["grid"], *(distributions["density"][e] for e in epochs)))
-
-
-def write_eps_curve(out: Path, fig4a: dict) -> None:
-    write_csv(out / "fig4a_eps_curve.csv", ["eps", "accuracy_pct"], zip(fig4a["eps"], fig4a["accuracy"]))
-
-
-def write_all(out: Path, fig1a: dict, fig1b: dict, distributions: dict, fig4a: dict) -> list[str]:
-    """The CSV files of every figure into `out`; returns their names."""
-    write_bins(out, fig1a)
-    write_trajectories(out, fig1b)
-    write_distributions(out, distributions)
-    write_eps_curve(out, fig4a)
-    return (["fig1a_fosc_bins.csv", "fig1a_examples.csv", "fig1b_trajectories.csv", "fosc_share.csv"]
-            + (["fosc_kde.csv"] if distributions["density"] else []) + ["fig4a_eps_curve.csv"])
-
-
-def _summary(head: dict, fig1a: dict, fig1b: dict, distributions: dict, fig4a: dict) -> dict:
-    """analysis.json: `head` (run, checkpoint, method, model, ...) and the numbers of every figure
-    (epochs counted from 1)."""
-    examples = fig1a["examples"]
-    return head | {
-        "fig1a": {k: fig1a[k] for k in ("edges", "counts", "accuracy", "loss", "fosc", "n", "n_below",
-                                        "n_above", "n_nan", "corr_accuracy", "corr_loss",
-                                        "range_source", "n_in_paper_range")}
-                 | {"fosc_range": list(fig1a["fosc_range"]), "paper_range": list(PAPER_RANGE),
-                    "bins": len(fig1a["counts"]), "attack": FIG_ATTACK.name,
-                    "fosc_quantiles": np.quantile(examples["fosc"], [0.1, 0.5, 0.9]).tolist(),
-                    "accuracy_all": 100.0 * float(examples["correct"].mean())},
-        "fig1b": {"indices": fig1b["indices"], "steps": fig1b["steps"],
-                  "median_fosc": np.nanmedian(fig1b["fosc"], axis=1),
-                  "median_loss": np.nanmedian(fig1b["loss"], axis=1)},
-        "fosc_distributions": {k: distributions[k] for k in ("epochs", "share", "share_range",
-                                                             "bandwidth", "n")}
-                              | {"quantiles": distributions.get("quantiles", {}),
-                                 "epochs_counted_from": 1},
-        "fig4a": {"eps": fig4a["eps"], "accuracy": fig4a["accuracy"], "n": fig4a["n"]},
-        "flags": fig4a["flags"],
-    }
-
-
-def _load_run(run: Path, device: str):
-    """(backend, model, head of analysis.json, test data) of the run directory `run`."""
-    from minidyn.evaluation.checkpoints import checkpoint_in, load_checkpoint, run_config
-    from minidyn.data import load_dataset
-
-    if not run.is_dir():
-        raise ConfigError(f"{run} is not a run directory")
-    path = checkpoint_in(run)
-    backend, model, meta = load_checkpoint(path, device)
-    config = run_config(path)
-    data = load_dataset(meta.get("dataset") or config.get("dataset"), "test", config.get("data_dir"))
-    eps = meta.get("eps") or config.get("eps")
-    if eps is None:
-        raise CheckpointError(f"{path} does not record the eps it was trained with, nor does its config.json")
-    head = {"run": str(run), "checkpoint": str(path), "method": meta.get("method") or config.get("method"),
-            "model": meta.get("model"), "dataset": data.name, "eps": float(eps)}
-    return backend, model, head, data
-
-
-def _output_dir(run: Path, out: str | os.PathLike | None) -> Path:
-    """`out` (default RUN_DIR/analysis), created; ConfigError when it cannot be."""
-    out = Path(out) if out is not None else run / "analysis"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create --out {out}: {exc.strerror}") from None
-    return out
-
-
-def analyze_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                limit: int | None = 1000, epochs: list[int] | None = None, bins: int = 20,
-                fosc_range=None, eps_grid=None, traj_n: int = 20, traj_steps: int = 20,
-                batch_size: int = 256, seed: int = 0, device: str = "auto", plots: bool = True,
-                fosc_bounds: str = "ball", log: Callable[[str], None] = print, progress=None) -> dict:
-    """Every analysis for the run in `run_dir`; numbers to CSV/JSON and (matplotlib) PNGs in `out`
-    (default RUN_DIR/analysis). Returns the summary written to analysis.json, with "files".
-
-    epochs: the epochs (counted from 1) of the FOSC KDE; default first, middle and last.
-    fosc_bounds: "ball" (the paper's FOSC, Eq. 4) or "clipped" (FOSC over the feasible set PGD
-    searches, the eps-ball intersected with the pixel box [0, 1]^d) for Figs 1a and 1b; the
-    training FOSC files of the distributions are always the paper's (what training records).
-    fosc_range: None, (lo, hi) or "auto", the range of Fig 1a's bins (see choose_range). The
-    "share of training examples with FOSC in range" of the distributions uses the same range,
-    except after a fallback, where it keeps the paper's [0, 0.1] (its "FOSC density").
-    progress(label, total) -> (on_batch, close): a progress display for Fig 1a's attack.
-    """
-    run = Path(run_dir)
-    if fosc_bounds not in FOSC_BOUNDS:
-        raise ConfigError(f"fosc_bounds must be one of {', '.join(FOSC_BOUNDS)}, got {fosc_bounds!r}")
-    bounds = FOSC_BOUNDS[fosc_bounds]
-    backend, model, head, data = _load_run(run, device)
-    check_epochs(run, epochs)  # before minutes of PGD, not after
-    out = _output_dir(run, out)
-    eps = head["eps"]
-    eps_grid = default_eps_grid(eps) if eps_grid is None else np.asarray(eps_grid, float)
-    on_batch, close = (progress or (lambda label, total: (None, lambda: None)))(
-        f"Fig 1a: {FIG_ATTACK.label}", len(data) if limit is None else min(limit, len(data)))
-    try:
-        fig1a = fosc_bins(backend, model, data, eps=eps, limit=limit, bins=bins, fosc_range=fosc_range,
-                          batch_size=batch_size, seed=seed, fosc_bounds=bounds, on_batch=on_batch)
-    finally:
-        close()
-    fig1b = trajectories(backend, model, data, eps=eps, n=traj_n, steps=traj_steps, seed=seed,
-                         fosc_bounds=bounds)
-    distributions = fosc_distributions(
-        run, epochs, share_range=PAPER_RANGE if fig1a["range_source"] == "fallback" else fig1a["fosc_range"])
-    fig4a = eps_curve(backend, model, data, eps_grid=eps_grid, limit=limit, batch_size=batch_size, seed=seed)
-    figures = (fig1a, fig1b, distributions, fig4a)
-    written = write_all(out, *figures)
-    summary = _summary(head | {"seed": seed, "fosc_bounds": fosc_bounds}, *figures)
-    atomic_write(out / "analysis.json", lambda f: json.dump(jsonable(summary), f, indent=2))
-    written.append("analysis.json")
-    if plots:
-        written += _plot(out, figures, f"{summary['method']} {summary['model']}, eps {eps:g}",
-                         clipped=bounds is not None, log=log)
-    summary["files"] = [str(out / name) for name in written]
-    return summary
-
-
-def _plot(out: Path, figures: tuple, title: str, clipped: bool, log: Callable[[str], None]) -> list[str]:
-    """The PNGs of `figures` (fig1a, fig1b, distributions, fig4a) in `out`, their names; none,
-    and a line to `log`, without matplotlib."""
-    from minidyn.evaluation import plots as plotting
-
-    if not plotting.available():
-        log(plotting.MISSING)
-        return []
-    return plotting.plot_all(out, *figures, title=title, clipped=clipped)

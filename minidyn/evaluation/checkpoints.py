@@ -5,6 +5,7 @@
     meta = read_meta(path)              # {"epoch", "eps", "dataset", "method", ...}, no model built
     architecture(meta)                  # {"model": "mlp", "input_shape": [1, 28, 28], "num_classes": 10}
     backend, model, meta = load_checkpoint(path)
+    test_set(meta, None, None, str(path))   # the test split it was trained on; eps_of(meta, ...)
 
 A checkpoint.pt belongs to the torch backend, a checkpoint.npz to the numpy (or cupy) backend;
 each backend reads its own format (its public `read_meta` and `load_checkpoint`). Training
@@ -15,10 +16,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from minidyn.backend import Backend, Model, get_backend
+from minidyn.backend import Backend, Model, get_backend, parse_device
+from minidyn.data import load_dataset
 from minidyn.errors import CheckpointError, ConfigError
-from minidyn.files.readers import check_meta, read_config
-from minidyn.runs.rundir import CHECKPOINT_NAMES
+from minidyn.files.readers import check_meta, read_config, read_eval
+from minidyn.files.names import CHECKPOINT_NAMES
 
 BACKEND_OF_SUFFIX = {".pt": "torch", ".npz": "numpy"}  # the backend that reads each format
 CHECKPOINT_FILES = tuple(dict.fromkeys(CHECKPOINT_NAMES.values()))  # what a run directory can hold
@@ -64,12 +66,11 @@ def evaluation_backend(path: Path, device: str | None = "auto") -> Backend:
     when `device` is cuda or cuda:N."""
     if path.suffix == ".pt":
         return get_backend("torch", device=device)
-    if device in ("auto", "cpu", None):
-        return get_backend("numpy")
-    if str(device).startswith("cuda"):
-        index = str(device).partition(":")[2]
-        return get_backend("cupy", device=int(index or 0))
-    raise ConfigError(f"unknown device {device!r} for a numpy checkpoint; use cpu or cuda[:N]")
+    try:
+        kind, index = parse_device("auto" if device is None else device)
+    except ConfigError:
+        raise ConfigError(f"unknown device {device!r} for a numpy checkpoint; use cpu or cuda[:N]") from None
+    return get_backend("cupy", device=index or 0) if kind == "cuda" else get_backend("numpy")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> tuple[Backend, Model, dict]:
@@ -94,3 +95,27 @@ def run_config(checkpoint: str | os.PathLike) -> dict:
     config.json that minidyn.files.readers.read_config refuses is a ConfigError)."""
     config = Path(checkpoint).parent / "config.json"
     return read_config(config) if config.exists() or config.is_symlink() else {}
+
+
+def test_set(meta: dict, dataset: str | None, data_dir: str | None, checkpoint: str):
+    """The test split the checkpoint was trained on (or --dataset/--data-dir)."""
+    name = dataset or meta.get("dataset")
+    if not name:
+        raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+    if data_dir is None and name == meta.get("dataset"):
+        data_dir = run_config(checkpoint).get("data_dir")
+    return load_dataset(name, "test", data_dir)
+
+
+def eps_of(meta: dict, eps: float | None, checkpoint: str) -> float:
+    """`eps` where given (--eps), else the eps the checkpoint's meta records."""
+    eps = eps if eps is not None else meta.get("eps")
+    if eps is None:
+        raise ConfigError(f"{checkpoint} does not record the eps it was trained with; pass --eps")
+    return float(eps)
+
+
+def saved_white_box(path) -> dict | None:
+    """The eval.json next to checkpoint `path` (minidyn.files.readers.read_eval), None without one."""
+    saved = Path(path).parent / "eval.json"
+    return read_eval(saved) if saved.exists() or saved.is_symlink() else None

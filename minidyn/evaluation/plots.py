@@ -1,8 +1,8 @@
 """PNG figures of `minidyn.evaluation.analysis` results, with matplotlib (the `plot` extra), imported lazily.
 
-Uses matplotlib's object API (Figure + the Agg canvas), never pyplot, so it touches no global
-state and needs no display. Every `*_figure` function takes the dict an analysis function
-returned and gives back the matplotlib Figure (for tests and notebooks); `plot_*` saves it.
+Drawn with minidyn.evaluation.drawing (matplotlib's object API, never pyplot). Every `*_figure`
+function takes the dict an analysis function returned and gives back the matplotlib Figure (for
+tests and notebooks); `plot_*` saves it.
 Each title names the paper's figure it redraws (Wang et al., ICML 2019) and says in one line
 how to read it. Epochs are counted from 1, as in the training log.
 """
@@ -12,18 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from minidyn.evaluation.analysis import FIG_ATTACK, describe_corr
+from minidyn.evaluation.drawing import PAPER, available, figure, line_colours, save
+
 MISSING = ("matplotlib is not installed (pip install 'minidyn[plot]'): "
            "wrote the numbers (CSV/JSON) but no PNGs")
-PAPER = "Wang et al. 2019"
 LOW_FOSC = "low FOSC = the inner maximisation is well solved (FOSC ≥ 0; 0 at a local maximum)"
-
-
-def available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def fosc_set(clipped: bool) -> str:
@@ -33,31 +27,14 @@ def fosc_set(clipped: bool) -> str:
     return "FOSC over the eps-ball (the paper's)"
 
 
-def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
-    return fig, axes
-
-
 def _title(fig, what: str, figure: str, lines: list[str]) -> None:
     """Suptitle: `what` (cf. Fig. `figure` of the paper), then one short line per entry."""
     fig.suptitle("\n".join([f"{what} (cf. {figure} of {PAPER})"] + [ln for ln in lines if ln]),
                  fontsize=9)
 
 
-def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=110)
-    return path.name
-
-
 def _range_words(fig1a: dict) -> str:
     """How Fig 1a's FOSC range was chosen, for its x-axis label."""
-    from minidyn.evaluation.analysis import FIG_ATTACK
-
     lo, hi = fig1a["fosc_range"]
     inside = fig1a["n"] - fig1a["n_below"] - fig1a["n_above"] - fig1a.get("n_nan", 0)
     counts = f"{inside} of {fig1a['n']} examples in [{lo:g}, {hi:g}], {fig1a['n_above']} above"
@@ -69,9 +46,7 @@ def _range_words(fig1a: dict) -> str:
 
 def fosc_bins_figure(fig1a: dict, title: str = "", clipped: bool = False):
     """Fig 1a: accuracy (left axis) and mean loss (right axis) per FOSC bin; counts below."""
-    from minidyn.evaluation.analysis import FIG_ATTACK, describe_corr
-
-    fig, axes = _figure(7.0, 6.0, nrows=2, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig, axes = figure(7.0, 6.0, nrows=2, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax, axc = axes[0, 0], axes[1, 0]
     full = fig1a["counts"] > 0
     x = fig1a["centers"]
@@ -99,24 +74,13 @@ def fosc_bins_figure(fig1a: dict, title: str = "", clipped: bool = False):
     return fig
 
 
-def line_colours(n: int) -> list:
-    """n distinct RGBA colours: tab20 for up to 20 (its 10 strong hues first, then their light
-    partners), evenly spaced on `turbo` beyond that."""
-    from matplotlib import colormaps
-
-    if n <= 20:
-        tab = colormaps["tab20"].colors
-        return [tab[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))][:n]
-    return [colormaps["turbo"](v) for v in np.linspace(0, 1, n)]
-
-
 def trajectories_figure(fig1b: dict, title: str = "", clipped: bool = False):
     """Fig 1b: FOSC and loss along the PGD steps, one line per example, the same colour (and,
     past the 10th example, a dashed style) for an example in both panels."""
     from matplotlib.ticker import MaxNLocator
 
     n = fig1b["fosc"].shape[1]
-    fig, axes = _figure(11.0, 4.4, ncols=2)
+    fig, axes = figure(11.0, 4.4, ncols=2)
     steps = np.arange(fig1b["fosc"].shape[0])
     for j, colour in enumerate(line_colours(n)):
         style = "-" if j < 10 else "--"
@@ -139,7 +103,7 @@ def trajectories_figure(fig1b: dict, title: str = "", clipped: bool = False):
 def distributions_figure(distributions: dict, title: str = ""):
     """Figs 2/3/5: KDE of the training FOSC at chosen epochs, the share range shaded; right:
     the share of training examples in that range at every epoch (counted from 1)."""
-    fig, axes = _figure(11.0, 4.4, ncols=2)
+    fig, axes = figure(11.0, 4.4, ncols=2)
     ax, axs = axes[0, 0], axes[0, 1]
     lo_s, hi_s = distributions["share_range"]
     if distributions["density"]:
@@ -182,9 +146,7 @@ def _share_panel(axs, distributions: dict) -> None:
 
 def eps_curve_figure(fig4a: dict, title: str = ""):
     """Fig 4a: PGD-10 accuracy against the test eps (eps 0: clean)."""
-    from minidyn.evaluation.analysis import FIG_ATTACK
-
-    fig, axes = _figure(5.8, 4.4)
+    fig, axes = figure(5.8, 4.4)
     ax = axes[0, 0]
     ax.plot(fig4a["eps"], fig4a["accuracy"], "o-")
     for e, a in zip(fig4a["eps"], fig4a["accuracy"]):
@@ -199,19 +161,19 @@ def eps_curve_figure(fig4a: dict, title: str = ""):
 
 
 def plot_fosc_bins(fig1a: dict, path: Path, title: str = "", clipped: bool = False) -> str:
-    return _save(fosc_bins_figure(fig1a, title, clipped), path)
+    return save(fosc_bins_figure(fig1a, title, clipped), path)
 
 
 def plot_trajectories(fig1b: dict, path: Path, title: str = "", clipped: bool = False) -> str:
-    return _save(trajectories_figure(fig1b, title, clipped), path)
+    return save(trajectories_figure(fig1b, title, clipped), path)
 
 
 def plot_distributions(distributions: dict, path: Path, title: str = "") -> str:
-    return _save(distributions_figure(distributions, title), path)
+    return save(distributions_figure(distributions, title), path)
 
 
 def plot_eps_curve(fig4a: dict, path: Path, title: str = "") -> str:
-    return _save(eps_curve_figure(fig4a, title), path)
+    return save(eps_curve_figure(fig4a, title), path)
 
 
 def plot_all(out: Path, fig1a: dict, fig1b: dict, distributions: dict, fig4a: dict, title: str = "",

@@ -5,6 +5,8 @@
                  per-example files of a study
     npyfile.py   the one reader of .npy / .npz files: headers checked before data is read
     fileio.py    atomic writes (temporary file, fsync, rename) and directory syncs
+    names.py     the checkpoint file names of a run directory, per backend
+    compare_configs.py  the options in which a saved config.json differs from the one asked for
 
 The algorithm (minidyn/fosc.py ... train.py) imports none of these.
 """

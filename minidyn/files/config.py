@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
 
+from minidyn.backend import parse_device
 from minidyn.errors import ConfigError
+from minidyn.methods import FOSC_REFERENCES  # FOSC from x_0 (the paper) or from the random start
 
 METHODS = ("unsecured", "standard", "curriculum", "fgsm-pgd", "dynamic")
 PRESETS = ("paper-mnist", "paper-cifar10", "paper-wrn")
 BACKENDS = ("auto", "numpy", "cupy", "torch")
 # the authors' code as switches, off by default (docs/fosc.md, "The authors' code as switches")
-FOSC_REFERENCES = ("natural", "start")  # FOSC from x_0 (the paper) or from the random start
 LOSS_WEIGHTS = ("none", "ce")           # unweighted mean CE, or the authors' sample_weight
 ALL = "all"  # eval_limit: every example of the split the monitor attacks (resolved to None)
 
@@ -277,11 +278,12 @@ def _raise_first(checks: list[tuple[bool, str]]) -> None:
 
 
 def cuda_index(device: str) -> int | None:
-    """0 for "cuda", N for "cuda:N", None for anything else."""
-    name, _, index = str(device).partition(":")
-    if name != "cuda":
+    """0 for "cuda", N for "cuda:N", None for anything else (`minidyn.backend.parse_device`)."""
+    try:
+        kind, index = parse_device(device)
+    except ConfigError:
         return None
-    return int(index) if index.isdigit() else (0 if not index else None)
+    return (index or 0) if kind == "cuda" else None
 
 
 def load_preset(name: str) -> dict:

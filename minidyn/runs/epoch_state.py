@@ -13,50 +13,41 @@ import base64
 import math
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from minidyn.backend import Backend
 from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
-from minidyn.runs.distributed import gather_json, rank_share
-from minidyn.train import epoch_seed
 from minidyn.errors import CheckpointError
 from minidyn.files.npyfile import plain_dtype
+from minidyn.runs.distributed import gather_json, rank_share
+from minidyn.seeds import ATTACK, AUGMENT, DATA_ORDER, epoch_seed
+from minidyn.train import Batch, Step
 
 __all__ = ["Batch", "EpochState", "EpochStats", "epoch_batches", "epoch_order", "epoch_seed",
            "gather_json", "pack_array", "unpack_array"]
 
 
-
 def epoch_order(seed: int, t: int, n: int) -> np.ndarray:
     """The order (n,) in which epoch t visits the n training examples (a permutation)."""
-    return np.random.default_rng(epoch_seed(seed, t, 0)).permutation(n)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """This process's share of one global mini-batch (all of it without torchrun)."""
-
-    index: np.ndarray  # (b,) int, the examples' positions in the training set
-    x: Any             # (b, C, H, W) backend float array in [0, 1]
-    y: Any             # (b,) backend int labels
-    size: int          # examples in the global batch, over all ranks (the mean loss's divisor)
+    return np.random.default_rng(epoch_seed(seed, t, DATA_ORDER)).permutation(n)
 
 
 def epoch_batches(backend: Backend, data: Dataset, state: "EpochState", t: int, seed: int,
                   batch_size: int, augment: bool = False) -> Iterator[Batch]:
     """This rank's share of each mini-batch of epoch t, from batch `state.batches` on (those
     before it were trained before the checkpoint the epoch resumed from). With `augment`, each
-    share is randomly cropped and flipped (CIFAR-10) with the epoch's "augment" generator."""
+    share is randomly cropped and flipped (CIFAR-10) with the epoch's "augment" generator.
+    Each Batch carries the global batch's size and its examples' positions (`index`)."""
     order = epoch_order(seed, t, len(data))
     for idx in islice(batch_indices(order, batch_size), state.batches, None):
         mine = rank_share(backend, idx)
         x, y = to_backend(backend, data, mine)
         if augment:
             x = backend.crop_flip(x, state.rngs["augment"])
-        yield Batch(mine, x, y, len(idx))
+        yield Batch(x, y, size=len(idx), index=mine)
 
 
 @dataclass
@@ -70,9 +61,9 @@ class EpochStats:
     steps: np.ndarray  # (N,) int, PGD steps each example took
 
 
-# The generators an epoch draws from, with their epoch_seed streams (0 is the data order, 2 the
-# evaluation). A mid-epoch checkpoint saves the state of each one; add new ones here.
-RNG_STREAMS = {"attack": 1, "augment": 3}
+# The generators an epoch draws from, with their seed streams (minidyn/seeds.py). A mid-epoch
+# checkpoint saves the state of each one; add new ones here.
+RNG_STREAMS = {"attack": ATTACK, "augment": AUGMENT}
 
 
 @dataclass
@@ -96,6 +87,13 @@ class EpochState:
     def begin(cls, backend: Backend, seed: int, t: int, n: int) -> "EpochState":
         rngs = {name: backend.rng(epoch_seed(seed, t, stream, backend.rank)) for name, stream in RNG_STREAMS.items()}
         return cls(rngs, np.full(n, np.nan, dtype=np.float32), np.zeros(n, dtype=np.int64))
+
+    def record(self, backend: Backend, step: Step) -> None:
+        """What one step of Algorithm 1 (train.train_epoch) measured: its attack's FOSC and
+        steps per example (at the batch's `index`), its loss and correct count."""
+        if step.attack is not None:
+            self.record_attack(backend, step.batch.index, step.attack)
+        self.record_step(step.loss, step.correct)
 
     def record_attack(self, backend: Backend, idx: np.ndarray, adv) -> None:
         self.grad_evals += adv.grad_evals

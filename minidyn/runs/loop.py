@@ -1,13 +1,15 @@
-"""A training run: `train_run` sets one up, `train_loop` trains it, epoch after epoch.
+"""A training run: `train_run` sets one up, `epoch_loop` trains it, epoch after epoch.
 
     train_run(cfg, out)
         setup            backend, data, model, optimiser, the run directory (rundir.RunDir)
         start | resume   c_max and config.json | the last checkpoint, the metric lines after it
                          dropped
-        train_loop       per epoch: lr and c_t, Algorithm 1 (train.train_epoch) with the NaN
-                         check and the mid-epoch checkpoints after each SGD step, the test
-                         monitor, metrics.jsonl, fosc/, the checkpoint; then the final
-                         evaluation and summary.json
+        epoch_loop       per epoch: lr and c_t, Algorithm 1's steps (`recorded_steps`: each
+                         one recorded, NaN-checked, then the mid-epoch checkpoint), the
+                         accuracy monitor (monitor.py), metrics.jsonl, fosc/, the checkpoint;
+                         then the final evaluation and summary.json
+    standalone_epoch     one epoch of Algorithm 1 outside a run (tests, benchmarks), through
+                         the same `recorded_steps`
 
 What the run tells its user goes to one `Reporter` (reporter.py). Randomness is derived from
 (seed, epoch) (epoch_state.py), so resuming at an epoch boundary reproduces the run exactly; a
@@ -17,34 +19,36 @@ there is exact too. Under torchrun every rank runs this loop on its share of eve
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from minidyn import __version__
 from minidyn.backend import Backend, Model, get_backend
 from minidyn.files.config import TrainConfig, cuda_index
+from minidyn.files.compare_configs import RESUMABLE_CHANGES, config_differences
 from minidyn.data import Dataset, load_dataset
+from minidyn.data.batches import to_backend
 from minidyn.data.validation import split_validation
+from minidyn.errors import CheckpointError, ConfigError, NumericalError
+from minidyn.methods import AttackPlan, Method, attack_plan
 from minidyn.runs.distributed import check_batch_shares, check_finite_loss, from_rank_0
 from minidyn.runs.epoch_state import EpochState, EpochStats, epoch_batches
-from minidyn.errors import CheckpointError, ConfigError, NumericalError
-from minidyn.methods import AttackPlan, attack_plan
+from minidyn.runs.monitor import monitor
 from minidyn.runs.reporter import Reporter
 from minidyn.runs.rundir import CHECKPOINT_NAMES, RunDir
+from minidyn.runs.weights import loss_weighting
 from minidyn.schedules import StepLR
-from minidyn.train import estimate_c_max, loss_weights_at, monitor, train_epoch
+from minidyn.train import Step, estimate_c_max, train_epoch
 
 __all__ = ["CHECKPOINT_NAMES", "Run", "RunDir", "backend_from_config", "c_t_warnings",
-           "check_batch_shares", "epoch_record", "run_epoch", "train_loop", "train_run"]
+           "check_batch_shares", "epoch_loop", "epoch_record", "method_of", "recorded_steps",
+           "standalone_epoch", "train_run"]
 
-# Options that may change between a run and its resumption without changing its result.
-RESUMABLE_CHANGES = {"data_dir", "device"}
 # What a checkpoint's meta records of its run (Run.save_checkpoint): meta key -> config.json key
 RECORDED_OPTIONS = {"eps": "eps", "model": "model", "dataset": "dataset", "method": "method",
                     "c_max": "c_max_used"}
@@ -68,20 +72,21 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
             resume_from_checkpoint(run, report)
         else:
             start(run, resume, report)
-        return train_loop(run, report)
+        return epoch_loop(run, report)
     finally:
         if run.files is not None:
             run.files.unlock()  # taken by setup (RunDir.prepare)
 
 
-def train_loop(run: Run, report: Reporter) -> dict:
+def epoch_loop(run: Run, report: Reporter) -> dict:
     """The run from epoch run.start_epoch on: per epoch the lr and the attack (c_t), Algorithm 1
     with the NaN check and the mid-epoch checkpoints after each SGD step, the test monitor, the
     metrics line, the FOSC file and the checkpoint; then the final evaluation (returned)."""
     cfg, backend, n = run.cfg, run.backend, len(run.train_set)
     lr_schedule = StepLR(cfg.lr, tuple(cfg.lr_milestones))
-    check = functools.partial(monitor, backend, run.model, eps=cfg.eps, steps=cfg.eval_steps,
-                              batch_size=cfg.batch_size, seed=cfg.seed)
+    method = method_of(cfg, run.c_max)
+    accuracy = functools.partial(monitor, backend, run.model, eps=cfg.eps, steps=cfg.eval_steps,
+                                 batch_size=cfg.batch_size, seed=cfg.seed)
     watched = "val" if run.val_set is not None else "test"  # what the per-epoch monitor attacks
     # a diverging run is caught explicitly (NumericalError), not by numpy's warnings
     with np.errstate(over="ignore", invalid="ignore"):
@@ -89,18 +94,14 @@ def train_loop(run: Run, report: Reporter) -> dict:
             started = time.perf_counter()
             lr = lr_schedule.at(t)
             backend.set_lr(run.optimizer, lr)
-            plan = attack_plan(cfg, t, run.c_max)  # the epoch's attack; Dynamic: c_t
+            plan = attack_plan(method, t)  # the epoch's attack; Dynamic: c_t
             state = run.epoch_state(t)
-            batches = epoch_batches(backend, run.train_set, state, t, cfg.seed, cfg.batch_size, cfg.augment)
-            for batch_loss in train_epoch(backend, run.model, run.optimizer, batches, plan, state,
-                                          eps=cfg.eps, record_fosc=cfg.record_fosc,
-                                          loss_weights=loss_weights_at(cfg.loss_weights, t)):
-                check_finite_loss(backend, batch_loss, t, state.batches)  # every rank, same batch
+            for _ in recorded_steps(backend, run.model, run.optimizer, run.train_set, cfg, t, plan, state):
                 if run.checkpoint_due(t, state):
                     run.save_checkpoint(t, state)
                 report.progress(t, min(n, state.batches * cfg.batch_size), n)
             stats = state.stats(backend)  # summed over the ranks
-            watch = check(run.val_set if run.val_set is not None else run.test_set, limit=cfg.eval_limit)
+            watch = accuracy(run.val_set if run.val_set is not None else run.test_set, limit=cfg.eval_limit)
             record = epoch_record(t, cfg, plan, lr, stats, watch, time.perf_counter() - started, watched)
             if run.files is not None:
                 run.check_weights(f"in epoch {t + 1}")  # before anything of this epoch is written
@@ -116,7 +117,7 @@ def train_loop(run: Run, report: Reporter) -> dict:
                     report.note(line)
     summary = {"eps": cfg.eps, "epochs": cfg.epochs, "c_max_used": run.c_max}
     if cfg.final_eval:
-        final = check(run.test_set, limit=cfg.final_eval_limit)
+        final = accuracy(run.test_set, limit=cfg.final_eval_limit)
         summary.update({"test_clean_acc": final["clean_acc"], f"test_pgd{cfg.eval_steps}_acc": final["pgd_acc"],
                         "test_n": len(run.test_set), "test_pgd_n": final["pgd_n"]})
     if run.val_set is not None and run.files is not None:
@@ -181,10 +182,8 @@ class Run:
             meta["progress"] = state.to_meta(self.backend)
         if best:
             meta["selected"] = "best validation PGD accuracy"
-        if self.files.writable:
-            path = (self.files.pending_best(cfg.backend, epochs_done) if best
-                    else self.files.checkpoint(cfg.backend))
-            self.backend.save_checkpoint(str(path), self.model, self.optimizer, meta)
+        path = self.files.pending_best(cfg.backend, epochs_done) if best else self.files.checkpoint(cfg.backend)
+        self.files.save_checkpoint(path, lambda p: self.backend.save_checkpoint(p, self.model, self.optimizer, meta))
 
     def check_weights(self, where: str) -> None:
         if not weights_are_finite(self.backend, self.model):
@@ -232,8 +231,9 @@ def start(run: Run, resume: bool, report: Reporter) -> None:
         report.note(f"--resume: nothing was saved in {run.files.path} yet; starting the run from the beginning")
         run.files.remove_temporary_files()
         settle_pending_best(run.files, cfg.backend, 0)
-    if cfg.c_max == "auto":
-        run.c_max = from_rank_0(run.backend, estimate_c_max(run.backend, run.model, run.train_set, cfg))
+    if cfg.c_max == "auto":  # estimated on the first batch of the training set
+        x, y = to_backend(run.backend, run.train_set, np.arange(min(cfg.batch_size, len(run.train_set))))
+        run.c_max = from_rank_0(run.backend, estimate_c_max(run.backend, run.model, x, y, cfg.eps))
     else:
         run.c_max = float(cfg.c_max)
     if run.files is not None:
@@ -345,17 +345,37 @@ def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, s
     }
 
 
-def run_epoch(backend: Backend, model: Model, optimizer, data: Dataset, cfg: TrainConfig, t: int,
-              plan: AttackPlan | None) -> EpochStats:
-    """One epoch of Algorithm 1 outside a run (tests, benchmarks): epoch t's batches of `data`
-    (this rank's shares), the NaN check after every step, the statistics summed over the ranks."""
-    state = EpochState.begin(backend, cfg.seed, t, len(data))
+def recorded_steps(backend: Backend, model: Model, optimizer, data: Dataset, cfg: TrainConfig,
+                   t: int, plan: AttackPlan | None, state: EpochState) -> Iterator[Step]:
+    """Algorithm 1 (train.train_epoch) on epoch t's batches of `data` (this rank's shares) from
+    batch state.batches on, with the epoch's "attack" generator and the loss weighting of
+    cfg.loss_weights; each step is recorded in `state` and checked for a NaN loss (on every rank,
+    the same batch), then yielded."""
     batches = epoch_batches(backend, data, state, t, cfg.seed, cfg.batch_size, cfg.augment)
-    for batch_loss in train_epoch(backend, model, optimizer, batches, plan, state, eps=cfg.eps,
-                                  record_fosc=cfg.record_fosc,
-                                  loss_weights=loss_weights_at(cfg.loss_weights, t)):
-        check_finite_loss(backend, batch_loss, t, state.batches)
+    for step in train_epoch(backend, model, optimizer, batches, plan, state.rngs["attack"],
+                            eps=cfg.eps, record_fosc=cfg.record_fosc,
+                            weights=loss_weighting(backend, model, cfg.loss_weights, t)):
+        state.record(backend, step)
+        check_finite_loss(backend, step.loss, t, state.batches)
+        yield step
+
+
+def standalone_epoch(backend: Backend, model: Model, optimizer, data: Dataset, cfg: TrainConfig,
+                     t: int, plan: AttackPlan | None) -> EpochStats:
+    """One epoch of Algorithm 1 outside a run (tests, benchmarks): `recorded_steps` from the
+    epoch's first batch, the statistics summed over the ranks."""
+    state = EpochState.begin(backend, cfg.seed, t, len(data))
+    for _ in recorded_steps(backend, model, optimizer, data, cfg, t, plan, state):
+        pass
     return state.stats(backend)
+
+
+def method_of(cfg: TrainConfig, c_max: float | None = None) -> Method:
+    """The training method `cfg` (resolved) names, with Dynamic's c_max: `c_max` (the run's
+    resolved one) where given, else cfg.c_max (a number, not "auto")."""
+    return Method(cfg.method, cfg.eps, cfg.steps, cfg.step_size, cfg.curriculum_epochs,
+                  cfg.fgsm_epochs, cfg.dynamic_epochs, c_max if c_max is not None else cfg.c_max,
+                  cfg.fosc_reference)
 
 
 def backend_from_config(cfg: TrainConfig) -> Backend:
@@ -364,18 +384,6 @@ def backend_from_config(cfg: TrainConfig) -> Backend:
     if cfg.backend == "cupy" and cfg.device not in ("auto", "cpu"):
         return get_backend("cupy", device=cuda_index(cfg.device), **cfg.extras)
     return get_backend(cfg.backend, **cfg.extras)
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Names of the options whose values differ between a saved config and the current one.
-
-    An option the saved config lacks (a run written before the option existed) counts as its
-    TrainConfig default, so an old run directory resumes as long as the option is left alone."""
-    keys = (set(saved) | set(current)) - RESUMABLE_CHANGES - {"c_max_used", "version"}
-    # a run saved before an option existed ran with that option's default
-    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-               if f.default is not dataclasses.MISSING}
-    return sorted(k for k in keys if saved.get(k, default.get(k)) != current.get(k, default.get(k)))
 
 
 def weights_are_finite(backend: Backend, model) -> bool:

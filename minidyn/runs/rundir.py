@@ -18,7 +18,10 @@ A run directory holds:
 Files are replaced atomically (temporary file, fsync, rename), so a crash leaves either the old
 or the new version, never a torn one. The checkpoint is the commit point: on resume, metric
 lines logged after it are dropped, and training continues from it (see docs/reliability.md).
-Under torchrun only rank 0 writes: the RunDir of every other rank is not `writable`.
+Under torchrun only rank 0 writes: the RunDir of every other rank is not `writable`, and every
+method that writes (marked `_writes`, the checkpoints included) does nothing there; that is the
+one way the run says "do not write". A run without a directory (no --out) has no RunDir at all
+(`Run.files` None): nothing is read, written, checked or selected.
 
 A run that writes holds an exclusive lock on its directory for as long as it trains: `flock` on
 `.minidyn.lock`, which records the holder's host and pid and is removed when the run ends. The
@@ -36,16 +39,15 @@ import re
 import socket
 import stat
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from minidyn.errors import ConfigError
 from minidyn.files.fileio import sync_directory, atomic_write, temporary_target
+from minidyn.files.names import BEST_NAMES, CHECKPOINT_NAMES
 from minidyn.files.readers import read_config, read_metrics, read_summary
 
-CHECKPOINT_NAMES = {"torch": "checkpoint.pt", "numpy": "checkpoint.npz", "cupy": "checkpoint.npz"}
-# with --val-size: the end-of-epoch weights of the epoch with the best validation PGD accuracy
-BEST_NAMES = {"torch": "best-val.pt", "numpy": "best-val.npz", "cupy": "best-val.npz"}
 LOCK_NAME = ".minidyn.lock"
 RUN_FILES = {"config.json", "metrics.jsonl", "summary.json", *CHECKPOINT_NAMES.values(), *BEST_NAMES.values()}
 FOSC_FILE = re.compile(r"epoch_\d{3,}\.npy")
@@ -255,6 +257,12 @@ class RunDir:
     @_writes
     def save_fosc(self, t: int, fosc: np.ndarray) -> None:
         atomic_write(self.fosc_dir / f"epoch_{t:03d}.npy", lambda f: np.save(f, fosc), mode="wb")
+
+    @_writes
+    def save_checkpoint(self, path: Path, save: Callable[[str], None]) -> None:
+        """Write the checkpoint `path` with `save` (the backend's writer, which replaces the file
+        atomically)."""
+        save(str(path))
 
 
 def _is_temporary(entry: Path) -> bool:

@@ -8,7 +8,8 @@
 spec.py reads a spec and expands its grid into cells; tasks.py is a study on disk and its
 tasks; lock.py lets runners share a study; worker.py does one task; examples.py holds its
 per-example results; runner.py schedules the tasks; cost.py counts a study's work in passes
-(--dry-run); report.py aggregates the results over seeds and test examples; figures.py draws them.
+(--dry-run); results.py reads back what the cells left; report.py aggregates it over seeds and
+test examples; figures.py draws it.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minidyn.evaluation.plots import PAPER, _figure, _save, available, line_colours
+from minidyn.evaluation.drawing import PAPER, available, figure, line_colours, save
 
 __all__ = ["available", "plot_all"]
 
@@ -47,7 +47,7 @@ def plot_all(spec, cells, out: Path) -> list[tuple[str, str]]:
     drawn += [sweep_figure(spec, done, key) for key in swept_keys(spec)]
     if len(spec.eval.eps or ()) > 1:
         drawn.append(eps_curve_figure(spec, done))
-    return [(_save(fig, out / name), caption) for name, fig, caption in filter(None, drawn)]
+    return [(save(fig, out / name), caption) for name, fig, caption in filter(None, drawn)]
 
 
 def swept_keys(spec) -> list[str]:
@@ -86,7 +86,7 @@ def val_curves_figure(spec, cells):
     from matplotlib.ticker import MaxNLocator
 
     key = "val" if any("val_pgd_acc" in r for c in cells for r in c.metrics) else "test"
-    fig, axes = _figure(10, 4 + 0.16 * len(_settings(cells)) / _columns(_settings(cells), 10.0), ncols=2)
+    fig, axes = figure(10, 4 + 0.16 * len(_settings(cells)) / _columns(_settings(cells), 10.0), ncols=2)
     colours = line_colours(len(_settings(cells)))
     for colour, setting in zip(colours, _settings(cells)):
         members = [c for c in cells if c.setting == setting]
@@ -200,7 +200,7 @@ def fosc_figure(samples: dict, targets: dict, epochs: list[int]):
     settings = list(dict.fromkeys(s for s, _ in samples))
     colour_of = dict(zip(settings, line_colours(len(settings))))
     legend_height = 0.36 * (len(settings) + 1)        # each entry two lines of 6-point text
-    fig, axes = _figure(max(5.5 * len(epochs), 7.0), 6.5 + legend_height, ncols=len(epochs), nrows=3,
+    fig, axes = figure(max(5.5 * len(epochs), 7.0), 6.5 + legend_height, ncols=len(epochs), nrows=3,
                         gridspec_kw={"height_ratios": [3, 3, legend_height]})
     for zoom, full, key, e in zip(axes[0], axes[1], axes[2], epochs):
         present = [s for s in settings if (s, e) in samples]
@@ -226,10 +226,14 @@ def fosc_figure(samples: dict, targets: dict, epochs: list[int]):
         _fosc_axes(zoom, full, e, lo, hi)
         key.axis("off")
         key.legend(handles=handles, fontsize=6, loc="upper center", title=f"epoch {e}", title_fontsize=7)
-    fig.suptitle(f"FOSC of the training examples' adversarial points, seeds pooled "
-                 f"(cf. Figs. 3a, 3c, 5 of {PAPER})\nlow FOSC = the inner maximisation is well solved; "
-                 f"top: the paper's range [{SHARE_RANGE[0]:g}, {SHARE_RANGE[1]:g}], bottom: the whole "
-                 f"distribution (the tail not drawn counted in the legend)", fontsize=9)
+    parts = ["FOSC of the training examples' adversarial points, seeds pooled", f"(cf. Figs. 3a, 3c, 5 of {PAPER})",
+             "low FOSC = the inner maximisation is well solved",
+             f"top: the paper's range [{SHARE_RANGE[0]:g}, {SHARE_RANGE[1]:g}], bottom: the whole distribution",
+             "(the tail not drawn counted in the legend)"]
+    if len(epochs) < 2:  # one column: a line each, or the title is wider than the figure
+        fig.suptitle("\n".join(parts), fontsize=9)
+    else:
+        fig.suptitle(f"{parts[0]} {parts[1]}\n{parts[2]}; {parts[3]} {parts[4]}", fontsize=9)
     return fig
 
 
@@ -287,11 +291,11 @@ def sweep_citation(spec, key: str) -> str | None:
 
 def sweep_figure(spec, cells, key: str):
     """Robust accuracy against `key` (a column per checkpoint): see the module's docstring."""
-    from minidyn.studies.report import CHECKPOINT_WORDS, baseline_words, label
+    from minidyn.studies.results import CHECKPOINT_WORDS, baseline_words, label
 
     column = _robust_column(spec)
     checkpoints = list(spec.eval.checkpoints)
-    fig, axes = _figure(max(5.5 * len(checkpoints), 6.5), 8.0, ncols=len(checkpoints), nrows=2, sharex="col")
+    fig, axes = figure(max(5.5 * len(checkpoints), 6.5), 8.0, ncols=len(checkpoints), nrows=2, sharex="col")
     position, numeric = _positions(spec, key)
     lines, others = sweep_lines(cells, key)
     span = (max(position.values()) - min(position.values())) or 1.0
@@ -338,7 +342,7 @@ def _sweep_line(spec, cells, key, which, column, members, position, dodge, colou
     """One line of a sweep figure: mean ± 1 std on `top`, the paired difference to the
     baseline with its t interval on `bottom` (a hollow marker at 0 for the baseline itself)."""
     from minidyn.evaluation.aggregate import paired_difference
-    from minidyn.studies.report import accuracy, baseline_setting
+    from minidyn.studies.results import accuracy, baseline_setting
 
     by_x: dict[float, list] = {}
     for c in members:
@@ -366,12 +370,12 @@ def _sweep_line(spec, cells, key, which, column, members, position, dodge, colou
 # --- robustness against the test eps -----------------------------------------------------------
 def eps_curve_figure(spec, cells):
     """Robust accuracy at the last epoch against the [eval] test eps, a line per setting."""
-    from minidyn.studies.report import accuracy, eps_keys, label
+    from minidyn.studies.results import accuracy, eps_keys, label
 
     column = _robust_column(spec)
     keys = eps_keys(cells)
     settings = _settings(cells)
-    fig, axes = _figure(5.5, 3.8 + 0.16 * len(settings) / _columns(settings, 5.5))   # room for the legend
+    fig, axes = figure(5.5, 3.8 + 0.16 * len(settings) / _columns(settings, 5.5))   # room for the legend
     ax = axes[0][0]
     for colour, setting in zip(line_colours(len(settings)), settings):
         members = [c for c in cells if c.setting == setting]

@@ -16,144 +16,22 @@ silently: each mean says its n.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from minidyn.evaluation import bootstrap
-from minidyn.evaluation.aggregate import grad_evals_per_example, paired_difference, summarize
-from minidyn.evaluation.attack_table import ATTACKS, WORST, WORST_LABEL
+from minidyn.evaluation import bootstrap, table1
+from minidyn.evaluation.aggregate import paired_difference, summarize
 from minidyn.evaluation.significance import holm, mcnemar_exact, paired_t_p
 from minidyn.files.fileio import atomic_write
-from minidyn.files.readers import read_metrics
-from minidyn.studies.examples import read_cell_examples
-from minidyn.studies.spec import Spec, cell_name
-from minidyn.studies.tasks import StudyDir, Task, read_result
-
-CHECKPOINT_WORDS = {"last": "last epoch", "best": "best on validation"}
-
-
-@dataclass
-class CellResult:
-    """What one cell left: its state, its evaluations, what it cost, its per-epoch record."""
-
-    name: str
-    values: dict
-    setting: str                      # the grid values without the seed, as a name
-    seed: object
-    state: str                        # "done", "failed", "unfinished", "not started"
-    white: dict = field(default_factory=dict)   # study-eval.json "results"
-    black: dict = field(default_factory=dict)   # study-eval-blackbox.json "results"
-    metrics: list = field(default_factory=list)
-    grad_evals: float | None = None   # training attack gradient evaluations per example
-    train_seconds: float | None = None
-    eval_seconds: float | None = None
-    examples: dict | None = None      # white-box per-example arrays (studies.examples), None: no file
-    black_examples: dict | None = None
-    black_state: str | None = None    # "done", "failed", "waiting"; None without [eval] surrogate
-
-
-def collect(study: StudyDir, spec: Spec) -> list[CellResult]:
-    """Every cell of the study with what it has on disk (nothing is required to exist)."""
-    out = []
-    for cell in spec.cells():
-        directory = study.cell_dir(cell)
-        train, black = Task(cell, "train"), Task(cell, "blackbox")
-        white_record = read_result(study.result(train)) if study.done(spec, train) else None
-        black_record = read_result(study.result(black)) if study.done(spec, black) else None
-        metrics = read_metrics(directory / "metrics.jsonl")
-        if white_record is not None:
-            state = "done"
-        elif study.failure(train).is_file():
-            state = "failed"
-        else:
-            state = "unfinished" if (directory / "config.json").is_file() else "not started"
-        setting = cell_name({k: v for k, v in cell.values.items() if k != "seed"}) or spec.name
-        result = CellResult(cell.name, dict(cell.values), setting, cell.values.get("seed", 0), state,
-                            (white_record or {}).get("results", {}), (black_record or {}).get("results", {}),
-                            metrics)
-        if state == "done":
-            result.grad_evals = grad_evals_per_example(directory)
-            result.train_seconds = float(sum(r.get("seconds", 0.0) for r in metrics))
-            result.eval_seconds = float(white_record.get("seconds", 0.0))
-            result.examples = read_cell_examples(study.result(train), white_record)
-        if black_record is not None:
-            result.black_examples = read_cell_examples(study.result(black), black_record)
-        if spec.eval.surrogate is not None:
-            result.black_state = "done" if black_record is not None else (
-                "failed" if study.failure(black).is_file() else "waiting")
-        out.append(result)
-    return out
-
-
-def columns(spec: Spec) -> list[str]:
-    """The attack columns in [eval]'s order, then the worst case."""
-    return list(spec.eval.attacks) + [WORST]
-
-
-def label(column: str) -> str:
-    return WORST_LABEL if column == WORST else ATTACKS[column].label
-
-
-def accuracy(cell: CellResult, which: str, eps_key: str | None, column: str, black: bool = False):
-    """The cell's accuracy (%) under `column` for checkpoint `which` at eps `eps_key` (None:
-    the cell's only or first eps), or None."""
-    results = (cell.black if black else cell.white).get(which)
-    if not results:
-        return None
-    by_eps = results["eps"]
-    key = eps_key if eps_key is not None else next(iter(by_eps))
-    return by_eps.get(key, {}).get("accuracy", {}).get(column)
-
-
-def per_example(cell: CellResult, which: str, eps_key: str | None, column: str, black: bool = False):
-    """(indices int64 (n,), correct bool (n,)) of the cell under `column` (as `accuracy`), or
-    None where the cell has no per-example file (an older study) or no such evaluation."""
-    results = (cell.black_examples if black else cell.examples) or {}
-    by_eps = results.get(which)
-    if not by_eps:
-        return None
-    arrays = by_eps.get(eps_key if eps_key is not None else next(iter(by_eps)), {})
-    return (arrays["indices"], arrays[column]) if column in arrays else None
-
-
-def stacked(cells: list[CellResult], which: str, eps_key: str | None, column: str,
-            black: bool = False) -> np.ndarray | None:
-    """bool (len(cells), n): the cells' per-example correctness on one set of test examples, or
-    None where a cell has none or the cells were tested on different examples."""
-    found = [per_example(c, which, eps_key, column, black) for c in cells]
-    if not found or any(f is None for f in found) or any(
-            not np.array_equal(found[0][0], f[0]) for f in found[1:]):
-        return None
-    return np.stack([f[1] for f in found])
-
-
-def settings_of(cells: list[CellResult]) -> list[str]:
-    return list(dict.fromkeys(c.setting for c in cells))
-
-
-def baseline_setting(spec: Spec, cells: list[CellResult], setting: str) -> str | None:
-    """The setting with the grid values of `setting` but [report] baseline's (None where that
-    is `setting` itself or not in the study)."""
-    for c in cells:
-        if c.setting == setting:
-            values = {k: v for k, v in c.values.items() if k != "seed"}
-            base = {k: v for k, v in spec.report["baseline"].items() if k in values}
-            wanted = {**values, **base}
-            if not base or wanted == values:
-                return None
-            name = cell_name(wanted) or spec.name
-            return name if any(o.setting == name for o in cells) else None
-    return None
-
-
-def baseline_words(spec: Spec) -> str:
-    return ", ".join(f"{k} {v}" for k, v in spec.report["baseline"].items())
+from minidyn.studies import figures
+from minidyn.studies.results import (CHECKPOINT_WORDS, CellResult, accuracy, baseline_setting,  # noqa: F401
+                                     baseline_words, collect, columns, eps_keys, label, per_example,
+                                     settings_of, stacked)
+from minidyn.studies.spec import Spec
+from minidyn.studies.tasks import StudyDir
 
 
 def table(spec: Spec, cells: list[CellResult], which: str, eps_key: str | None = None,
@@ -204,15 +82,6 @@ def _differences(row: dict, cols: list[str], members: list[CellResult], base_mem
         row["difference_bootstrap"][col] = None if both is None else vars(
             bootstrap.two_way_bootstrap(ours.astype(np.int8) - theirs))
         row["mcnemar"][col] = vars(mcnemar_exact(ours[0], theirs[0])) if both is not None and len(pairs) == 1 else None
-
-
-def eps_keys(cells: list[CellResult], which: str = "last") -> list[str]:
-    """The test eps values the evaluations used (as recorded), in order."""
-    keys: dict[str, None] = {}
-    for c in cells:
-        for key in (c.white.get(which) or {}).get("eps", {}):
-            keys[key] = None
-    return list(keys)
 
 
 class Tally:
@@ -268,13 +137,13 @@ def _difference(d: dict | None, boot: dict | None = None, test: dict | None = No
 def markdown_table(spec: Spec, rows: list[dict], black: bool = False, tally: Tally | None = None) -> str:
     cols = columns(spec) if not black else [c for c in columns(spec) if c != "clean"]
     head = ["setting"] + [label(c) for c in cols] + ([] if black else ["grad evals / example", "train min"])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for r in rows:
         cells = [r["setting"]] + [_mean_std(r["columns"][c], boot=r["bootstrap"][c], tally=tally) for c in cols]
         if not black:
             cells += [_mean_std(r["grad_evals"], 1), _mean_std(r["train_minutes"], 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return table1.markdown(head, lines)
 
 
 def markdown_differences(spec: Spec, rows: list[dict], black: bool = False, tally: Tally | None = None,
@@ -285,12 +154,9 @@ def markdown_differences(spec: Spec, rows: list[dict], black: bool = False, tall
     if not diff_rows:
         return ""
     head = ["setting - baseline"] + [label(c) for c in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in diff_rows:
-        lines.append("| " + " | ".join([f"{r['setting']} - {r['baseline']}"] + [
-            _difference(r["difference"][c], r["difference_bootstrap"][c], r["mcnemar"][c], tally,
-                        (r["setting"], c) in (primary or set())) for c in cols]) + " |")
-    return "\n".join(lines)
+    return table1.markdown(head, [[f"{r['setting']} - {r['baseline']}"] + [
+        _difference(r["difference"][c], r["difference_bootstrap"][c], r["mcnemar"][c], tally,
+                    (r["setting"], c) in (primary or set())) for c in cols] for r in diff_rows])
 
 
 def csv_rows(spec: Spec, cells: list[CellResult]) -> list[dict]:
@@ -311,8 +177,6 @@ def csv_rows(spec: Spec, cells: list[CellResult]) -> list[dict]:
 
 def write_report(study_dir: str | Path) -> list[Path]:
     """Write STUDY/report/ and return the paths written."""
-    from minidyn.studies import figures
-
     study = StudyDir(study_dir)
     spec = study.spec()
     cells = collect(study, spec)
@@ -528,12 +392,8 @@ def _best_row(cell: CellResult) -> dict:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    text = table1.csv_text(rows)
+    atomic_write(path, lambda f: f.write(text))
 
 
 def _plain(value):

@@ -156,7 +156,7 @@ def _depends_on_failed(spec: Spec, task: Task, failed: list[Task]) -> bool:
 
 
 def _start(study: StudyDir, spec: Spec, task: Task, jobs: int, stale_after: float) -> subprocess.Popen:
-    command = [sys.executable, "-m", "minidyn.cli.main", "study", "worker", str(study.path),
+    command = [sys.executable, "-m", "minidyn.studies.worker", str(study.path),
                task.cell.name, task.kind, "--stale-after", repr(stale_after),
                "--spec-digest", digest(spec.text), "--runner-pid", str(os.getpid())]
     with open(study.log(task), "ab") as log_file:

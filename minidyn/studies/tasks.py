@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minidyn.errors import ConfigError, MinidynError
+from minidyn.files.compare_configs import config_differences
 from minidyn.files.fileio import atomic_write
 from minidyn.files.readers import load_json, read_config
-from minidyn.runs.loop import config_differences
 from minidyn.studies.spec import Cell, Spec, load_spec
 
 KINDS = ("train", "blackbox")

@@ -8,14 +8,28 @@ the last checkpoint and on the best one on validation. A black-box task evaluate
 checkpoints under the attacks crafted on its surrogate's (the same kind of checkpoint), at the
 cell's training eps. Results go to the cell's study-eval*.json in one atomic write, so a task
 killed at any moment has either its whole result or none.
+
+The runner starts each worker as a process of this module (`main`, the library's entry point):
+
+    python -m minidyn.studies.worker STUDY_DIR CELL {train,blackbox} [--stale-after S]
+        [--spec-digest SHA256] [--runner-pid PID]
+
+Exit codes: 0 done; BUSY (75) another process holds the task; SPEC_CHANGED (78) study.toml is
+not the runner's spec; 143 SIGTERM (the lock released, the last checkpoint kept); 1 another
+error, one line `Error: ...` on stderr, as `minidyn` prints it.
 """
 from __future__ import annotations
 
+import argparse
+import errno
 import os
 import signal
+import sys
 import socket
 import time
 from pathlib import Path
+
+import click
 
 from minidyn.data import load_dataset
 from minidyn.errors import ConfigError, MinidynError
@@ -23,7 +37,8 @@ from minidyn.evaluation.checkpoints import load_checkpoint
 from minidyn.evaluation.evaluate import evaluate_attacks, sanity_flags
 from minidyn.runs import train_run
 from minidyn.runs.reporter import Reporter
-from minidyn.runs.rundir import BEST_NAMES, CHECKPOINT_NAMES
+from minidyn.files.names import BEST_NAMES, CHECKPOINT_NAMES
+from minidyn.studies.console import ConsoleReporter
 from minidyn.studies.examples import write_examples
 from minidyn.studies.lock import STALE_AFTER, claim
 from minidyn.studies.spec import Spec
@@ -135,3 +150,69 @@ def evaluate(backend, model, data, eps, settings, source=None, source_name=None)
                             batch_size=settings.batch_size, seed=settings.seed,
                             restarts=settings.restarts, limit=settings.limit,
                             apgd_steps=settings.apgd_steps, source=source, source_name=source_name)
+
+
+def work(study_dir: str | os.PathLike, cell: str, kind: str, *, stale_after: float = STALE_AFTER,
+         spec_digest: str | None = None, runner_pid: int | None = None) -> None:
+    """One task as a worker process does it: run_task with the console reporter (what `minidyn
+    train` prints), SIGTERM ending it like Ctrl-C (exit 143), and a last line saying it is done."""
+    # SIGTERM ends the task like Ctrl-C: the lock is released, the last checkpoint kept
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    study = StudyDir(study_dir)
+    spec = study.spec()  # read once: the task runs and stamps its results under this spec
+    cells = {c.name: c for c in spec.cells()}
+    reporter = ConsoleReporter(cells[cell].config()) if cell in cells else None
+    try:
+        run_task(study, cell, kind, reporter, stale_after=stale_after, spec=spec,
+                 spec_digest=spec_digest, runner=runner_pid)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {cell}.{kind} done")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m minidyn.studies.worker",
+                                     description="One task of a study (started by `minidyn study run`).")
+    parser.add_argument("study_dir")
+    parser.add_argument("cell")
+    parser.add_argument("kind", choices=["train", "blackbox"])
+    parser.add_argument("--stale-after", type=float, default=600.0)
+    parser.add_argument("--spec-digest", help="sha256 of the runner's spec: refuse (exit 78) a study.toml that is not it.")
+    parser.add_argument("--runner-pid", type=int, help="The runner's pid, recorded in the task's lock.")
+    args = parser.parse_args(argv)
+    if not Path(args.study_dir).is_dir():
+        parser.error(f"{args.study_dir} is not a study directory")
+    if not 1 <= args.stale_after <= 7 * 86400 or args.runner_pid is not None and not 1 <= args.runner_pid < 2 ** 31:
+        parser.error("--stale-after must be in [1, 604800] seconds and --runner-pid a pid")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The worker process: its exit code (see the module's docstring). Errors end as `minidyn`'s
+    do: one `Error:` line on stderr for a MinidynError or an OSError, `Aborted!` on Ctrl-C."""
+    from minidyn.cli.malloc import tune_glibc_malloc  # the allocator settings every minidyn process gets
+
+    args = _arguments(argv)
+    tune_glibc_malloc()
+    try:
+        work(args.study_dir, args.cell, args.kind, stale_after=args.stale_after,
+             spec_digest=args.spec_digest, runner_pid=args.runner_pid)
+    except MinidynError as error:
+        click.echo(f"Error: {error}", err=True)
+        return error.exit_code
+    except (EOFError, KeyboardInterrupt):
+        click.echo(err=True)
+        click.echo("Aborted!", err=True)
+        return 1
+    except OSError as error:
+        if error.errno == errno.EPIPE:
+            return 1
+        where = f"{error.filename}: " if error.filename is not None else ""
+        click.echo(f"Error: {where}{error.strerror or error}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

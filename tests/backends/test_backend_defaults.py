@@ -90,3 +90,69 @@ def test_crop_flip_is_bit_identical_to_the_two_implementations_it_replaced(name,
     x = np.random.default_rng(0).random(shape).astype(np.float32)
     out = backend.to_numpy(backend.crop_flip(backend.asarray(x), backend.rng(seed), pad=pad))
     assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == CROP_FLIP_BEFORE[name, shape, seed, pad]
+
+
+# --- the protocol read in two parts ----------------------------------------------------------
+ALGORITHM_MODULES = ["fosc", "projection", "active", "attacks", "apgd", "train", "methods", "schedules"]
+
+
+def _public(cls):
+    return {k for k, v in vars(cls).items() if not k.startswith("_") and callable(v)}
+
+
+def test_the_algorithm_modules_call_only_what_algorithm_ops_offers():
+    """Every `backend.<method>(` / `B.<method>(` in the algorithm modules is AlgorithmOps'."""
+    import re
+    from pathlib import Path
+
+    import minidyn
+    from minidyn.backend import AlgorithmOps
+    offered = {k for k in dir(AlgorithmOps) if not k.startswith("_")}
+    root = Path(minidyn.__file__).parent
+    called = {}
+    for name in ALGORITHM_MODULES:
+        for method in re.findall(r"\b(?:backend|B)\.(\w+)\(", (root / f"{name}.py").read_text()):
+            called.setdefault(method, name)
+    assert {"loss_and_grad", "train_step", "clip", "take", "put"} <= set(called)  # the parse finds them
+    assert {m: where for m, where in called.items() if m not in offered} == {}
+
+
+def test_backend_is_what_the_algorithm_calls_and_what_the_run_needs():
+    from minidyn.backend import AlgorithmOps, RunOps
+    assert Backend.__mro__[1:3] == (AlgorithmOps, ArrayOps) and issubclass(Backend, RunOps)
+    assert issubclass(RunOps, ProcessOps) and not issubclass(RunOps, AlgorithmOps)
+    assert _public(ModelOps) == {"loss_and_grad", "logits", "train_step"}
+    assert {"crop_flip", "rng_state", "set_rng_state", "min_train_batch", "save_checkpoint",
+            "make_model"} <= _public(RunOps)
+    assert not _public(AlgorithmOps) & _public(RunOps)
+
+
+def test_a_backend_writes_at_most_eleven_methods():
+    """The methods without a default: the algorithm's three and what `minidyn train` needs."""
+    import inspect
+    backend, written = Bare(), set()
+    for name in sorted(k for k in dir(Backend) if not k.startswith("_") and k != "dtypes"):
+        method = getattr(backend, name)
+        if not callable(method):
+            continue
+        required = [p for p in inspect.signature(method).parameters.values() if p.default is p.empty]
+        try:
+            method(*[None] * len(required))
+        except NotImplementedError as exc:  # its own, not that of a method its default calls
+            written |= {name} if f" implement {name} " in str(exc) else set()
+        except Exception:  # a default that ran (and tripped over the None arguments)
+            pass
+    assert written == {"loss_and_grad", "logits", "train_step", "make_model", "make_optimizer", "set_lr",
+                       "get_params", "set_params", "save_checkpoint", "load_checkpoint", "read_meta"}
+
+
+def test_the_deprecated_weighted_step_calls_train_step_with_the_weights():
+    calls = []
+
+    class Recorder(Bare):
+        def train_step(self, model, optimizer, x, y, batch_size=None, weights=None):
+            calls.append((model, optimizer, x, y, batch_size, weights))
+            return 1.0, 2
+
+    assert Recorder().weighted_train_step("m", "o", "x", "y", "w") == (1.0, 2)
+    assert calls == [("m", "o", "x", "y", None, "w")]

@@ -66,3 +66,63 @@ def test_training_steps_agree(pair, name):
     pn, pt = nb.get_params(nm), tb.get_params(tm)
     for k in pt:
         np.testing.assert_allclose(pn[k], pt[k], rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+# --- train_step: one step with optional weights, bit-identical to the two steps it replaced ----
+def _old_numpy_step(b, model, opt, x, y, batch_size=None, weights=None):
+    """numpy's train_step and weighted_train_step as they were written before they were one."""
+    from minidyn.backends import numpy_models as nmod
+    logits, cache = model.forward(x)
+    losses, dlogits = nmod.cross_entropy(b.xp, logits, y)
+    if weights is None:
+        _, grads = model.backward(cache, dlogits / (batch_size or x.shape[0]), input_grad=False)
+    else:
+        w = b.astype(b.xp.asarray(weights), dlogits.dtype)
+        _, grads = model.backward(cache, dlogits * w[:, None], input_grad=False)
+    opt.step(grads)
+    return float(losses.sum()), b.count(logits.argmax(axis=1) == y)
+
+
+def _old_torch_step(b, model, opt, x, y, batch_size=None, weights=None):
+    """torch's two steps as they were (one process, model in train mode, no amp)."""
+    x, y = x.detach(), y.to(torch.int64)
+    opt.zero_grad(set_to_none=True)
+    z = model(x).to(b._float)
+    losses = torch.nn.functional.cross_entropy(z, y, reduction="none")
+    if weights is None:
+        share = batch_size / b.world_size if batch_size else len(y)
+        (losses.mean() if len(y) == share else losses.sum() / share).backward()
+    else:
+        w = b.asarray(weights).detach().to(device=x.device, dtype=torch.float32)
+        ((losses * w.to(losses.dtype)).sum() * b.world_size).backward()
+    opt.step()
+    return float(losses.detach().sum().item()), int((z.detach().argmax(dim=1) == y).sum().item())
+
+
+@pytest.mark.parametrize("which", ["numpy", "torch"])
+@pytest.mark.parametrize("name", ["mlp", "softmax"])
+@pytest.mark.parametrize("batch_size, weighted", [(None, False), (12, False), (None, True)])
+def test_train_step_with_and_without_weights_is_bit_identical_to_the_steps_it_replaced(
+        pair, which, name, batch_size, weighted):
+    b = pair[0] if which == "numpy" else pair[1]
+    old = _old_numpy_step if which == "numpy" else _old_torch_step
+    new_model, old_model = (b.make_model(name, SHAPE, CLASSES, seed=3) for _ in range(2))
+    new_opt, old_opt = (b.make_optimizer(m, 0.05, 0.9, 5e-4) for m in (new_model, old_model))
+    for step in range(3):  # the later steps use the momentum buffers
+        x, y = _data(seed=step + 20)
+        w = b.asarray(np.random.default_rng(step).uniform(0, 0.2, len(y))) if weighted else None
+        x, y = b.asarray(x), b.asarray(y)
+        assert b.train_step(new_model, new_opt, x, y, batch_size, weights=w) == \
+            old(b, old_model, old_opt, x, y, batch_size, weights=w)
+    new, before = b.get_params(new_model), b.get_params(old_model)
+    for k in before:
+        np.testing.assert_array_equal(new[k], before[k], err_msg=k)
+    if weighted:  # the deprecated alias is the same step
+        alias_model = b.make_model(name, SHAPE, CLASSES, seed=3)
+        alias_opt = b.make_optimizer(alias_model, 0.05, 0.9, 5e-4)
+        again_model = b.make_model(name, SHAPE, CLASSES, seed=3)
+        again_opt = b.make_optimizer(again_model, 0.05, 0.9, 5e-4)
+        x, y = (b.asarray(a) for a in _data(seed=20))
+        w = b.asarray(np.full(len(y), 0.1))
+        assert b.weighted_train_step(alias_model, alias_opt, x, y, w) == \
+            b.train_step(again_model, again_opt, x, y, weights=w)

@@ -9,7 +9,7 @@ from minidyn.cli.main import main
 from minidyn.data import load_dataset
 from minidyn.data.validation import split_validation
 from minidyn.evaluation.checkpoints import load_checkpoint
-from minidyn.train import monitor
+from minidyn.runs.monitor import monitor
 
 ARGS = ["train", "--backend", "numpy", "--model", "softmax", "--epochs", "5", "--limit", "300",
         "--val-size", "100", "--eval-limit", "60", "--eval-steps", "3", "--steps", "2", "--eps", "0.1",

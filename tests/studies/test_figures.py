@@ -40,7 +40,7 @@ def drawn(tmp_path_factory, tiny_text):
         _done_cell(study, spec, cell)
     saved = {}
     mp = pytest.MonkeyPatch()
-    mp.setattr(figures, "_save", lambda fig, path: saved.setdefault(path.name, fig) and path.name)
+    mp.setattr(figures, "save", lambda fig, path: saved.setdefault(path.name, fig) and path.name)
     (study.path / "report").mkdir()
     captions = dict(figures.plot_all(spec, collect(study, spec), study.path / "report"))
     mp.undo()

@@ -222,6 +222,23 @@ def test_a_worker_refuses_a_study_toml_that_is_not_its_runners(tiny_text, tmp_pa
     assert not (out / "cells" / "standard_seed-0").exists()
 
 
+def test_the_library_entry_point_is_the_worker_the_runner_starts(tiny_text, tmp_path):
+    """`python -m minidyn.studies.worker` (what run_study starts): the CLI's exit codes and its
+    one `Error:` line, with no command line module involved."""
+    from minidyn.studies.spec import load_spec
+    from minidyn.studies.tasks import SPEC_CHANGED, StudyDir
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(tiny_text)
+    out = tmp_path / "study"
+    StudyDir(out).prepare(load_spec(spec))
+    proc = subprocess.run([sys.executable, "-m", "minidyn.studies.worker", str(out), "standard_seed-0", "train",
+                           "--spec-digest", "0" * 64], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == SPEC_CHANGED == 78, proc.stderr
+    assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "not the spec the runner runs" in proc.stderr and proc.stdout == ""
+    assert not (out / "cells" / "standard_seed-0").exists()
+
+
 def test_runs_the_spec_no_longer_names_are_named_in_a_warning_and_kept(reference, tmp_path):
     spec, done = reference
     out = tmp_path / "study"

@@ -142,8 +142,8 @@ from minidyn.backends.torch_backend import TorchBackend
 
 real, calls = TorchBackend.train_step, [0]
 
-def train_step(self, *args):
-    loss, correct = real(self, *args)
+def train_step(self, *args, **kwargs):
+    loss, correct = real(self, *args, **kwargs)
     calls[0] += 1
     if os.environ["RANK"] == "1" and calls[0] == 6:  # epoch 2, batch 2: on this rank only
         loss = float("nan")

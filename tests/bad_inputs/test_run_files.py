@@ -1,6 +1,6 @@
 """Run files, checkpoint meta and IDX files that minidyn.files.readers and minidyn.data.idx refuse.
 
-The style of tests/test_bad_inputs.py: each case runs `minidyn` in-process (CliRunner,
+The style of test_hostile_inputs.py: each case runs `minidyn` in-process (CliRunner,
 exceptions not caught, so a traceback fails the test) on a copy of a finished run with one file
 corrupted, and expects a non-zero exit, exactly one `Error: ...` line naming the problem, and
 the run directory unchanged.
@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 
-from badinput import Ctx, assert_one_error_line, snapshot, tiny_args
+from .helpers import Ctx, assert_one_error_line, snapshot, tiny_args
 
 DEEP = "[" * 100_000 + "]" * 100_000  # nesting that Python's json parser cannot follow
 

@@ -189,9 +189,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_mnist
     backend = backend_from_config(cfg)
     out, real_step, calls, saved = tmp_path / "run", backend.train_step, [], {}
 
-    def train_step(*args):
+    def train_step(*args, **kwargs):
         calls.append(1)
-        loss, correct = real_step(*args)
+        loss, correct = real_step(*args, **kwargs)
         if len(calls) == 3 + 2:
             saved["checkpoint"] = run_files(out)["checkpoint.npz"]
             return float("nan"), correct

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 
-from badinput import Ctx, assert_one_error_line, snapshot, tiny_args
+from .helpers import Ctx, assert_one_error_line, snapshot, tiny_args
 
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 

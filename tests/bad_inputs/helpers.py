@@ -1,7 +1,7 @@
-"""What the bad-input tests share (tests/test_bad_inputs*.py): the tiny run they attack, the
+"""What the bad-input tests share (tests/bad_inputs/test_*.py): the tiny run they attack, the
 case context, and the one check they all make, "refused in one Error line, nothing changed".
 
-The `finished_runs` fixture (tests/conftest.py) trains the tiny runs once per session.
+The `finished_runs` fixture (tests/bad_inputs/conftest.py) trains the tiny runs once per session.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hostile options and output paths: refused in one line, before any work, nothing changed.
 
-As in test_bad_inputs.py: `minidyn` runs in-process (a traceback fails the test), exits 2 for a
+As in test_hostile_inputs.py: `minidyn` runs in-process (a traceback fails the test), exits 2 for a
 usage error (click's two-line hint may come with it) or 1, prints one `Error:` line with the
 expected words, leaves the pre-existing finished run exactly as it was and creates no new run
 directory. Every numeric option is a finite number in its range (cli/params.py Number); outputs
@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 
-from badinput import Ctx, assert_one_error_line, snapshot, tiny_args
+from .helpers import Ctx, assert_one_error_line, snapshot, tiny_args
 
 
 @dataclass
