@@ -67,7 +67,7 @@ def _leave_process_group() -> None:
     ("terminate called without an active exception", SIGABRT); torchrun then kills the other
     ranks before they have reported. Collecting those frames first and then destroying the
     group makes the exit clean; either step alone still aborted now and then in repeated runs
-    of the NaN-on-one-rank test in tests/test_distributed.py.
+    of the NaN-on-one-rank test in tests/runs/test_distributed.py.
     """
     import gc
     import torch.distributed as dist

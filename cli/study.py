@@ -86,9 +86,10 @@ def run_command(spec, out, jobs, dry_run, measure, stale_after):
 
 
 def train_command_line(options: dict, out: Path) -> list[str]:
-    """The `minidyn train` command that trains a cell with `options` in `out` (resumable)."""
-    from minidyn.cli.main import train
-
+    """The `minidyn train` command that trains a cell with `options` in `out` (resumable).
+    `train`'s options are read off the command group this one is registered on (cli/main.py
+    registers both), so this module does not import main, which imports it."""
+    train = click.get_current_context().find_root().command.commands["train"]
     params = {p.name: p for p in train.params}
     line = ["minidyn", "train"]
     for key, value in options.items():

@@ -306,12 +306,6 @@ class RunOps(ProcessOps):
         statistics (2 for BatchNorm)."""
         return 1
 
-    def weighted_train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
-                            weights: Array) -> tuple[float, int]:
-        """Deprecated alias of `train_step(model, optimizer, x, y, weights=weights)`, kept until
-        no caller is left; a backend writes the weighted case in train_step."""
-        return self.train_step(model, optimizer, x, y, weights=weights)
-
     # --- parameters and checkpoint files ------------------------------------------------------
     def get_params(self, model: Model) -> dict:
         """Model weights as {name: numpy.ndarray}, torch's state_dict names and layouts."""

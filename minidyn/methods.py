@@ -48,19 +48,17 @@ class Method:
     fosc_reference: str = "natural"
 
 
-def attack_plan(method: Method, t: int, c_max: float | None = None) -> AttackPlan | None:
+def attack_plan(method: Method, t: int) -> AttackPlan | None:
     """The attack that `method.method` trains on at epoch t (None: train on clean examples).
-
-    c_max, where given, is used instead of method.c_max. Every plan carries
-    method.fosc_reference (for FGSM, without a random start, both are x_0).
+    Every plan carries method.fosc_reference (for FGSM, without a random start, both are x_0).
     """
-    plan = _attack_plan(method, t, c_max)
+    plan = _attack_plan(method, t)
     if plan is None or method.fosc_reference == "natural":
         return plan
     return dataclasses.replace(plan, fosc_reference=method.fosc_reference)
 
 
-def _attack_plan(m: Method, t: int, c_max: float | None) -> AttackPlan | None:
+def _attack_plan(m: Method, t: int) -> AttackPlan | None:
     pgd_k = AttackPlan(m.steps, m.step_size, random_start=True)
     if m.method == "unsecured":
         return None
@@ -74,6 +72,6 @@ def _attack_plan(m: Method, t: int, c_max: float | None) -> AttackPlan | None:
             return AttackPlan(1, m.eps, random_start=False)
         return pgd_k
     if m.method == "dynamic":
-        schedule = DynamicSchedule(c_max if c_max is not None else m.c_max, m.dynamic_epochs)
+        schedule = DynamicSchedule(m.c_max, m.dynamic_epochs)
         return AttackPlan(m.steps, m.step_size, random_start=True, stop_fosc=schedule.c_t(t))
     raise ConfigError(f"unknown method {m.method!r}")

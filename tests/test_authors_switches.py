@@ -199,7 +199,7 @@ def test_the_weighted_step_is_the_gradient_of_the_weighted_loss():
     x, y = rng.normal(size=(5, 1, 3, 3)), rng.integers(0, 4, 5)
     w = rng.uniform(0, 1, 5)
     before = {k: v.copy() for k, v in F64.get_params(model).items()}
-    loss, correct = F64.weighted_train_step(model, F64.make_optimizer(model, 1.0, 0.0, 0.0), x, y, w)
+    loss, correct = F64.train_step(model, F64.make_optimizer(model, 1.0, 0.0, 0.0), x, y, weights=w)
     grads = {k: before[k] - v for k, v in F64.get_params(model).items()}
     probe = F64.make_model("mlp", (1, 3, 3), 4, seed=1)
     losses = nm.cross_entropy(np, probe.forward(x)[0], y)[0]
@@ -264,8 +264,8 @@ def test_torch_and_numpy_take_the_same_weighted_step():
             backend.set_params(model, NP.get_params(NP.make_model("mlp", (1, 4, 4), 3, seed=2)))
         opt = backend.make_optimizer(model, 0.1, 0.9, 1e-4)
         for _ in range(2):  # the second step uses the momentum buffer
-            loss, correct = backend.weighted_train_step(model, opt, backend.asarray(x), backend.asarray(y),
-                                                        backend.asarray(w))
+            loss, correct = backend.train_step(model, opt, backend.asarray(x), backend.asarray(y),
+                                               weights=backend.asarray(w))
         results.append((loss, correct, backend.get_params(model)))
     (l_np, c_np, p_np), (l_t, c_t, p_t) = results
     assert l_np == pytest.approx(l_t, rel=1e-5) and c_np == c_t

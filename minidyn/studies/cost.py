@@ -116,12 +116,13 @@ def training_work(cfg: TrainConfig) -> Work:
     """The passes a run of the resolved `cfg` will take (attack, sgd, monitor, final); the
     attack part is an upper bound when an epoch stops examples early (Dynamic)."""
     from minidyn.methods import attack_plan
+    from minidyn.runs.loop import method_of
 
     n_train, n_val, n_test = split_sizes(cfg)
     work = Work()
-    c_max = 1.0 if cfg.c_max == "auto" else None  # any number: only the steps matter here
+    method = method_of(cfg, 1.0 if cfg.c_max == "auto" else None)  # any c_max: only the steps matter
     for t in range(cfg.epochs):
-        plan = attack_plan(cfg, t, c_max)
+        plan = attack_plan(method, t)
         per_example = 0 if plan is None else plan.steps + int(cfg.record_fosc)
         work.add("attack", n_train * per_example, bound=plan is not None and plan.stop_fosc is not None)
     work.add("sgd", n_train * cfg.epochs)

@@ -146,13 +146,3 @@ def test_a_backend_writes_at_most_eleven_methods():
                        "get_params", "set_params", "save_checkpoint", "load_checkpoint", "read_meta"}
 
 
-def test_the_deprecated_weighted_step_calls_train_step_with_the_weights():
-    calls = []
-
-    class Recorder(Bare):
-        def train_step(self, model, optimizer, x, y, batch_size=None, weights=None):
-            calls.append((model, optimizer, x, y, batch_size, weights))
-            return 1.0, 2
-
-    assert Recorder().weighted_train_step("m", "o", "x", "y", "w") == (1.0, 2)
-    assert calls == [("m", "o", "x", "y", None, "w")]

@@ -117,12 +117,3 @@ def test_train_step_with_and_without_weights_is_bit_identical_to_the_steps_it_re
     new, before = b.get_params(new_model), b.get_params(old_model)
     for k in before:
         np.testing.assert_array_equal(new[k], before[k], err_msg=k)
-    if weighted:  # the deprecated alias is the same step
-        alias_model = b.make_model(name, SHAPE, CLASSES, seed=3)
-        alias_opt = b.make_optimizer(alias_model, 0.05, 0.9, 5e-4)
-        again_model = b.make_model(name, SHAPE, CLASSES, seed=3)
-        again_opt = b.make_optimizer(again_model, 0.05, 0.9, 5e-4)
-        x, y = (b.asarray(a) for a in _data(seed=20))
-        w = b.asarray(np.full(len(y), 0.1))
-        assert b.weighted_train_step(alias_model, alias_opt, x, y, w) == \
-            b.train_step(again_model, again_opt, x, y, weights=w)
