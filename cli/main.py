@@ -19,6 +19,7 @@ from minidyn.cli.evaluate import compare_command, eval_command
 from minidyn.cli.malloc import tune_glibc_malloc
 from minidyn.cli.params import CMax, CountOrAll, Eps, Number, check_writable_dir, count, epoch_list
 from minidyn.cli.study import study_command
+from minidyn.cli.course import course_command
 from minidyn.files.config import (BACKENDS, FOSC_REFERENCES, LOSS_WEIGHTS, MAX_EXAMPLES, METHODS, PRESETS,
                             TrainConfig, load_preset)
 from minidyn.errors import ConfigError, MinidynError, NumericalError
@@ -209,6 +210,7 @@ main.add_command(eval_command, "eval")
 main.add_command(compare_command, "compare")
 main.add_command(analyze_command, "analyze")
 main.add_command(study_command, "study")
+main.add_command(course_command, "course")
 
 if __name__ == "__main__":
     main()
