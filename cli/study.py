@@ -16,7 +16,7 @@ import click
 
 from minidyn.cli.params import Number, count
 from minidyn.files.config import Bounds
-from minidyn.errors import MinidynError
+from minidyn.errors import ConfigError, MinidynError
 
 
 @click.group("study")
@@ -59,10 +59,13 @@ def run_command(spec, out, jobs, dry_run, measure, stale_after):
     from minidyn.studies import spec_path
     from minidyn.studies.cost import work_lines
     from minidyn.studies.runner import Stopped, run_study
-    from minidyn.studies.spec import load_spec
+    from minidyn.studies.spec import check_study_name, load_spec
 
     parsed = load_spec(spec_path(spec))
+    if not out:
+        check_study_name(parsed.name, "the study's name (the spec's file name; give [study] name or --out)")
     out = Path(out) if out else Path("studies") / parsed.name
+    refuse_reordered_grid(parsed, out)
     if dry_run:
         for cell in parsed.cells():
             options = {**cell.options, "step_size": cell.config().step_size}  # "eps/4" resolved
@@ -83,6 +86,27 @@ def run_command(spec, out, jobs, dry_run, measure, stale_after):
         raise MinidynError(f"{len(left)} task(s) failed or could not run: "
                            + ", ".join(t.name for t in left) + f" (see {out}/logs)")
     click.echo(f"all cells done; `minidyn study report {out}` writes the report")
+
+
+def refuse_reordered_grid(spec, out: Path) -> None:
+    """ConfigError naming OUT/study.toml where the study has trained cells and `spec`'s grid
+    orders its keys otherwise: cells are named in grid order (spec.cell_name), so the study
+    would train every cell again under new names."""
+    from minidyn.studies.spec import reordered_grid
+
+    previous, cells = out / "study.toml", out / "cells"
+    if not previous.is_file() or not cells.is_dir():
+        return
+    try:
+        if not any((cell / "config.json").is_file() for cell in cells.iterdir()):
+            return
+        order = reordered_grid(previous.read_text(encoding="utf-8"), spec)
+    except (OSError, UnicodeDecodeError):  # the study's own checks speak for an unreadable study
+        return
+    if order:
+        raise ConfigError(f"{previous}: the study's cells are named in its grid order "
+                          f"({', '.join(order[0])}), and the spec's [grid] gives {', '.join(order[1])}: "
+                          "put the grid's keys back in their order (or use another --out)")
 
 
 def train_command_line(options: dict, out: Path) -> list[str]:
@@ -113,10 +137,12 @@ def status_command(study_dir):
 
     A running task shows its host and pid, its last heartbeat and the epochs trained.
     """
+    from minidyn.studies.lock import check_locks
     from minidyn.studies.tasks import StudyDir
 
     study = StudyDir(study_dir)
     spec = study.spec()
+    check_locks(study.locks_dir)  # a FIFO in locks/ would block a reader: refused in one line
     counts: dict[str, int] = {}
     for task in study.tasks(spec):
         state = task_state(study, spec, task)
@@ -126,19 +152,33 @@ def status_command(study_dir):
 
 
 def task_state(study, spec, task) -> str:
+    """One task's state in words: done, running/stale (who holds its lock, its heartbeat's
+    age), failed, or waiting (and why its result does not count, where it is invalid)."""
+    from minidyn.errors import ConfigError
     from minidyn.studies.lock import holder, is_stale
+    from minidyn.studies.tasks import load_result
 
     if study.done(spec, task):
         return "done"
     lock = study.lock(task)
-    if lock.exists():
-        who = holder(lock)
+    try:
         age = time.time() - lock.stat().st_mtime
-        where = f"{who.get('host', '?')}:{who.get('pid', '?')}, heartbeat {age:.0f}s ago"
-        return f"stale ({where})" if is_stale(lock) else f"running ({where}{_progress(study, task)})"
+    except FileNotFoundError:
+        age = None
+    if age is not None:
+        who = holder(lock)
+        where = f"{who['host']}:{who['pid']}" if who else "no lock record in it"
+        beat = f"heartbeat {age:.0f}s ago" if age >= 0 else f"heartbeat {-age:.0f}s in the future"
+        state = "stale" if is_stale(lock) else "running"
+        return f"{state} ({where}, {beat}{'' if state == 'stale' else _progress(study, task)})"
     if study.failure(task).is_file():
         return f"failed (see {study.log(task)})"
-    return "waiting" + _progress(study, task)
+    try:
+        load_result(study.result(task))
+        why = ""
+    except ConfigError as error:
+        why = f" (its result is not used: {error})"
+    return "waiting" + _progress(study, task) + why
 
 
 def _progress(study, task) -> str:

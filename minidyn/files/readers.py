@@ -5,6 +5,8 @@
     read_summary(path)   summary.json: the final accuracies of a run
     read_eval(path)      eval.json / eval-blackbox.json written by `minidyn eval --save`
     read_examples(path)  a study's per-example correctness file (*.examples.npz, studies.examples)
+    read_study_eval(path)  a study task's result (study-eval.json, study-eval-blackbox.json)
+    read_lock(path)      a study's lock record (studies.lock): the record, or None while unwritten
     check_meta(meta, path)  the meta dict of a checkpoint (what the backends' read_meta return)
 
 Each returns the typed values or raises the one-line MinidynError naming the file: the file
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 import types
 import typing
 import zipfile
@@ -183,6 +187,93 @@ def _metric_line(line: str, number: int, path: Path) -> dict:
     if not isinstance(record, dict) or not _is(record.get("epoch"), int) or record["epoch"] < 0 \
             or any(k in METRIC_TYPES and not _is(v, METRIC_TYPES[k]) for k, v in record.items()):
         raise ConfigError(f"{path}: line {number} is not a minidyn epoch record")
+    return record
+
+
+# --- a study's task results ------------------------------------------------------------------------
+STUDY_EVAL_TYPES = {"settings": dict, "results": dict, "seconds": float}
+STUDY_CHECKPOINT_TYPES = {"epoch": int | None, "seconds": float, "eps": dict, "source": str,
+                          "examples": dict}
+
+
+def read_study_eval(path: str | Path) -> dict:
+    """study-eval.json or study-eval-blackbox.json (what studies.worker writes): {"settings": {...},
+    "results": {"last"|"best": {"epoch", "seconds", "eps": {eps key: evaluation}, ...}},
+    "seconds"}, each evaluation as eval.json (read_eval's types) with every accuracy a
+    percentage in [0, 100] (or null) and one n >= 1 (test examples) throughout the file.
+    ConfigError naming the file otherwise."""
+    path = Path(path)
+    record = _check_types(load_json(path), STUDY_EVAL_TYPES, path, "study result")
+    if not isinstance(record.get("settings"), dict) or not isinstance(record.get("results"), dict):
+        raise ConfigError(f"{path} is not a minidyn study result (no settings or results object)")
+    sizes = set()
+    for which, result in record["results"].items():
+        if which not in ("last", "best"):
+            raise ConfigError(f"{path}: checkpoint {which[:40]!r} is not last or best")
+        result = _check_types(result, STUDY_CHECKPOINT_TYPES, path, "study result")
+        if not isinstance(result.get("eps"), dict) or not result["eps"]:
+            raise ConfigError(f"{path}: results.{which} has no eps object")
+        for key, evaluation in result["eps"].items():
+            sizes.add(_study_evaluation(evaluation, path, which, key))
+    if len(sizes) > 1:
+        raise ConfigError(f"{path}: its evaluations have different n ({', '.join(map(str, sorted(sizes)))}), "
+                          "not one study result")
+    return record
+
+
+def _study_evaluation(evaluation, path: Path, which: str, key: str) -> int:
+    """The n of the evaluation of checkpoint `which` at eps `key` in a study result; ConfigError
+    naming it when it is not one."""
+    where = f"results.{which} eps {key[:20]!r}"
+    if not _eps_key(key):
+        raise ConfigError(f"{path}: {where} is not an eps in (0, 1]")
+    evaluation = _check_types(evaluation, EVAL_TYPES, path, "study result")
+    n, accuracy = evaluation.get("n"), evaluation.get("accuracy")
+    if not _is(n, int) or n < 1 or not isinstance(accuracy, dict) or not accuracy:
+        raise ConfigError(f"{path}: {where} has no n >= 1 and accuracy object")
+    for attack, value in accuracy.items():
+        if value is None:
+            continue
+        if not _is(value, float) or not 0 <= value <= 100:
+            raise ConfigError(f"{path}: {where} accuracy of {attack[:40]!r} is {_short(value)}, "
+                              "not a percentage in [0, 100]")
+    return n
+
+
+# --- a study's lock records --------------------------------------------------------------------------
+MAX_LOCK_BYTES = 4096  # a record is about 150 bytes
+LOCK_TYPES = {"host": str, "pid": int, "token": str, "claimed": float, "runner": int,
+              "started": str, "runner_started": str}
+
+
+def read_lock(path: str | Path) -> dict | None:
+    """A study lock file's record ({"host", "pid" >= 1, "token"[, "claimed", "runner",
+    "started", "runner_started"]}, studies.lock), or None when it holds none: empty (its
+    claimer is writing it, or died doing so), not JSON, or not a record of those types (no
+    minidyn process wrote it). ConfigError naming the file when it is not a regular file (a
+    FIFO would block the read: it is opened non-blocking and checked before a byte is read)
+    or is larger than MAX_LOCK_BYTES; FileNotFoundError or another OSError as the OS gives them."""
+    path = Path(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path} is not a regular file; not a lock minidyn writes (remove it)")
+        if info.st_size > MAX_LOCK_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_LOCK_BYTES} bytes; not a lock minidyn "
+                              "writes (remove it)")
+        data = os.read(fd, MAX_LOCK_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        record = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or any(k in LOCK_TYPES and not _is(v, LOCK_TYPES[k]) for k, v in record.items()):
+        return None
+    if not all(k in record for k in ("host", "pid", "token")) or record["pid"] < 1 \
+            or record.get("runner", 1) < 1:
+        return None
     return record
 
 

@@ -19,6 +19,19 @@ another token for a takeover: a file it cannot read, or finds missing, is read a
 times and then assumed still its own. A worker started
 by a runner records the runner's pid ("runner"), so that a runner can tell its own and its
 dead predecessor's workers from another live runner's (runner.py).
+
+Liveness cannot be fooled by a reused pid: a record holds its process's start ("started": the
+boot id and the start time in clock ticks, from /proc), and a pid of this host that is alive
+but started at another time is not the holder. A record without a start (hand-written, or
+where /proc is missing) is alive only if its process's command line names minidyn (where
+/proc tells). A pid <= 0 is no process; a heartbeat more than stale_after in the future is
+stale; a lock with no record in it (empty, not JSON, not a record minidyn writes: its
+claimer died between creating and writing it, or someone else wrote it) is stale once
+UNWRITTEN_GRACE seconds old. A lock file that is not a regular file (a FIFO would block a
+read), or is larger than MAX_LOCK_BYTES, is no lock minidyn writes: `check_locks` refuses it
+in one line and the readers here never open it blocking. A runner records itself the same
+way in `locks/runner-TOKEN.runner` (mark_runner, with the sha256 of its spec), so that a
+second runner with another spec can be refused (tasks.StudyDir.prepare).
 """
 from __future__ import annotations
 
@@ -31,8 +44,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from minidyn.errors import ConfigError
+from minidyn.files.readers import read_lock
+
 HEARTBEAT = 30.0      # seconds between a holder's touches of its lock
 STALE_AFTER = 600.0   # seconds without a heartbeat after which a lock may be taken over
+UNWRITTEN_GRACE = 10.0  # seconds a lock may hold no record (its claimer writes it at once)
 
 
 class Lock:
@@ -40,6 +57,7 @@ class Lock:
 
     def __init__(self, path: Path, token: str):
         self.path, self.token = path, token
+        self.lost = False  # set when the heartbeat found the lock taken over
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -65,6 +83,7 @@ class Lock:
         def run():
             while not self._stop.wait(interval):
                 if self.taken_over():
+                    self.lost = True
                     if lost is not None:
                         lost()
                     return
@@ -85,18 +104,38 @@ READ_TRIES, READ_PAUSE = 3, 0.05  # reads of a lock file before it is taken for 
 
 
 def holder(path: Path) -> dict:
-    """The lock file's record ({"host", "pid", "token", "claimed"[, "runner"]}), {} when it is
-    unreadable."""
+    """The lock file's record ({"host", "pid", "token", "claimed"[, "runner", "started",
+    "runner_started"]}), {} when it holds none or cannot be read."""
     record = _read(path)
     return {} if record is None else record
 
 
 def _read(path: Path) -> dict | None:
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_lock(path)
+    except (OSError, ConfigError):
         return None
-    return record if isinstance(record, dict) else None
+
+
+def _has_no_record(path: Path) -> bool:
+    """Whether the lock file was read and holds no record (an I/O error is no proof)."""
+    try:
+        return read_lock(path) is None
+    except (OSError, ConfigError):
+        return False
+
+
+def check_locks(locks_dir: Path) -> None:
+    """ConfigError naming the first lock (or .takeover) file in `locks_dir` that is no lock
+    minidyn writes: not a regular file, or larger than MAX_LOCK_BYTES (readers.read_lock)."""
+    if not locks_dir.is_dir():
+        return
+    for path in sorted(locks_dir.iterdir()):
+        if path.name.endswith((".lock", ".takeover")):
+            try:
+                read_lock(path)
+            except OSError:
+                pass  # gone meanwhile, or a transient error: the readers see to it
 
 
 def _read_retrying(path: Path) -> dict | None:
@@ -149,15 +188,26 @@ def _create(path: Path, record: dict) -> bool:
 
 
 def is_stale(path: Path, stale_after: float = STALE_AFTER, now: float | None = None) -> bool:
-    """Whether the lock's holder is gone: a dead process of this host, or no heartbeat for
-    `stale_after` seconds. A lock being written (no record yet) is stale only by age."""
+    """Whether the lock's holder is gone: a dead process of this host (or another process
+    under its pid), no heartbeat for `stale_after` seconds, a heartbeat more than `stale_after`
+    in the future, or no record in the file UNWRITTEN_GRACE seconds after it was made."""
     try:
         age = (time.time() if now is None else now) - path.stat().st_mtime
     except FileNotFoundError:
         return True
+    if age < -stale_after:  # clocks agree to much less than stale_after: not a heartbeat
+        return True
+    if age > min(UNWRITTEN_GRACE, stale_after) and _has_no_record(path):
+        return True
     if _alive_here(holder(path)) is False:
         return True
     return age > stale_after
+
+
+def taking_over(path: Path, stale_after: float = STALE_AFTER) -> bool:
+    """Whether another claimer is taking the lock `path` over now (a fresh `.takeover`)."""
+    takeover = path.with_name(path.name + ".takeover")
+    return takeover.exists() and not is_stale(takeover, stale_after)
 
 
 def _alive_here(record: dict) -> bool | None:
@@ -165,17 +215,20 @@ def _alive_here(record: dict) -> bool | None:
     holder is of another host (or the record has no pid): only its heartbeat can tell."""
     if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
         return None
-    return pid_alive(record["pid"])
+    return process_alive(record["pid"], record.get("started"))
 
 
-def holders_here(locks_dir: Path) -> list[dict]:
-    """The records of the locks in `locks_dir` that live processes of this host hold."""
-    records = [holder(path) for path in locks_dir.glob("*.lock")]
+def holders_here(locks_dir: Path, stale_after: float = STALE_AFTER, names=None) -> list[dict]:
+    """The records of the fresh locks in `locks_dir` that live processes of this host hold;
+    `names`: only the locks of these file names (a spec's tasks)."""
+    records = [holder(path) for path in locks_dir.glob("*.lock")
+               if (names is None or path.name in names) and not is_stale(path, stale_after)]
     return [r for r in records if _alive_here(r)]
 
 
 def pid_alive(pid) -> bool:
-    """Whether process `pid` of this host exists."""
+    """Whether process `pid` of this host exists (a pid <= 0 is no process: kill(0, 0) would
+    signal this process group)."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
@@ -184,7 +237,40 @@ def pid_alive(pid) -> bool:
         return False
     except PermissionError:
         pass  # alive, someone else's
+    except OverflowError:
+        return False
     return True
+
+
+def process_alive(pid, started: str | None) -> bool:
+    """Whether the process of this host that recorded itself as (`pid`, `started`) lives: pid
+    alive and, where /proc tells, started at `started` (a reused pid is another process) or,
+    without a recorded start, a process whose command line names minidyn."""
+    if not pid_alive(pid):
+        return False
+    if started is not None:
+        now = process_start(pid)
+        return now is None or now == started
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"minidyn" in f.read(1 << 16)
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc here: the pid is all there is
+    except OSError:
+        return True
+
+
+def process_start(pid: int) -> str | None:
+    """"BOOT_ID:TICKS": this boot's id and when process `pid` started (clock ticks since boot,
+    /proc/PID/stat field 22); None where /proc does not tell (not Linux, no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return None
 
 
 def claim(path: Path, stale_after: float = STALE_AFTER, runner: int | None = None) -> Lock | None:
@@ -193,8 +279,14 @@ def claim(path: Path, stale_after: float = STALE_AFTER, runner: int | None = Non
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
     record = {"host": socket.gethostname(), "pid": os.getpid(), "token": token, "claimed": time.time()}
+    started = process_start(os.getpid())
+    if started is not None:
+        record["started"] = started
     if runner is not None:
         record["runner"] = runner
+        runner_started = process_start(runner)
+        if runner_started is not None:
+            record["runner_started"] = runner_started
     if _create(path, record):
         return Lock(path, token)
     if not is_stale(path, stale_after):
@@ -219,3 +311,32 @@ def _break_if_stale(path: Path, stale_after: float) -> None:
     if is_stale(path, stale_after):  # True also for a missing file: then nothing is moved
         _remove_if(path, lambda aside: holder(aside).get("token") == judged.get("token")
                    and is_stale(aside, stale_after))
+
+
+# --- runners ------------------------------------------------------------------------------------
+def mark_runner(locks_dir: Path, spec_digest: str) -> Lock:
+    """Record in `locks_dir` that a runner of the spec with sha256 `spec_digest` is alive here
+    (locks/runner-TOKEN.runner, a lock record with "spec"); its `keep_alive` is its heartbeat
+    and `release` ends it."""
+    token = secrets.token_hex(8)
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "token": token, "claimed": time.time(),
+              "spec": spec_digest}
+    started = process_start(os.getpid())
+    if started is not None:
+        record["started"] = started
+    path = locks_dir / f"runner-{token}.runner"
+    _create(path, record)
+    return Lock(path, token)
+
+
+def live_runners(locks_dir: Path, stale_after: float = STALE_AFTER) -> list[dict]:
+    """The records of the runners of `locks_dir`'s study that are alive (mark_runner); the
+    marks of dead ones are removed."""
+    found = []
+    for path in sorted(locks_dir.glob("runner-*.runner")) if locks_dir.is_dir() else []:
+        if is_stale(path, stale_after):
+            _break_if_stale(path, stale_after)
+        else:
+            found.append(holder(path))
+    return [r for r in found if r]
+

@@ -24,6 +24,7 @@ import numpy as np
 
 from minidyn.evaluation import bootstrap, table1
 from minidyn.evaluation.aggregate import paired_difference, summarize
+from minidyn.errors import MinidynError
 from minidyn.evaluation.significance import holm, mcnemar_exact, paired_t_p
 from minidyn.files.fileio import atomic_write
 from minidyn.studies import figures
@@ -181,7 +182,10 @@ def write_report(study_dir: str | Path) -> list[Path]:
     spec = study.spec()
     cells = collect(study, spec)
     out = study.path / "report"
-    out.mkdir(exist_ok=True)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as error:
+        raise MinidynError(f"cannot create {out}: {error.strerror or error}") from None
     numbers = {"study": spec.name, "cells": [_cell_numbers(c) for c in cells], "tables": {},
                "bootstrap": {"method": bootstrap.METHOD, "resamples": bootstrap.RESAMPLES,
                              "level": bootstrap.LEVEL, "seed": bootstrap.SEED}}
@@ -196,7 +200,12 @@ def write_report(study_dir: str | Path) -> list[Path]:
     written = []
     if figures.available():
         sections += ["## Figures", ""]
-        for name, caption in figures.plot_all(spec, cells, out):
+        try:
+            drawn = figures.plot_all(spec, cells, out)
+        except OSError as error:  # matplotlib's own write: its OSError may name no file
+            raise MinidynError(f"cannot write the figures (PNG) in {out}: {error.strerror or error}"
+                               + (f" ({error.filename})" if error.filename else "")) from None
+        for name, caption in drawn:
             sections += [f"![{caption}]({name})", "", f"*{caption}*", ""]
             written.append(out / name)
     else:
@@ -412,4 +421,7 @@ def _state_lines(cells: list[CellResult]) -> list[str]:
         names = [c.name for c in cells if c.black_state == state and (state == "failed" or c.state == "done")]
         if names:
             lines.append(f"- {words} (left out of the black-box tables): {', '.join(names)}")
+    for c in cells:  # a tampered or broken result file: the cell (or its black-box result) is left out
+        lines += [f"- invalid result of {c.name} (left out of every number it would enter; `minidyn "
+                  f"study run` evaluates it again): {problem}" for problem in c.problems]
     return lines

@@ -17,7 +17,8 @@ from minidyn.evaluation.attack_table import ATTACKS, WORST, WORST_LABEL
 from minidyn.files.readers import read_metrics
 from minidyn.studies.examples import read_cell_examples
 from minidyn.studies.spec import Spec, cell_name
-from minidyn.studies.tasks import StudyDir, Task, read_result
+from minidyn.errors import ConfigError
+from minidyn.studies.tasks import StudyDir, Task, load_result, settings
 
 CHECKPOINT_WORDS = {"last": "last epoch", "best": "best on validation"}
 
@@ -30,7 +31,7 @@ class CellResult:
     values: dict
     setting: str                      # the grid values without the seed, as a name
     seed: object
-    state: str                        # "done", "failed", "unfinished", "not started"
+    state: str                        # "done", "invalid", "failed", "unfinished", "not started"
     white: dict = field(default_factory=dict)   # study-eval.json "results"
     black: dict = field(default_factory=dict)   # study-eval-blackbox.json "results"
     metrics: list = field(default_factory=list)
@@ -39,20 +40,26 @@ class CellResult:
     eval_seconds: float | None = None
     examples: dict | None = None      # white-box per-example arrays (studies.examples), None: no file
     black_examples: dict | None = None
-    black_state: str | None = None    # "done", "failed", "waiting"; None without [eval] surrogate
+    black_state: str | None = None    # "done", "invalid", "failed", "waiting"; None without [eval] surrogate
+    problems: list = field(default_factory=list)  # why a result file is not used (one line each)
 
 
 def collect(study: StudyDir, spec: Spec) -> list[CellResult]:
-    """Every cell of the study with what it has on disk (nothing is required to exist)."""
+    """Every cell of the study with what it has on disk (nothing is required to exist). A
+    result file that is not a valid one (readers.read_study_eval: a tampered accuracy of 250,
+    say) leaves its cell out, in state "invalid" with the reader's line in `problems`."""
     out = []
     for cell in spec.cells():
         directory = study.cell_dir(cell)
         train, black = Task(cell, "train"), Task(cell, "blackbox")
-        white_record = read_result(study.result(train)) if study.done(spec, train) else None
-        black_record = read_result(study.result(black)) if study.done(spec, black) else None
+        problems: list[str] = []
+        white_record = _valid_result(study, spec, train, problems)
+        black_record = _valid_result(study, spec, black, problems) if spec.eval.surrogate is not None else None
         metrics = read_metrics(directory / "metrics.jsonl")
         if white_record is not None:
             state = "done"
+        elif problems and problems[0].startswith(str(study.result(train))):
+            state = "invalid"
         elif study.failure(train).is_file():
             state = "failed"
         else:
@@ -60,7 +67,7 @@ def collect(study: StudyDir, spec: Spec) -> list[CellResult]:
         setting = cell_name({k: v for k, v in cell.values.items() if k != "seed"}) or spec.name
         result = CellResult(cell.name, dict(cell.values), setting, cell.values.get("seed", 0), state,
                             (white_record or {}).get("results", {}), (black_record or {}).get("results", {}),
-                            metrics)
+                            metrics, problems=problems)
         if state == "done":
             result.grad_evals = grad_evals_per_example(directory)
             result.train_seconds = float(sum(r.get("seconds", 0.0) for r in metrics))
@@ -70,9 +77,21 @@ def collect(study: StudyDir, spec: Spec) -> list[CellResult]:
             result.black_examples = read_cell_examples(study.result(black), black_record)
         if spec.eval.surrogate is not None:
             result.black_state = "done" if black_record is not None else (
+                "invalid" if any(p.startswith(str(study.result(black))) for p in problems) else
                 "failed" if study.failure(black).is_file() else "waiting")
         out.append(result)
     return out
+
+
+def _valid_result(study: StudyDir, spec: Spec, task: Task, problems: list) -> dict | None:
+    """The task's result where it is done (made with the spec's settings) and valid; a result
+    file that is not valid adds the reader's line to `problems` and gives None."""
+    try:
+        record = load_result(study.result(task))
+    except ConfigError as error:
+        problems.append(str(error))
+        return None
+    return record if record is not None and record.get("settings") == settings(spec, task) else None
 
 
 def columns(spec: Spec) -> list[str]:

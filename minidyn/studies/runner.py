@@ -12,6 +12,13 @@ recorded (STUDY/failed/CELL.KIND.json, its log kept) and the study goes on; the 
 run` tries it again. Ctrl-C or SIGTERM stops the workers (each keeps its last checkpoint) and `study run`
 again continues where they stopped.
 
+A runner registers itself in the study (lock.mark_runner) before it writes study.toml, so
+that a second runner with another spec is refused in one line (StudyDir.prepare). It starts
+no worker for a task another claimer is taking over (a fresh .takeover), and leaves a task
+whose worker found it busy (or lost it: taken over after a suspension) for WAIT_FOR_OTHERS
+seconds; `jobs` counts only fresh locks of the spec's own tasks whose holders are alive
+(a reused pid is not: lock.py).
+
 The runner reads the spec once and hands each worker the sha256 of its text; a worker refuses
 a study.toml that is not that spec (SPEC_CHANGED), and the runner, which looks at study.toml
 between its tasks, stops (its workers keep their checkpoints) with one line when another
@@ -30,7 +37,7 @@ from typing import Callable
 
 from minidyn.errors import MinidynError
 from minidyn.files.fileio import atomic_write
-from minidyn.studies.lock import STALE_AFTER, holders_here, is_stale, pid_alive
+from minidyn.studies.lock import HEARTBEAT, STALE_AFTER, holders_here, is_stale, process_alive, taking_over
 from minidyn.studies.spec import Spec
 from minidyn.studies.tasks import SPEC_CHANGED, StudyDir, Task, digest
 from minidyn.studies.worker import BUSY
@@ -66,7 +73,8 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
     could not run (a dependency failed). Raises Stopped on Ctrl-C / SIGTERM, MinidynError when
     another `study run` rewrote the study's study.toml meanwhile."""
     study = StudyDir(out)
-    study.prepare(spec)
+    mark = study.prepare(spec, mark=True, stale_after=stale_after)
+    mark.keep_alive(min(HEARTBEAT, stale_after / 4))
     orphans = study.orphans(spec)
     if orphans:
         log(f"warning: {study.cells_dir} holds runs that no cell of this spec is named after "
@@ -74,6 +82,7 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
             "grid key named a cell: rename a directory to its cell's name to keep its training")
     running: dict[Task, subprocess.Popen] = {}
     failed: list[Task] = []
+    resting: dict[Task, float] = {}  # a task another process held when its worker tried: until when to leave it
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         while True:
@@ -81,8 +90,9 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
             pending = [t for t in study.tasks(spec) if not study.done(spec, t) and t not in failed]
             blocked = [t for t in pending if t.kind == "blackbox" and _depends_on_failed(spec, t, failed)]
             startable = [t for t in pending if t not in running and t not in blocked
+                         and resting.get(t, 0) <= time.time()
                          and study.ready(spec, t) and _free(study, t, stale_after)]
-            for task in startable[: max(0, jobs - len(running) - _others_here(study, running))]:
+            for task in startable[: max(0, jobs - len(running) - _others_here(study, spec, running, stale_after))]:
                 running[task] = _start(study, spec, task, jobs, stale_after)
                 log(f"started {task.name} (log: {study.log(task)})")
             if not running:
@@ -95,12 +105,15 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
                 if proc.poll() is None:
                     continue
                 del running[task]
+                if proc.returncode == BUSY:
+                    resting[task] = time.time() + WAIT_FOR_OTHERS
                 _finished(study, spec, task, proc.returncode, running, failed, log)
     except (KeyboardInterrupt, Stopped) as stop:
         _stop(running)
         raise Stopped(getattr(stop, "exit_code", 130)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        mark.release()
 
 
 def _finished(study: StudyDir, spec: Spec, task: Task, code: int, running: dict, failed: list,
@@ -135,19 +148,25 @@ def _raise_stopped(signum, frame):
     raise Stopped(128 + signum)
 
 
-def _others_here(study: StudyDir, running: dict[Task, subprocess.Popen]) -> int:
+def _others_here(study: StudyDir, spec: Spec, running: dict[Task, subprocess.Popen],
+                 stale_after: float) -> int:
     """How many of the study's tasks live processes of this host hold that count against this
     runner's jobs and are not its running workers: those of a runner that is dead (left running
     by a killed predecessor) and those that record no runner; another live runner's workers
-    are that runner's to count."""
+    are that runner's to count. Only fresh locks of the spec's tasks count (lock.holders_here:
+    a reused pid, a silent holder, a task the spec no longer has do not)."""
     ours, me = {proc.pid for proc in running.values()}, os.getpid()
-    return sum(1 for record in holders_here(study.locks_dir) if record["pid"] not in ours
-               and (record.get("runner") == me or not pid_alive(record.get("runner"))))
+    names = {study.lock(t).name for t in study.tasks(spec)}
+    return sum(1 for record in holders_here(study.locks_dir, stale_after, names) if record["pid"] not in ours
+               and (record.get("runner") == me
+                    or not process_alive(record.get("runner"), record.get("runner_started"))))
 
 
 def _free(study: StudyDir, task: Task, stale_after: float) -> bool:
+    """Whether a worker may claim the task: no lock, or a stale one that no other claimer is
+    taking over now (its worker would only find it busy)."""
     lock = study.lock(task)
-    return not lock.exists() or is_stale(lock, stale_after)
+    return (not lock.exists() or is_stale(lock, stale_after)) and not taking_over(lock, stale_after)
 
 
 def _depends_on_failed(spec: Spec, task: Task, failed: list[Task]) -> bool:

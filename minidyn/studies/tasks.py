@@ -19,13 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from minidyn.errors import ConfigError, MinidynError
 from minidyn.files.compare_configs import config_differences
 from minidyn.files.fileio import atomic_write
-from minidyn.files.readers import load_json, read_config
+from minidyn.files.readers import read_config, read_study_eval
+from minidyn.studies.lock import STALE_AFTER, check_locks, live_runners, mark_runner
 from minidyn.studies.spec import Cell, Spec, load_spec
 
 KINDS = ("train", "blackbox")
@@ -93,21 +95,49 @@ class StudyDir:
     def log(self, task: Task) -> Path:
         return self.logs_dir / f"{task.name}.log"
 
-    def prepare(self, spec: Spec) -> None:
+    def prepare(self, spec: Spec, *, mark: bool = False, stale_after: float = STALE_AFTER):
         """Create the study's folders and copy the spec in, after checking that no trained
-        cell would change (ConfigError naming the cell and the option). Several runners may
-        prepare one study at once."""
+        cell would change (ConfigError naming the cell and the option) and that no live runner
+        of this study runs another spec (the spec is fixed per study while one runs: ConfigError
+        naming the first difference). Several runners of one spec may prepare one study at
+        once. `mark`: register this process as a runner of `spec` first and return its mark
+        (lock.mark_runner: keep it alive, release it at the end); None otherwise."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} is a file, not a directory")
         foreign = [p.name for p in self.path.iterdir() if not _ours(p.name)] if self.path.is_dir() else []
         if foreign:
             raise ConfigError(f"{self.path} holds files that are not a study's ({foreign[0]}); "
                               "choose another --out")
+        check_locks(self.locks_dir)
         check_trained_cells(self, spec)
         for folder in (self.cells_dir, self.locks_dir, self.logs_dir, self.failed_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        if not self.spec_file.is_file() or self.spec_file.read_text(encoding="utf-8") != spec.text:
-            atomic_write(self.spec_file, lambda f: f.write(spec.text))
+        me = mark_runner(self.locks_dir, digest(spec.text)) if mark else None
+        try:  # registered first: of two runners starting at once, one at least sees the other
+            self._refuse_other_runners(spec, me, stale_after)
+            if not self.spec_file.is_file() or self.spec_file.read_text(encoding="utf-8") != spec.text:
+                atomic_write(self.spec_file, lambda f: f.write(spec.text))
+        except BaseException:
+            if me is not None:
+                me.release()
+            raise
+        return me
+
+    def _refuse_other_runners(self, spec: Spec, me, stale_after: float) -> None:
+        """ConfigError when a live runner of this study (not `me`) runs a spec other than `spec`."""
+        ours = digest(spec.text)
+        for other in live_runners(self.locks_dir, stale_after):
+            if other.get("token") == getattr(me, "token", None) or other.get("spec") == ours:
+                continue
+            try:
+                running = self.spec_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                running = None
+            what = f" ({spec_difference(running, spec.text)})" \
+                if running is not None and digest(running) == other.get("spec") else ""
+            raise ConfigError(f"{self.path} is being run by another `study run` (host {other.get('host')}, "
+                              f"pid {other.get('pid')}) with another spec{what}; the spec is fixed while a "
+                              "runner runs it: wait for it to end, or use another --out")
 
     def tasks(self, spec: Spec) -> list[Task]:
         """Every task of the study: the training tasks first, seed by seed (a study stopped
@@ -165,15 +195,21 @@ def _ours(name: str) -> bool:
 
 
 def read_result(path: Path) -> dict | None:
-    """A task's result file, or None where it is missing or not a result (an interrupted
-    write leaves the old file or none: atomic_write)."""
-    if not path.is_file():
-        return None
+    """A task's result file, or None where it is missing or not a valid result (an
+    interrupted write leaves the old file or none: atomic_write; a tampered one is made
+    again). load_result says why."""
     try:
-        record = load_json(path)
+        return load_result(path)
     except ConfigError:
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("results"), dict) else None
+
+
+def load_result(path: Path) -> dict | None:
+    """A task's result file (readers.read_study_eval), None where there is none; ConfigError
+    naming the file and the problem where it is not a valid result."""
+    if not path.exists():
+        return None
+    return read_study_eval(path)
 
 
 def write_result(path: Path, record: dict) -> None:
@@ -197,7 +233,40 @@ def check_trained_cells(study: StudyDir, spec: Spec) -> None:
         current = cell.config().to_dict()
         differing = config_differences(saved, current)
         if differing:
-            key = differing[0]
+            key = cell.changed_option(differing)
             raise ConfigError(f"the spec changes cell {cell.name}, which was trained with "
                               f"{key} = {saved.get(key)!r} (the spec now gives {current.get(key)!r}); "
                               "restore the spec or use another --out")
+
+
+def spec_difference(old: str, new: str) -> str:
+    """The first setting in which spec text `new` differs from `old`, in words ("[train] lr =
+    0.05 there, 0.02 here"), or "only comments or layout differ"."""
+    try:
+        before, after = _flat(tomllib.loads(old)), _flat(tomllib.loads(new))
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return "its study.toml cannot be read"
+    for key in sorted(set(before) | set(after)):
+        if before.get(key, _MISSING) != after.get(key, _MISSING):
+            section, _, name = key.partition(".")
+            label = f"[{section}] {name}" if name else f"[{section}]"
+            return f"{label} = {_shown(before.get(key, _MISSING))} there, {_shown(after.get(key, _MISSING))} here"
+    return "only comments or layout differ"
+
+
+def _shown(value) -> str:
+    return "nothing" if value is _MISSING else (repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "...")
+
+
+_MISSING = object()
+
+
+def _flat(table: dict) -> dict:
+    """{"section.key": value} of a parsed spec (arrays of tables kept whole)."""
+    out = {}
+    for section, body in table.items():
+        if isinstance(body, dict):
+            out.update({f"{section}.{k}": v for k, v in body.items()})
+        else:
+            out[section] = body
+    return out

@@ -14,14 +14,17 @@ The runner starts each worker as a process of this module (`main`, the library's
     python -m minidyn.studies.worker STUDY_DIR CELL {train,blackbox} [--stale-after S]
         [--spec-digest SHA256] [--runner-pid PID]
 
-Exit codes: 0 done; BUSY (75) another process holds the task; SPEC_CHANGED (78) study.toml is
-not the runner's spec; 143 SIGTERM (the lock released, the last checkpoint kept); 1 another
+Exit codes: 0 done; BUSY (75) another process holds the task, or took it over from this one
+(thought dead: suspended past --stale-after, e.g. Slurm suspend or a paused VM; this one then
+writes nothing more, and its runner does not count the task failed); SPEC_CHANGED (78)
+study.toml is not the runner's spec; 143 SIGTERM (the lock released, the last checkpoint kept); 1 another
 error, one line `Error: ...` on stderr, as `minidyn` prints it.
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import os
 import signal
 import sys
@@ -37,6 +40,7 @@ from minidyn.evaluation.checkpoints import load_checkpoint
 from minidyn.evaluation.evaluate import evaluate_attacks, sanity_flags
 from minidyn.runs import train_run
 from minidyn.runs.reporter import Reporter
+from minidyn.runs.rundir import LOCK_NAME
 from minidyn.files.names import BEST_NAMES, CHECKPOINT_NAMES
 from minidyn.studies.console import ConsoleReporter
 from minidyn.studies.examples import write_examples
@@ -49,6 +53,14 @@ BUSY = 75  # exit code of a worker whose task another process holds (EX_TEMPFAIL
 
 class TaskBusy(MinidynError):
     exit_code = BUSY
+
+
+class TaskLost(TaskBusy):
+    """The task's lock was taken over: this worker was thought dead (suspended past
+    --stale-after). It stops at once and writes no result; the new holder does the task."""
+
+
+RUN_DIR_WAIT = 1.0  # seconds between looks at a cell's run directory another process still holds
 
 
 def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | None = None,
@@ -71,6 +83,7 @@ def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | No
     lock = claim(study.lock(task), stale_after, runner=runner)
     if lock is None:
         raise TaskBusy(f"task {task.name} is being run by another process")
+    _HELD[:] = [lock]
     if study.done(spec, task):  # finished by another runner since this one looked
         lock.release()
         return
@@ -81,16 +94,61 @@ def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | No
         started = time.time()
         if reporter is not None:
             reporter.note(f"{time.strftime('%Y-%m-%d %H:%M:%S')} claimed {task.name} "
-                          f"(host {socket.gethostname()}, pid {os.getpid()})")
+                          f"(host {socket.gethostname()}, pid {os.getpid()}, {threads()} threads)")
         if kind == "train":
+            _wait_for_run_dir(study.cell_dir(task.cell), lock, reporter)
             train_run(task.cell.config(), study.cell_dir(task.cell), resume=True, reporter=reporter)
             results = white_box(study, spec, task)
         else:
             results = black_box(study, spec, task)
+        _check_still_ours(lock, task)
         write_result(study.result(task), {"settings": settings(spec, task), "results": results,
                                           "seconds": time.time() - started})
     finally:
         lock.release()
+
+
+def threads() -> str:
+    """The thread count of this process's thread pools (OMP_NUM_THREADS, which the runner sets
+    to cores / jobs), as the task log records it: results are bit-identical across a resume
+    only with the same count (docs/studies.md)."""
+    return os.environ.get("OMP_NUM_THREADS", "default")
+
+
+def _check_still_ours(lock, task: Task) -> None:
+    """TaskLost where the task's lock was taken over: the new holder writes the result."""
+    if lock.lost or lock.taken_over():
+        lock.lost = True
+        raise TaskLost(f"task {task.name} was taken over by another process (this one was thought "
+                       "dead: suspended past --stale-after?); stopped without writing its result")
+
+
+def _wait_for_run_dir(directory: Path, lock, reporter: Reporter | None) -> None:
+    """Wait while another process still holds the cell's run directory (its run lock, which
+    `train_run` takes without waiting): the holder this task was taken over from, suspended
+    past --stale-after; resumed, it finds the task lost and lets go. TaskLost if this task is
+    taken over meanwhile."""
+    path, said = directory / LOCK_NAME, False
+    while True:
+        try:  # read-write: NFS emulates flock with fcntl locks, which want it for LOCK_EX
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return  # no run lock (or none this process may take): train_run sees to it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return
+        finally:
+            os.close(fd)
+        if not said and reporter is not None:
+            reporter.note(f"waiting for {directory} (the process this task was taken over from still holds it)")
+            said = True
+        time.sleep(RUN_DIR_WAIT)
+        if lock.lost:
+            raise TaskLost(f"{directory}: the task was taken over while it waited for the run directory")
 
 
 def _checkpoints(study: StudyDir, spec, task: Task) -> dict[str, Path]:
@@ -156,8 +214,9 @@ def work(study_dir: str | os.PathLike, cell: str, kind: str, *, stale_after: flo
          spec_digest: str | None = None, runner_pid: int | None = None) -> None:
     """One task as a worker process does it: run_task with the console reporter (what `minidyn
     train` prints), SIGTERM ending it like Ctrl-C (exit 143), and a last line saying it is done."""
-    # SIGTERM ends the task like Ctrl-C: the lock is released, the last checkpoint kept
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    # SIGTERM ends the task like Ctrl-C: the lock is released, the last checkpoint kept; sent
+    # by the heartbeat when the lock was taken over, it ends the task as lost (exit BUSY)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     study = StudyDir(study_dir)
     spec = study.spec()  # read once: the task runs and stamps its results under this spec
     cells = {c.name: c for c in spec.cells()}
@@ -169,6 +228,17 @@ def work(study_dir: str | os.PathLike, cell: str, kind: str, *, stale_after: flo
         if reporter is not None:
             reporter.close()
     click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {cell}.{kind} done")
+
+
+def _on_sigterm(signum, frame):
+    held = [lock for lock in _HELD if lock.lost]
+    if held:
+        raise TaskLost(f"{held[0].path.name}: the task was taken over by another process (this one was "
+                       "thought dead: suspended past --stale-after?); stopped, its result left to the new holder")
+    sys.exit(143)
+
+
+_HELD: list = []  # the lock this worker process holds (what _on_sigterm asks)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:

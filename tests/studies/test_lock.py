@@ -160,18 +160,19 @@ def test_a_stale_lock_replaced_before_it_is_broken_is_put_back(tmp_path, monkeyp
 def test_a_transient_read_error_in_the_heartbeat_is_not_a_takeover(tmp_path, monkeypatch):
     """An unreadable lock file (an I/O error, then half a record) once in the heartbeat: the
     holder goes on; only a readable record with another token is a takeover."""
+    from minidyn.studies import lock as lock_module
     path = tmp_path / "a.lock"
     lock = claim(path)
-    real, faults = Path.read_text, ["error", "partial"]
+    real, faults = lock_module.read_lock, ["error", "partial"]
 
-    def flaky(self, *args, **kwargs):
-        if self != path or not faults:
-            return real(self, *args, **kwargs)
+    def flaky(p):
+        if p != path or not faults:
+            return real(p)
         if faults.pop(0) == "error":
             raise OSError("stale file handle")
-        return real(self, *args, **kwargs)[:10]
+        return None  # half a record: no record yet
 
-    monkeypatch.setattr(Path, "read_text", flaky)
+    monkeypatch.setattr(lock_module, "read_lock", flaky)
     lost = []
     lock.keep_alive(0.05, lost=lambda: lost.append(True))
     time.sleep(0.4)
@@ -179,3 +180,118 @@ def test_a_transient_read_error_in_the_heartbeat_is_not_a_takeover(tmp_path, mon
     path.write_text(json.dumps({"host": "h", "pid": 1, "token": "someone else"}))  # taken over
     time.sleep(0.3)
     assert lost == [True]
+
+
+# --- liveness that cannot be fooled (issue 25) ----------------------------------------------------
+def _record(pid, **extra) -> str:
+    return json.dumps({"host": socket.gethostname(), "pid": pid, "token": "x", **extra})
+
+
+def test_a_live_pid_that_is_not_the_holder_is_not_proof_of_life(tmp_path):
+    """pid reuse: the lock's pid is alive on this host, but as another process (another start
+    time, or no start recorded and not a minidyn process): the lock is stale at once, not after
+    stale_after (before: held for as long as that process lived)."""
+    from minidyn.studies.lock import holders_here, process_start
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        reused = tmp_path / "reused.lock"
+        reused.write_text(_record(sleeper.pid, started="another-boot:12345"))
+        unmarked = tmp_path / "unmarked.lock"
+        unmarked.write_text(_record(sleeper.pid))
+        assert is_stale(reused, stale_after=3600) and is_stale(unmarked, stale_after=3600)
+        assert holders_here(tmp_path, stale_after=3600) == []
+        own = tmp_path / "own.lock"  # the real holder: its pid and its start
+        own.write_text(_record(sleeper.pid, started=process_start(sleeper.pid)))
+        assert not is_stale(own, stale_after=3600)
+        assert [r["pid"] for r in holders_here(tmp_path, stale_after=3600)] == [sleeper.pid]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_pid_0_and_negative_pids_are_no_process(tmp_path):
+    from minidyn.studies.lock import holders_here, pid_alive
+    assert not pid_alive(0) and not pid_alive(-1) and not pid_alive(2 ** 70)
+    for pid in (0, -1):
+        path = tmp_path / f"pid{pid}.lock"
+        path.write_text(_record(pid))
+        old = time.time() - 30
+        os.utime(path, (old, old))
+        assert is_stale(path, stale_after=3600)
+    assert holders_here(tmp_path, stale_after=3600) == []
+
+
+def test_a_heartbeat_in_the_future_is_stale(tmp_path):
+    path = tmp_path / "a.lock"
+    path.write_text(json.dumps({"host": "another-host", "pid": 1, "token": "x"}))
+    ahead = time.time() + 10 * 3600  # a clock (or a touch) ten hours ahead
+    os.utime(path, (ahead, ahead))
+    assert is_stale(path, stale_after=600)
+    near = time.time() + 60  # a clock a minute ahead: within what stale_after allows
+    os.utime(path, (near, near))
+    assert not is_stale(path, stale_after=600)
+    assert claim(path, stale_after=600) is None
+
+
+def test_a_lock_with_no_record_is_stale_after_a_short_grace(tmp_path):
+    """An empty lock (its claimer died between creating and writing it): stale after
+    UNWRITTEN_GRACE seconds, not after stale_after (before: ten minutes of silent waiting)."""
+    from minidyn.studies.lock import UNWRITTEN_GRACE
+    for name, text in (("empty", ""), ("garbage", "not json"), ("pid-text", '{"host": "h", "pid": "1", "token": "x"}')):
+        path = tmp_path / f"{name}.lock"
+        path.write_text(text)
+        assert not is_stale(path, stale_after=3600)  # being written, for all we know
+        old = time.time() - UNWRITTEN_GRACE - 1
+        os.utime(path, (old, old))
+        assert is_stale(path, stale_after=3600), name
+        lock = claim(path, stale_after=3600)
+        assert lock is not None and holder(path)["token"] == lock.token
+
+
+def test_a_fifo_or_a_huge_file_in_locks_is_refused_in_one_line_and_never_blocks(tmp_path):
+    """A FIFO where a lock should be blocked every reader (open() waits for a writer); a 100
+    MiB lock was read whole. Now each reader opens it non-blocking and checks it first:
+    check_locks refuses it naming it, holder and is_stale return at once."""
+    import pytest
+    from minidyn.errors import ConfigError
+    from minidyn.studies.lock import check_locks
+    fifo = tmp_path / "fifo" / "a.train.lock"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    done = []
+    reader = threading.Thread(target=lambda: done.append((holder(fifo), is_stale(fifo, 60))), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert done == [({}, False)], "a reader blocked on the FIFO"
+    with pytest.raises(ConfigError, match=r"a\.train\.lock is not a regular file"):
+        check_locks(fifo.parent)
+    huge = tmp_path / "huge" / "a.train.lock"
+    huge.parent.mkdir()
+    with open(huge, "wb") as f:
+        f.truncate(100 << 20)
+    with pytest.raises(ConfigError, match=r"a\.train\.lock is larger than 4096 bytes"):
+        check_locks(huge.parent)
+
+
+def test_the_jobs_count_leaves_out_silent_holders_and_tasks_not_named(tmp_path):
+    from minidyn.studies.lock import holders_here
+    mine = claim(tmp_path / "gone-task.train.lock")
+    silent = claim(tmp_path / "silent.train.lock")
+    old = time.time() - 7200
+    os.utime(silent.path, (old, old))  # alive, but no heartbeat for two hours (suspended)
+    assert holders_here(tmp_path, stale_after=3600, names={"gone-task.train.lock", "silent.train.lock"}) \
+        and len(holders_here(tmp_path, stale_after=3600)) == 1
+    assert holders_here(tmp_path, stale_after=3600, names={"another.train.lock"}) == []
+    mine.release()
+    silent.release()
+
+
+def test_a_fresh_takeover_is_seen(tmp_path):
+    from minidyn.studies.lock import taking_over
+    path = tmp_path / "a.lock"
+    _stale_lock(path)
+    assert not taking_over(path, 60)
+    other = claim(path.with_name("a.lock.takeover"), stale_after=60)  # another claimer at work
+    assert taking_over(path, 60)
+    other.release()
+    assert not taking_over(path, 60)

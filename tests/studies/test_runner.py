@@ -123,14 +123,14 @@ def test_two_runners_on_one_study_never_run_a_task_twice(reference, tmp_path):
 
 
 HOLD = """
-import json, os, socket, sys, time
+import sys, time
 from pathlib import Path
-lock = Path(sys.argv[1])  # a worker's lock record, its runner's pid in it
-lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": "held",
-                            "runner": int(sys.argv[4])}))
+from minidyn.studies.lock import claim
+lock = claim(Path(sys.argv[1]), runner=int(sys.argv[4]))  # a worker's lock, its runner's pid in it
+lock.keep_alive(0.5)
 time.sleep(float(sys.argv[3]))
 Path(sys.argv[2]).write_text(repr(time.time()))
-lock.unlink()
+lock.release()
 """
 
 
@@ -185,10 +185,11 @@ def test_jobs_does_not_count_another_live_runners_workers(tiny_text, tmp_path, m
 
 
 def test_a_runner_whose_study_toml_is_rewritten_stops_with_one_line(tiny_text, tmp_path):
-    """A second `study run` with another [eval] rewrites study.toml mid-study: the first runner
-    once relaunched its tasks without end (its workers ran the new spec and found them done);
-    now it stops its workers, keeping their checkpoints, and says why in one line."""
-    from minidyn.studies.spec import load_spec
+    """study.toml rewritten mid-study (by hand: a second `study run` with another spec is now
+    refused, see below): the first runner once relaunched its tasks without end (its workers
+    ran the new spec and found them done); now it stops its workers, keeping their
+    checkpoints, and says why in one line."""
+    from minidyn.files.fileio import atomic_write
     from minidyn.studies.tasks import StudyDir
     spec, out = tmp_path / "tiny.toml", tmp_path / "study"
     spec.write_text(tiny_text.replace("seed = [0, 1]", "seed = [0]"))
@@ -198,7 +199,8 @@ def test_a_runner_whose_study_toml_is_rewritten_stops_with_one_line(tiny_text, t
     edited.write_text(spec.read_text().replace("limit = 40", "limit = 30"))
     try:
         wait_for_a_checkpoint(out)
-        StudyDir(out).prepare(load_spec(edited))  # what the second `study run` does first
+        # by hand: a second `study run` with the edited spec is refused while this one runs
+        atomic_write(StudyDir(out).spec_file, lambda f: f.write(edited.read_text()))
         stdout, stderr = first.communicate(timeout=60)
     finally:
         first.kill()
@@ -287,3 +289,111 @@ def test_a_failing_cell_is_recorded_and_listed_and_the_others_go_on(tiny_text, t
     assert report.exit_code == 0
     text = (out / "report" / "report.md").read_text()
     assert "1 of 2 cells done." in text and f"failed (left out of every number below): {failed}" in text
+
+
+# --- issue 25: concurrent runners, takeovers, suspended workers ---------------------------------
+def one_seed(tiny_text, tmp_path, name="tiny.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(tiny_text.replace("seed = [0, 1]", "seed = [0]"))
+    return path
+
+
+def test_a_second_runner_with_another_train_is_refused_while_the_first_starts_up(tiny_text, tmp_path):
+    """Runner B with another [train] on A's --out during A's first worker's start-up (no cell
+    trained yet, no task claimed): both exited 0 and every cell was trained with B's settings.
+    Now B is refused in one line naming the difference, and A trains with its own."""
+    spec, out = one_seed(tiny_text, tmp_path), tmp_path / "study"
+    edited = tmp_path / "edited.toml"
+    edited.write_text(spec.read_text().replace("lr = 0.05", "lr = 0.02"))
+    first = subprocess.Popen([sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec),
+                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not list(out.glob("locks/runner-*.runner")) and time.time() < deadline:
+            time.sleep(0.01)
+        second = CliRunner().invoke(main, ["study", "run", str(edited), "--out", str(out)])
+        stdout, stderr = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert second.exit_code == 1 and second.stderr.count("\n") == 1, second.output
+    assert "another `study run`" in second.stderr and "[train] lr = 0.05 there, 0.02 here" in second.stderr
+    assert first.returncode == 0, stderr
+    for config in (out / "cells").glob("*/config.json"):
+        assert json.loads(config.read_text())["lr"] == 0.05
+    assert not list((out / "locks").iterdir())  # the runner's mark is gone with it
+
+
+def test_a_runner_never_starts_a_worker_for_a_task_another_claim_is_taking_over(tiny_text, tmp_path, monkeypatch):
+    """The first task's lock is stale (its holder died) and another claimer's fresh .takeover
+    is beside it: the runner started a worker for it at every look (each found it busy; 40
+    in 40 s). Now it leaves the task until the takeover is over, and starts it once."""
+    from minidyn.studies import runner
+    from minidyn.studies.spec import load_spec
+    from minidyn.studies.tasks import StudyDir
+    spec = load_spec(one_seed(tiny_text, tmp_path))
+    study = StudyDir(tmp_path / "study")
+    study.prepare(spec)
+    lock = study.lock(study.tasks(spec)[0])
+    lock.write_text(json.dumps({"host": "gone", "pid": 1, "token": "dead"}))
+    old = time.time() - 7200
+    os.utime(lock, (old, old))
+    released = tmp_path / "released"
+    claimer = subprocess.Popen([sys.executable, "-c", HOLD, str(lock) + ".takeover", str(released), "3",
+                                str(os.getpid())])
+    while not (lock.parent / (lock.name + ".takeover")).exists() and claimer.poll() is None:
+        time.sleep(0.02)
+    monkeypatch.setattr(runner, "WAIT_FOR_OTHERS", 0.1)
+    log = []
+    assert runner.run_study(spec, study.path, jobs=2, log=lambda m: log.append((time.time(), m))) == []
+    assert claimer.wait(timeout=30) == 0
+    starts = [t for t, m in log if m.startswith(f"started {lock.stem}")]
+    assert len(starts) == 1 and starts[0] > float(released.read_text()), log
+
+
+def _holder_pid(lock: Path) -> int | None:
+    try:
+        return json.loads(lock.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_a_worker_suspended_past_stale_after_loses_its_task_cleanly(reference, tmp_path):
+    """A worker stopped (Slurm suspend, a paused VM) past --stale-after is taken over by a
+    second runner; resumed, it finds the task lost and stops without writing (exit BUSY), its
+    runner does not count it failed, and the new holder, which waited for the run directory,
+    finishes the cell: both runners exit 0, every cell done once, bit-identical."""
+    spec, uninterrupted = reference
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "minidyn.cli.main", "study", "run", str(spec), "--out", str(out),
+               "--jobs", "2", "--stale-after", "2"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        wait_for_a_checkpoint(out)
+        lock = next((out / "locks").glob("*.train.lock"))
+        victim = _holder_pid(lock)
+        os.kill(victim, signal.SIGSTOP)
+        second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while _holder_pid(lock) in (victim, None) and time.time() < deadline:
+            time.sleep(0.05)  # until the second runner's worker took the task over
+        os.kill(victim, signal.SIGCONT)
+        outputs = [r.communicate(timeout=180) for r in (first, second)]
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    assert "FAILED" not in outputs[0][0] + outputs[1][0] and not list((out / "failed").iterdir())
+    log = (out / "logs" / lock.name.replace(".lock", ".log")).read_text()
+    assert log.count("claimed") == 2 and "was taken over by another process" in log, log
+    assert results(out) == results(uninterrupted)
+
+
+def test_the_task_log_records_the_thread_count(reference):
+    """Resumes are bit-identical only with the same threads per worker (cores / --jobs): the
+    log says which each claim ran with."""
+    from minidyn.studies.runner import cores
+    _, out = reference
+    threads = max(1, cores() // 2)  # the reference ran with --jobs 2
+    assert f", {threads} threads)" in (out / "logs" / "standard_seed-0.train.log").read_text()

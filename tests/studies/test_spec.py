@@ -65,7 +65,9 @@ def test_a_black_box_evaluations_settings_name_its_resolved_surrogate():
     ({"eval": {"attacks": ["pgd1000"]}}, "attacks must be a list of"),
     ({"eval": {"checkpoints": ["best"]}}, "needs val_size"),
     ({"eval": {"surrogate": {"method": "standard"}}, "grid": {"method": ["dynamic"], "seed": [0, 1]}},
-     "has no cell"),
+     "matches no grid value"),
+    ({"eval": {"surrogate": {"method": "standard"}}, "grid": {"method": ["standard", "dynamic"], "seed": [0, 1]},
+      "exclude": [{"method": "standard", "seed": 1}]}, "has no cell standard_seed-1"),
     ({"extra": {}}, "unknown section"),
     ({"exclude": [{"seed": 0}], "grid": {"seed": [0]}}, "leave no cell"),
 ])
@@ -149,3 +151,52 @@ def test_any_spec_is_a_valid_study_or_one_config_error(raw):
         assert "\n" not in str(error)
         return
     assert all(isinstance(c.config(), TrainConfig) for c in parsed.cells())
+
+
+def test_a_changed_epochs_is_named_rather_than_the_options_derived_from_it():
+    """epochs 10 -> 20 moves T', curriculum_epochs, fgsm_epochs and the milestones too; the
+    refusal of a changed trained cell names what the user changed (tasks.check_trained_cells)."""
+    from minidyn.files.compare_configs import config_differences
+    before, after = (spec(train={"backend": "numpy", "model": "softmax", "epochs": e}).cells()[0] for e in (10, 20))
+    differing = config_differences(before.config().to_dict(), after.config().to_dict())
+    assert differing[0] == "curriculum_epochs" and "epochs" in differing
+    assert after.changed_option(differing) == "epochs"
+    assert after.changed_option(["curriculum_epochs", "lr"]) == "lr"  # lr: given by no one, not derived
+
+
+def test_cells_are_found_by_their_grid_values():
+    s = spec(grid={"method": ["standard", "dynamic"], "seed": [0, 1]}, exclude=[{"method": "standard", "seed": 1}])
+    assert s.cell_with({"seed": 1, "method": "dynamic"}).name == "dynamic_seed-1"
+    assert s.cell_with({"method": "standard", "seed": 1}) is None  # excluded
+    assert s.cell_with({"method": "standard"}) is None and s.cell_with({"method": "x", "seed": 0}) is None
+
+
+def test_a_reordered_grid_is_told_apart_from_a_grown_one():
+    from minidyn.studies.spec import reordered_grid
+    s = spec(grid={"method": ["standard"], "seed": [0, 1]})
+    assert reordered_grid('[grid]\nseed = [0]\nmethod = ["standard"]\n', s) == (["seed", "method"], ["method", "seed"])
+    assert reordered_grid('[grid]\nmethod = ["standard"]\nseed = [0]\n', s) is None
+    assert reordered_grid('[grid]\nmethod = ["standard"]\nlr = [0.1]\nseed = [0]\n', s) is None  # a key removed
+    assert reordered_grid("[grid\n", s) is None  # not TOML: the study's own checks refuse it
+
+
+def test_the_spec_schema_names_the_section_and_the_option():
+    with pytest.raises(ConfigError, match=r"^\[train\] record_fosc must be true or false, got 'false'$"):
+        spec(train={"record_fosc": "false"})
+    with pytest.raises(ConfigError, match=r"^\[grid\] lr_milestones must be a list of integers, got \[2.5\]$"):
+        spec(grid={"lr_milestones": [[2.5]]})
+    with pytest.raises(ConfigError, match=r"^\[eval\] restarts must be <= 1000, got 1001$"):
+        spec(eval={"restarts": 1001})
+    assert spec(eval={"restarts": 1000, "apgd_steps": 100_000}).eval.restarts == 1000  # the CLI's bounds
+
+
+def test_eval_takes_the_bounds_of_minidyn_eval():
+    """[eval] restarts, apgd_steps, batch_size, limit and seed: the same bounds as the options
+    of `minidyn eval` (cli/evaluate.py), so a spec cannot ask for what the CLI refuses."""
+    from minidyn.cli import params
+    from minidyn.studies.spec import EVAL_BOUNDS
+    assert EVAL_BOUNDS["restarts"].hi == params.MAX_RESTARTS
+    for key, option in (("apgd_steps", params.APGD_STEPS), ("batch_size", params.BATCH_SIZE),
+                        ("limit", params.LIMIT), ("seed", params.SEED)):
+        bounds = option.bounds
+        assert (EVAL_BOUNDS[key].lo, EVAL_BOUNDS[key].hi) == (bounds.lo, bounds.hi), key

@@ -65,3 +65,65 @@ def test_a_task_is_done_and_stamped_under_the_spec_it_read_when_study_toml_chang
     record = json.loads(study.result(Task(load_spec(path).cells()[0], "train")).read_text())
     assert record["settings"]["limit"] == 40
     assert {r["n"] for which in record["results"].values() for r in which["eps"].values()} == {40}
+
+
+def test_prepare_refuses_another_spec_while_a_runner_of_the_study_lives(tmp_path, tiny_text):
+    """The spec is fixed per study while a runner runs it: a second runner's prepare with
+    other settings is refused naming the difference (before: it rewrote study.toml, and the
+    first runner's cells trained with the second's settings); the same spec is welcome, and
+    once the first runner is gone the edit is the trained-cell check's to judge."""
+    import pytest
+    from minidyn.errors import ConfigError
+    from minidyn.studies.spec import load_spec
+
+    first, edited = tmp_path / "tiny.toml", tmp_path / "edited.toml"
+    first.write_text(tiny_text)
+    edited.write_text(tiny_text.replace("eps = 0.1", "eps = 0.2"))
+    study = StudyDir(tmp_path / "study")
+    mark = study.prepare(load_spec(first), mark=True)
+    with pytest.raises(ConfigError, match=r"another `study run` .*\(\[train\] eps = 0\.1 there, 0\.2 here"):
+        study.prepare(load_spec(edited), mark=True)
+    assert study.spec_file.read_text() == tiny_text
+    assert [p.name for p in study.locks_dir.iterdir()] == [mark.path.name]  # the refused one's mark is gone
+    study.prepare(load_spec(first), mark=True).release()  # a second runner of the same spec
+    mark.release()
+    study.prepare(load_spec(edited))  # nothing trained, nobody running: the spec may change
+    assert study.spec_file.read_text() == edited.read_text()
+
+
+def test_a_result_out_of_range_is_not_done_and_load_result_says_why(tmp_path):
+    import pytest
+    from minidyn.errors import ConfigError
+    from minidyn.studies.tasks import load_result, read_result
+
+    s = spec({"method": ["standard"], "seed": [0]})
+    study, task = StudyDir(tmp_path), Task(s.cells()[0], "train")
+    study.cell_dir(task.cell).mkdir(parents=True)
+    evaluation = {"accuracy": {"clean": 250.0}, "n": 40}
+    write_result(study.result(task), {"settings": settings(s, task), "results": {
+        "last": {"epoch": 2, "seconds": 1.0, "eps": {"0.1": evaluation}}}})
+    assert read_result(study.result(task)) is None and not study.done(s, task)
+    with pytest.raises(ConfigError, match=r"study-eval\.json: results\.last eps '0\.1' accuracy of 'clean' is 250\.0"):
+        load_result(study.result(task))
+
+
+def test_a_trained_cell_whose_epochs_changed_is_refused_naming_epochs(tmp_path):
+    """epochs 10 -> 20 also moves the options TrainConfig derives from it (curriculum_epochs first
+    in config order): the one-line refusal names what the user changed."""
+    import pytest
+
+    from minidyn.errors import ConfigError
+    from minidyn.studies.tasks import check_trained_cells
+
+    before = parse_spec({"train": {"backend": "numpy", "model": "softmax", "epochs": 10},
+                         "grid": {"method": ["standard"], "seed": [0]}})
+    after = parse_spec({"train": {"backend": "numpy", "model": "softmax", "epochs": 20},
+                        "grid": {"method": ["standard"], "seed": [0]}})
+    study = StudyDir(tmp_path)
+    cell = before.cells()[0]
+    study.cell_dir(cell).mkdir(parents=True)
+    (study.cell_dir(cell) / "config.json").write_text(json.dumps(cell.config().to_dict()))
+    with pytest.raises(ConfigError) as error:
+        check_trained_cells(study, after)
+    assert "trained with epochs = 10 (the spec now gives 20)" in str(error.value)
+    assert "\n" not in str(error.value)
