@@ -47,6 +47,15 @@ class Ctx:
     marker: Path | None = None  # a code-carrying file would create this; it must not appear
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def for_case(cls, case, tiny: Path, finished_runs: dict[str, Path], tmp: Path) -> "Ctx":
+        """The context of `case`: a copy of its finished run in tmp/run, its setup applied."""
+        ctx = cls(tmp=tmp, tiny=tiny, run=tmp / "run", fresh=tmp / "fresh", marker=tmp / "code-ran")
+        shutil.copytree(finished_runs[case.run], ctx.run)
+        if case.setup:
+            case.setup(ctx)
+        return ctx
+
     def mnist_dir(self, name: str, mutate: Callable[[bytes], bytes], gz: bool = False) -> Path:
         """The tiny dataset with file `name` replaced by mutate(its bytes), maybe gzipped."""
         d = self.tmp / "mnist"

@@ -282,11 +282,7 @@ def test_bad_input_is_refused_in_one_line(case, tiny_mnist, finished_runs, tmp_p
         pytest.skip("a GPU is present")
     if case.run == "torch":
         pytest.importorskip("torch")
-    ctx = Ctx(tmp=tmp_path, tiny=tiny_mnist, run=tmp_path / "run", fresh=tmp_path / "fresh",
-              marker=tmp_path / "code-ran")
-    shutil.copytree(finished_runs[case.run], ctx.run)
-    if case.setup:
-        case.setup(ctx)
+    ctx = Ctx.for_case(case, tiny_mnist, finished_runs, tmp_path)
     if "fetch" in ctx.extra:
         monkeypatch.setattr("minidyn.data.download.urllib_fetch", ctx.extra["fetch"])
     before = snapshot(ctx.run)

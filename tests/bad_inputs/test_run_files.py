@@ -7,7 +7,6 @@ the run directory unchanged.
 """
 import gzip
 import json
-import shutil
 import struct
 import subprocess
 import sys
@@ -151,11 +150,7 @@ CASES = [
 def test_bad_run_file_is_refused_in_one_line(case, tiny_mnist, finished_runs, tmp_path):
     if case.run == "torch":
         pytest.importorskip("torch")
-    ctx = Ctx(tmp=tmp_path, tiny=tiny_mnist, run=tmp_path / "run", fresh=tmp_path / "fresh",
-              marker=tmp_path / "code-ran")
-    shutil.copytree(finished_runs[case.run], ctx.run)
-    if case.setup:
-        case.setup(ctx)
+    ctx = Ctx.for_case(case, tiny_mnist, finished_runs, tmp_path)
     before = snapshot(ctx.run)
 
     r = CliRunner().invoke(main, [str(a) for a in case.args(ctx)], catch_exceptions=False)
