@@ -57,12 +57,16 @@ class ArrayBackend(Backend):
         return self.xp.asnumpy(a) if self.xp is not np else np.asarray(a)
 
     # --- the model side: numpy_models' forward and backward passes ----------------------------
-    def loss_and_grad(self, model, x, y, loss="ce"):
-        """(per-example losses (B,), d sum_i loss_i / dx shaped like x): row i is d loss_i / d x_i."""
-        if loss not in nm.LOSSES:
-            raise ConfigError(f"unknown loss {loss!r}; use one of {', '.join(nm.LOSSES)}")
+    def loss_and_grad(self, model, x, y, loss="ce", target=None):
+        """(per-example losses (B,), d sum_i loss_i / dx shaped like x): row i is d loss_i / d x_i.
+        target: (B,) target classes, for loss "dlr-targeted" only."""
+        if loss not in nm.LOSSES and loss != "dlr-targeted":
+            raise ConfigError(f"unknown loss {loss!r}; use one of {', '.join(nm.LOSSES)}, dlr-targeted")
         logits, cache = model.forward(x)
-        losses, dlogits = nm.LOSSES[loss](self.xp, logits, y)
+        if loss == "dlr-targeted":
+            losses, dlogits = nm.dlr_targeted(self.xp, logits, y, target)
+        else:
+            losses, dlogits = nm.LOSSES[loss](self.xp, logits, y)
         grad_x, _ = model.backward(cache, dlogits, param_grads=False)
         return losses, grad_x
 

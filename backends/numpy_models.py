@@ -168,6 +168,31 @@ def dlr(xp, logits, y):
     return -m / d, dlogits
 
 
+def dlr_targeted(xp, logits, y, target):
+    """The targeted DLR of Croce & Hein (2020), for APGD-T (needs C >= 4):
+
+        loss_i = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12),   t = target_i,
+
+    with z_pi1 >= ... >= z_pi4 the four largest logits. With m = z_y - z_t and d the
+    denominator, dloss/dz = -(e_y - e_t) / d + m / d^2 * (e_pi1 - (e_pi3 + e_pi4) / 2).
+    """
+    if logits.shape[1] < 4:
+        raise ConfigError(f"the targeted DLR loss needs at least 4 classes, got {logits.shape[1]}")
+    rows = xp.arange(logits.shape[0])
+    order = xp.argsort(-logits, axis=1)  # descending
+    pi1, pi3, pi4 = order[:, 0], order[:, 2], order[:, 3]
+    m = logits[rows, y] - logits[rows, target]
+    d = logits[rows, pi1] - 0.5 * (logits[rows, pi3] + logits[rows, pi4]) + 1e-12
+    dlogits = xp.zeros_like(logits)
+    dlogits[rows, y] -= 1 / d
+    dlogits[rows, target] += 1 / d  # y == t gives a zero loss and gradient, as it should
+    coef = m / d ** 2
+    dlogits[rows, pi1] += coef
+    dlogits[rows, pi3] -= 0.5 * coef
+    dlogits[rows, pi4] -= 0.5 * coef
+    return -m / d, dlogits
+
+
 LOSSES = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}
 
 

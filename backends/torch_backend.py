@@ -251,7 +251,8 @@ class TorchBackend(Backend):
         return y.to(device=device, dtype=torch.int64)
 
     @staticmethod
-    def _per_example_loss(z: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    def _per_example_loss(z: torch.Tensor, y: torch.Tensor, loss: str,
+                          target: torch.Tensor | None = None) -> torch.Tensor:
         if loss == "ce":
             return F.cross_entropy(z, y, reduction="none")
         if loss == "cw":
@@ -267,13 +268,26 @@ class TorchBackend(Backend):
             other = z.masked_fill(mask, float("-inf")).amax(dim=1)
             top = z.sort(dim=1, descending=True).values
             return -(true - other) / (top[:, 0] - top[:, 2] + 1e-12)
+        if loss == "dlr-targeted":  # APGD-T: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
+            if z.shape[1] < 4:
+                raise ConfigError(f"the targeted DLR loss needs at least 4 classes, got {z.shape[1]}")
+            true, tgt = z.gather(1, y[:, None]).squeeze(1), z.gather(1, target[:, None]).squeeze(1)
+            top = z.sort(dim=1, descending=True).values
+            return -(true - tgt) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
         raise ConfigError(f"unknown loss {loss!r}; use 'ce', 'cw' or 'dlr'")
 
-    def loss_and_grad(self, model: nn.Module, x: Any, y: Any, loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
-        if loss not in ("ce", "cw", "dlr"):
-            raise ConfigError(f"unknown loss {loss!r}; use 'ce', 'cw' or 'dlr'")
+    def loss_and_grad(self, model: nn.Module, x: Any, y: Any, loss: str = "ce",
+                      target: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if loss not in ("ce", "cw", "dlr", "dlr-targeted"):
+            raise ConfigError(f"unknown loss {loss!r}; use 'ce', 'cw', 'dlr' or 'dlr-targeted'")
         x = self._prep_x(x).detach().requires_grad_(True)
         y = self._labels(y, x.device)
+        if loss == "dlr-targeted":  # the target classes travel only with this loss
+            target = self._labels(target, x.device)
+            with _modes(model, self.attack_mode == "train"), torch.enable_grad():
+                losses = self._per_example_loss(self._forward(model, x), y, loss, target)
+                (grad,) = torch.autograd.grad(losses.sum(), x)
+            return losses.detach(), grad.detach()
         with _modes(model, self.attack_mode == "train"), torch.enable_grad():
             losses = self._attack_loss(model)(x, y, loss)
             (grad,) = torch.autograd.grad(losses.sum(), x)

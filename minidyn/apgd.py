@@ -20,6 +20,9 @@ size of an example is halved, and the example restarts from its best point x_max
 so it cannot be fooled by a model that merely inflates its logits (a common form of gradient
 masking for the cross-entropy). Both backends implement it in `loss_and_grad`.
 
+`apgd_targeted` is APGD-T, AutoAttack's targeted version: `loss="dlr-targeted"` towards each of
+the top 9 other classes in turn (its docstring lists its own deviations).
+
 Deviations from the paper's Algorithm 1 (and where the authors' code, AutoAttack's
 `autopgd_base.py`, differs from both):
 
@@ -61,6 +64,7 @@ from minidyn.backend import Array, Backend, Model, backend_for
 from minidyn.errors import ConfigError
 from minidyn.projection import feasible_box
 
+TARGETED = "dlr-targeted"
 MOMENTUM = 0.75
 RHO = 0.75
 LOG2 = math.log(2.0)
@@ -123,6 +127,7 @@ class ApgdState:
     arrays (A, ...) like x, or (A,) per example."""
 
     y: Array                 # int: the label
+    target: Array            # int: the target class of "dlr-targeted" (else y, unused)
     lower: Array             # the feasible box [lower, upper] that P clips into
     upper: Array
     x: Array                 # x^(k), the current iterate
@@ -145,21 +150,25 @@ def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss
          random_start: bool = True, momentum: float = MOMENTUM, rho: float = RHO,
          stop_when_misclassified: bool = False, bounds: tuple[float, float] = (0.0, 1.0),
          checkpoint_rule: str = "autoattack", rng=None,
-         backend: Backend | None = None) -> ApgdResult:
-    """APGD with `steps` iterations (N_iter) on `loss` ("ce", "dlr", or "cw") in the eps-ball.
+         backend: Backend | None = None, target: Array | None = None) -> ApgdResult:
+    """APGD with `steps` iterations (N_iter) on `loss` ("ce", "dlr", "cw" or "dlr-targeted") in the eps-ball.
 
     x: (B, ...) natural examples in `bounds`; y: (B,) integer labels; eps in the units of x.
     checkpoint_rule: "autoattack" (default) or "paper", see `checkpoints`.
     rng: the backend generator for the random start (default: a fixed seed 0).
+    target: (B,) integer target classes, for loss "dlr-targeted" only (see `apgd_targeted`).
     """
     check_settings(eps, 2 * eps, steps)
+    if (target is None) != (loss != TARGETED):
+        raise ConfigError(f"APGD's loss {TARGETED!r} needs target classes, and only it takes them")
     backend = backend or backend_for(x)
     n, w = int(x.shape[0]), checkpoints(steps, checkpoint_rule)
     lower, upper = feasible_box(x, eps, bounds, backend)  # P is the clip into this box
     x_start = start_point(x, eps, lower, upper, random_start, rng, backend)  # x^(0)
-    f, grad = backend.loss_and_grad(model, x_start, y, loss)
+    f, grad = _loss_and_grad(backend, model, x_start, y, target, loss)
     state = _initial_state(backend, y, lower, upper, x_start, f, grad, 2.0 * eps,
                            _misclassified(backend, model, x_start, y, f, loss))
+    state = replace(state, target=y if target is None else target)
     active = ActiveSet(backend, n)
     out = ApgdResult(x_adv=None, x_best=None, loss_best=None, found=None, steps=None,  # by _write
                      grad_evals=n)
@@ -185,7 +194,7 @@ def _initial_state(backend: Backend, y: Array, lower: Array, upper: Array, x: Ar
                    grad: Array, eta: float, found: Array) -> ApgdState:
     """The state at x^(0) (B, ...): its losses f (B,), gradient, misclassified mask; eta^(0)."""
     n = int(x.shape[0])
-    return ApgdState(y=y, lower=lower, upper=upper, x=x, x_prev=x, grad=grad, f=f,
+    return ApgdState(y=y, target=y, lower=lower, upper=upper, x=x, x_prev=x, grad=grad, f=f,
                      x_max=x, f_max=f, grad_max=grad, eta=backend.full((n,), eta),
                      increases=backend.zeros((n,)), f_max_at_check=f,
                      eta_halved_at_check=backend.zeros((n,), dtype="bool"),
@@ -204,7 +213,7 @@ def _iterate(backend: Backend, model: Model, s: ApgdState, loss: str, first: boo
     z = backend.clip(x + _rows(s.eta, nd) * backend.sign(s.grad), s.lower, s.upper)
     x_new = z if first else backend.clip(
         x + momentum * (z - x) + (1 - momentum) * (x - s.x_prev), s.lower, s.upper)
-    f_new, grad_new = backend.loss_and_grad(model, x_new, s.y, loss)
+    f_new, grad_new = _loss_and_grad(backend, model, x_new, s.y, s.target, loss)
     better = f_new > s.f_max
     mis = _misclassified(backend, model, x_new, s.y, f_new, loss, skip=s.found)
     return replace(
@@ -243,18 +252,94 @@ def _rows(a: Array, ndim: int) -> Array:
     return a.reshape((-1,) + (1,) * (ndim - 1))
 
 
+def _loss_and_grad(backend: Backend, model: Model, x: Array, y: Array, target: Array | None,
+                   loss: str) -> tuple[Array, Array]:
+    """The backend's (losses (B,), grad_x); the target classes go only to the targeted loss."""
+    if loss == TARGETED:
+        return backend.loss_and_grad(model, x, y, loss, target=target)
+    return backend.loss_and_grad(model, x, y, loss)
+
+
 def _misclassified(backend: Backend, model: Model, x: Array, y: Array, losses: Array, loss: str,
                    skip: Array | None = None) -> Array:
     """(B,) bool: x is misclassified. Read from the loss where it decides (margin losses: > 0;
-    CE below log 2: correct); a forward pass for the rest (rows in `skip` are not checked)."""
+    CE below log 2: correct; targeted DLR > 0: the target beats y); a forward pass for the rest
+    (rows in `skip` are not checked)."""
     if loss in ("cw", "dlr"):
         return losses > 0 if skip is None else (losses > 0) & ~skip
-    unsure = losses >= LOG2
+    if loss == TARGETED:
+        out, unsure = losses > 0, losses <= 0
+        out = out if skip is None else out & ~skip
+    else:
+        unsure, out = losses >= LOG2, backend.zeros((int(x.shape[0]),), dtype="bool")
     if skip is not None:
         unsure = unsure & ~skip
-    out = backend.zeros((int(x.shape[0]),), dtype="bool")
     idx = backend.nonzero(unsure)
     if int(idx.shape[0]):
         pred = backend.argmax(backend.logits(model, backend.take(x, idx)))
         backend.put(out, idx, pred != backend.take(y, idx))
+    return out
+
+
+def apgd_targeted(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100,
+                  n_target_classes: int = 9, random_start: bool = True,
+                  stop_when_misclassified: bool = True, bounds: tuple[float, float] = (0.0, 1.0),
+                  rng=None, backend: Backend | None = None) -> ApgdResult:
+    """APGD-T, AutoAttack's targeted APGD: APGD on the targeted DLR loss
+
+        f(x) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)    (needs >= 4 classes)
+
+    once for each target t in turn: the 2nd, 3rd, ..., (n_target_classes + 1)-th highest logit
+    of the natural example (the top `n_target_classes` classes other than y for an example
+    classified correctly), `steps` iterations each, every run on the examples that every earlier
+    run left correctly classified. An example counts as robust only if it survives every target;
+    one misclassified at x itself is not attacked (x_adv = x). AutoAttack's standard version: 9
+    targets, 100 iterations, one restart each.
+
+    x: (B, ...) in `bounds`; y: (B,) labels. Returns an ApgdResult: x_adv and x_best from the run
+    that broke the example (x_adv its misclassified iterate, x_best its highest-loss point), from
+    the last run for one never broken; loss_best of that run (-inf for one misclassified at x);
+    steps summed over the runs.
+
+    Reference: fra31/auto-attack, autoattack/autopgd_base.py, class APGDAttack_targeted (lines
+    566-686: `dlr_loss_targeted` lines 595-600, the loop over targets in `perturb` lines
+    655-686), and autoattack.py lines 308-319 (the standard version). Deviations:
+    - Each run is `apgd` above, with its deviations from the authors' APGD (random start,
+      checkpoint conditions); the runs draw their random starts one after another from `rng`.
+    - The targets are ranked once, on the logits of x (the authors' code recomputes them for
+      the remaining examples before each target: the same logits for a deterministic model);
+      equal logits are ranked by the lower class index first (torch's sort may order them
+      otherwise).
+    - n_target_classes above C - 1 is cut to C - 1 (the authors' code raises an error).
+    - Misclassification of an iterate is read from the loss where it is > 0 (z_t > z_y) and
+      from a forward pass otherwise; the authors' code reads the logits of the same pass.
+    - The torch backend computes the targeted loss eagerly (never torch.compile'd).
+    """
+    backend = backend or backend_for(x)
+    z = backend.logits(model, x)
+    n, n_classes = int(z.shape[0]), int(z.shape[1])
+    if n_classes < 4:
+        raise ConfigError(f"APGD-T's targeted DLR loss needs at least 4 classes, got {n_classes}")
+    if n_target_classes < 1:
+        raise ConfigError(f"APGD-T needs at least 1 target class, got {n_target_classes}")
+    everyone, ranked = backend.arange(n), backend.argmax(z)  # the class ranked 1st
+    out = ApgdResult(x_adv=backend.take(x, everyone), x_best=backend.take(x, everyone),
+                     loss_best=backend.full((n,), -math.inf), found=ranked != y,
+                     steps=backend.zeros((n,), dtype="int"), grad_evals=0)
+    columns, minus_inf = backend.arange(n_classes).reshape((1, -1)), backend.full((n, n_classes), -math.inf)
+    for _ in range(min(n_target_classes, n_classes - 1)):
+        z = backend.where(columns == ranked.reshape((-1, 1)), minus_inf, z)
+        ranked = backend.argmax(z)  # the class ranked 2nd, 3rd, ...: this run's target
+        idx = backend.nonzero(~out.found)
+        if int(idx.shape[0]) == 0:
+            break
+        target = backend.take(ranked, idx)
+        run = apgd(model, backend.take(x, idx), backend.take(y, idx), eps=eps, steps=steps,
+                   loss=TARGETED, target=target, random_start=random_start,
+                   stop_when_misclassified=stop_when_misclassified, bounds=bounds, rng=rng,
+                   backend=backend)
+        for name in ("x_adv", "x_best", "loss_best", "found"):
+            backend.put(getattr(out, name), idx, getattr(run, name))
+        backend.put(out.steps, idx, backend.take(out.steps, idx) + run.steps)
+        out.grad_evals += run.grad_evals
     return out

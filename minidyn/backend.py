@@ -175,14 +175,18 @@ def _missing(backend: Any, method: str) -> NotImplementedError:
 class ModelOps:
     """The model as the algorithm sees it: what every backend writes for its framework's models."""
 
-    def loss_and_grad(self, model: Model, x: Array, y: Array, loss: str = "ce") -> tuple[Array, Array]:
+    def loss_and_grad(self, model: Model, x: Array, y: Array, loss: str = "ce",
+                      target: Array | None = None) -> tuple[Array, Array]:
         """Per-example losses (B,) and grad_x of each example's own loss, shaped like x.
 
         The gradient is of the *sum* of the per-example losses, so row i is exactly
         d loss_i / d x_i (never divided by B). `loss` is "ce" (cross-entropy), "cw"
         (the margin max_{j != y} z_j - z_y) or "dlr" (Croce & Hein's Difference of Logits
         Ratio -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), for APGD-DLR; needs >= 3
-        classes). No parameter gradient is left behind.
+        classes). "dlr-targeted" (APGD-T's -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12),
+        needs >= 4 classes) takes the (B,) target classes t in `target`; the other losses are
+        called without it, so a backend without APGD-T may leave it out. No parameter gradient
+        is left behind.
         """
         raise _missing(self, "loss_and_grad")
 

@@ -4,11 +4,13 @@ import importlib.util
 import numpy as np
 import pytest
 
-from minidyn.apgd import apgd, checkpoints
+import minidyn.apgd as apgd_module
+from minidyn.apgd import apgd, apgd_targeted, checkpoints
 from minidyn.attacks import pgd
 from minidyn.backend import get_backend
 from minidyn.backends import numpy_models as nm
 from minidyn.errors import ConfigError
+from minidyn.evaluation.attack_table import ATTACKS
 
 SHAPE = (1, 5, 5)
 
@@ -170,3 +172,99 @@ def test_apgd_on_an_example_does_not_depend_on_its_batch(backend64, loss):
         for name in ("x_adv", "x_best", "loss_best", "found", "steps"):
             np.testing.assert_allclose(B.to_numpy(getattr(one, name))[0],
                                        B.to_numpy(getattr(batch, name))[i], rtol=1e-12, atol=1e-12)
+
+
+# --- APGD-T ---------------------------------------------------------------------------------
+def reference_dlr_targeted(z, y, y_target):
+    """autopgd_base.py, APGDAttack_targeted.dlr_loss_targeted, transcribed to numpy."""
+    x_sorted = np.sort(z, axis=1)
+    u = np.arange(z.shape[0])
+    return -(z[u, y] - z[u, y_target]) / (x_sorted[:, -1] - .5 * (x_sorted[:, -3] + x_sorted[:, -4]) + 1e-12)
+
+
+def test_targeted_dlr_is_the_references_with_its_gradient():
+    rng = np.random.default_rng(0)
+    z, y, t = rng.normal(size=(8, 6)) * 3, rng.integers(0, 6, 8), rng.integers(0, 6, 8)
+    losses, grad = nm.dlr_targeted(np, z, y, t)
+    np.testing.assert_allclose(losses, reference_dlr_targeted(z, y, t), rtol=1e-12)
+    h = 1e-6
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            up, down = z.copy(), z.copy()
+            up[i, j] += h
+            down[i, j] -= h
+            fd = (nm.dlr_targeted(np, up, y, t)[0][i] - nm.dlr_targeted(np, down, y, t)[0][i]) / (2 * h)
+            assert fd == pytest.approx(grad[i, j], rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_targeted_dlr_agrees_between_numpy_and_torch():
+    Bn, Bt = get_backend("numpy", dtype="float64"), get_backend("torch", device="cpu", dtype="float64")
+    mn, mt = Bn.make_model("mlp", SHAPE, 5, 0), Bt.make_model("mlp", SHAPE, 5, 0)
+    Bt.set_params(mt, Bn.get_params(mn))
+    rng = np.random.default_rng(1)
+    x, y, t = rng.random((8,) + SHAPE), rng.integers(0, 5, 8), rng.integers(0, 5, 8)
+    ln, gn = Bn.loss_and_grad(mn, Bn.asarray(x), Bn.asarray(y), "dlr-targeted", target=Bn.asarray(t))
+    lt, gt = Bt.loss_and_grad(mt, Bt.asarray(x), Bt.asarray(y), "dlr-targeted", target=Bt.asarray(t))
+    np.testing.assert_allclose(Bt.to_numpy(lt), ln, rtol=1e-9)
+    np.testing.assert_allclose(Bt.to_numpy(gt), gn, rtol=1e-7, atol=1e-12)
+
+
+def test_apgd_t_targets_and_robust_sets_are_the_references(backend64, monkeypatch):
+    """The loop of APGDAttack_targeted.perturb, transcribed: for target_class = 2 .. n + 1, the
+    examples still robust are attacked towards output.sort(dim=1)[1][:, -target_class]."""
+    B, runs = backend64, []
+    real = apgd_module.apgd
+
+    def recording(model, x, y, **kw):
+        res = real(model, x, y, **kw)
+        runs.append((B.to_numpy(x), B.to_numpy(kw["target"]), B.to_numpy(res.found), kw["steps"]))
+        return res
+
+    monkeypatch.setattr(apgd_module, "apgd", recording)
+    rng = np.random.default_rng(2)
+    model = B.make_model("mlp", SHAPE, 6, 0)
+    x0 = rng.random((16,) + SHAPE)
+    logits = B.to_numpy(B.logits(model, B.asarray(x0)))
+    y = logits.argmax(axis=1)
+    y[:3] = (y[:3] + 1) % 6  # three examples misclassified at x itself: never attacked
+    res = apgd_targeted(model, B.asarray(x0), B.asarray(y), eps=0.05, steps=5, n_target_classes=4,
+                        rng=B.rng(0), backend=B)
+    acc = logits.argmax(axis=1) == y
+    assert len(runs) == 4
+    for target_class, (x_run, t_run, found_run, steps) in zip(range(2, 6), runs):
+        ind_to_fool = acc.nonzero()[0]
+        np.testing.assert_array_equal(x_run, x0[ind_to_fool])
+        np.testing.assert_array_equal(t_run, np.argsort(logits[ind_to_fool], axis=1)[:, -target_class])
+        assert steps == 5
+        acc[ind_to_fool[found_run]] = False
+    np.testing.assert_array_equal(B.to_numpy(res.found), ~acc)
+
+
+def test_apgd_t_breaks_no_fewer_than_clean_and_stays_in_the_ball(backend):
+    B, eps = backend, 0.3
+    rng = np.random.default_rng(0)
+    model = B.make_model("mlp", SHAPE, 5, 0)
+    x = B.asarray(rng.random((24,) + SHAPE))
+    y = B.to_numpy(B.argmax(B.logits(model, x)))
+    y[:4] = (y[:4] + 1) % 5  # four misclassified at x itself
+    y = B.asarray(y)
+    x_adv, fooled = ATTACKS["apgd-t"].craft(B, model, x, y, eps=eps, rng=B.rng(0), apgd_steps=10)
+    wrong = B.to_numpy(B.argmax(B.logits(model, x_adv)) != y)
+    clean_wrong = B.to_numpy(B.argmax(B.logits(model, x)) != y)
+    np.testing.assert_array_equal(wrong, B.to_numpy(fooled))  # its record is the forward pass's
+    assert (wrong >= clean_wrong).all() and wrong.sum() > clean_wrong.sum()
+    d, xa = B.to_numpy(x_adv) - B.to_numpy(x), B.to_numpy(x_adv)
+    assert np.abs(d).max() <= eps + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+
+
+def test_apgd_t_needs_four_classes_and_a_target_only_for_its_loss(backend):
+    B = backend
+    model = B.make_model("mlp", SHAPE, 3, 0)
+    x, y = B.asarray(np.zeros((2,) + SHAPE)), B.asarray(np.array([0, 1]))
+    with pytest.raises(ConfigError, match="4 classes"):
+        apgd_targeted(model, x, y, eps=0.1, steps=2, backend=B)
+    with pytest.raises(ConfigError, match="target"):
+        apgd(model, x, y, eps=0.1, steps=2, loss="dlr-targeted", backend=B)
+    with pytest.raises(ConfigError, match="target"):
+        apgd(model, x, y, eps=0.1, steps=2, target=y, backend=B)

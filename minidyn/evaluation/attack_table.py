@@ -14,6 +14,8 @@ Every attack is L_inf, in the eps-ball intersected with [0, 1]^d, and is the one
     cw        CW_inf: PGD, 30 steps of eps/4 on the margin loss, random start
     apgd-ce   APGD (Croce & Hein 2020) on the cross-entropy, --apgd-steps iterations, random start
     apgd-dlr  APGD on the DLR loss (needs >= 3 classes)
+    apgd-t    APGD-T: targeted DLR, 9 targets x --apgd-steps iterations (needs >= 4 classes)
+    square    Square (Andriushchenko et al. 2020): 5,000 queries of the logits, no gradient
 
 The evaluation (minidyn.evaluation.evaluate), its sanity checks, the CLI's columns and the analyses
 (minidyn.evaluation.analysis) all read this table. The order of TABLE is part of the results: it numbers
@@ -27,10 +29,11 @@ from typing import Callable
 
 import numpy as np
 
-from minidyn.apgd import apgd
+from minidyn.apgd import apgd, apgd_targeted
 from minidyn.attacks import cw_inf, fgsm, pgd
 from minidyn.backend import Array, Backend, Model
 from minidyn.errors import ConfigError
+from minidyn.square import craft as _square
 
 
 # --- how to run each attack: (x_adv, fooled) ---------------------------------------------------
@@ -60,6 +63,16 @@ def _apgd(backend, model, x, y, *, eps, rng, apgd_steps, transfer, loss) -> tupl
     against the model itself, barely crosses the surrogate's boundary and transfers poorly."""
     result = apgd(model, x, y, eps=eps, steps=apgd_steps, loss=loss, rng=rng,
                   stop_when_misclassified=not transfer, backend=backend)
+    return (result.x_best, None) if transfer else (result.x_adv, result.found)
+
+
+APGD_T_TARGETS = 9  # AutoAttack's standard version
+
+
+def _apgd_t(backend, model, x, y, *, eps, rng, apgd_steps, transfer) -> tuple[Array, Array | None]:
+    """AutoAttack's APGD-T: APGD_T_TARGETS targets, `apgd_steps` each; transfer as in `_apgd`."""
+    result = apgd_targeted(model, x, y, eps=eps, steps=apgd_steps, n_target_classes=APGD_T_TARGETS, rng=rng,
+                           stop_when_misclassified=not transfer, backend=backend)
     return (result.x_best, None) if transfer else (result.x_adv, result.found)
 
 
@@ -98,6 +111,8 @@ TABLE = (
     Attack("apgd-ce", "APGD-CE", random_start=True, iterative=True, run=partial(_apgd, loss="ce")),
     Attack("apgd-dlr", "APGD-DLR", random_start=True, iterative=True, run=partial(_apgd, loss="dlr"),
            default=False),
+    Attack("apgd-t", "APGD-T", random_start=True, iterative=True, run=_apgd_t, default=False),
+    Attack("square", "Square", random_start=True, iterative=False, run=_square, default=False),
 )
 ATTACKS = {attack.name: attack for attack in TABLE}
 DEFAULT_ATTACKS = tuple(attack.name for attack in TABLE if attack.default)

@@ -174,3 +174,17 @@ def test_the_measured_rate_is_passes_per_second_of_training_steps(monkeypatch):
     rate = measure_rate(cfg, seconds=0.05)
     assert rate > 0 and np.isfinite(rate)
     assert counter.passes >= 4 * 8  # the warm-up and at least three timed steps' gradients
+
+
+def test_every_attack_of_the_table_has_a_cost_and_the_query_attacks_are_bounds():
+    """A row added to the attack table must be costed (a dry run must not fail on it); APGD-T's
+    nine targets and Square's forward-only queries are upper bounds (both stop early)."""
+    from minidyn.evaluation.attack_table import APGD_T_TARGETS, TABLE
+    from minidyn.square import N_QUERIES
+    from minidyn.studies.cost import FORWARD, attack_passes
+
+    for attack in TABLE:
+        passes, bound = attack_passes(attack.name, 100, transfer=False)
+        assert passes >= 0 and isinstance(bound, bool), attack.name
+    assert attack_passes("apgd-t", 100, False) == (APGD_T_TARGETS * 101 * (1 + FORWARD), True)
+    assert attack_passes("square", 100, False) == ((N_QUERIES + 1) * FORWARD, True)
