@@ -82,10 +82,11 @@ def load_module(folder: Path, name: str) -> ModuleType:
         return importlib.import_module(name)
     except SyntaxError as error:
         raise ConfigError(f"{error.filename}, line {error.lineno}: SyntaxError: {error.msg}") from None
-    except Exception as error:  # noqa: BLE001 - whatever the student's module raises at import
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - whatever the student's module raises at import
         raise ConfigError(f"{student_frame(error, folder)}: {type(error).__name__}: {error}") from None
     finally:
-        sys.path.remove(str(folder.resolve()))
+        if str(folder.resolve()) in sys.path:  # the student's module may have taken it out
+            sys.path.remove(str(folder.resolve()))
         sys.dont_write_bytecode = bytecode
 
 
@@ -156,7 +157,7 @@ def run_property(module: ModuleType, prop, settings: Settings, folder: Path) -> 
             raise
         except NotImplementedError as error:
             stub.append(f"not implemented yet: {error} ({student_frame(error, folder)})")
-        except Exception as error:  # noqa: BLE001 - the student's code may raise anything
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - the student's code may raise anything, exit() too
             raise Failure(f"your code raised {type(error).__name__}: {error} "
                           f"({student_frame(error, folder)})\non the input (shrunk by Hypothesis): "
                           f"{show_example(example, prop.check)}") from None

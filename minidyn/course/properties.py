@@ -104,11 +104,15 @@ def compare(what: str, got, expected, example: str, hint_text: str | None, tol=1
 
 
 def call(module, name: str, *args, **kwargs):
-    """module.name(*args, **kwargs); a student function that is missing is a Failure."""
+    """module.name(*args, **kwargs) on copies of the array arguments (a function that writes
+    into its inputs must not change the example the expected value is computed from); a
+    student function that is missing is a Failure."""
     fn = getattr(module, name, None)
     if fn is None:
         raise Failure(f"{module.__name__}.py has no function {name!r}")
-    return fn(*args, **kwargs)
+    def fresh(a):
+        return a.copy() if isinstance(a, np.ndarray) else a
+    return fn(*map(fresh, args), **{k: fresh(v) for k, v in kwargs.items()})
 
 
 # --- Task 1: FOSC -------------------------------------------------------------------------------

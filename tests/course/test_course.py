@@ -256,3 +256,32 @@ def test_an_exception_in_the_student_code_names_its_line_and_the_shrunk_input(tm
     output = result.outcomes[0].output
     assert "your code raised ZeroDivisionError: division by zero (task4_schedule.py, line 2)" in output
     assert "on the input (shrunk by Hypothesis): c_max=0.5, dynamic_epochs=1, t=0" in output
+
+
+def test_a_correct_step_that_writes_into_its_inputs_passes_and_a_wrong_one_fails(tmp_path):
+    """The expected value is computed from the example, not from arrays the student's function
+    may change in place: an in-place correct pgd_step passes, an in-place one that ignores V fails."""
+    folder = workspace(tmp_path, solutions=True)
+    head = "import numpy as np\nfrom minidyn.course import reference\n"
+    step = ("def pgd_step(x_k, x_0, g, v, eps, alpha):\n"
+            "    moved = np.clip(np.clip(x_k + alpha * np.sign(g) * {mask}, x_0 - eps, x_0 + eps), 0, 1)\n"
+            "    x_k[...] = moved\n    return x_k\n")
+    task = task_named(3)
+    keep = REST[3]  # the reference's stop_mask (and a pgd_step the one below replaces)
+    mask = "v.reshape((-1,) + (1,) * (x_k.ndim - 1))"
+    (folder / f"{task.module}.py").write_text(head + keep + step.format(mask=mask))
+    (right,) = grade(folder, [task], FAST)
+    assert all(o.passed for o in right.outcomes), [o.output for o in right.outcomes if not o.passed]
+    (folder / f"{task.module}.py").write_text(head + keep + step.format(mask="1"))
+    (wrong,) = grade(folder, [task], FAST)
+    assert not all(o.passed for o in wrong.outcomes)
+
+
+def test_a_student_module_that_exits_is_reported_not_obeyed(tmp_path):
+    folder = workspace(tmp_path)
+    (folder / "task4_schedule.py").write_text("import sys\nsys.exit(3)\n")
+    result = CliRunner().invoke(main, ["course", "check", "4", "--dir", str(folder)])
+    assert result.exit_code == 1 and "task4_schedule.py, line 2: SystemExit: 3" in result.output, result.output
+    (folder / "task4_schedule.py").write_text("def c_t(t, c_max, dynamic_epochs):\n    raise SystemExit('bye')\n")
+    (outcome, *_), = [r.outcomes for r in grade(folder, [task_named(4)], FAST)]
+    assert not outcome.passed and "your code raised SystemExit: bye (task4_schedule.py, line 2)" in outcome.output
