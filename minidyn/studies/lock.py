@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable
 
 from minidyn.errors import ConfigError
+from minidyn.files.fileio import atomic_write
 from minidyn.files.readers import read_lock
 
 HEARTBEAT = 30.0      # seconds between a holder's touches of its lock
@@ -325,7 +326,9 @@ def mark_runner(locks_dir: Path, spec_digest: str) -> Lock:
     if started is not None:
         record["started"] = started
     path = locks_dir / f"runner-{token}.runner"
-    _create(path, record)
+    # whole or not at all (a temporary file renamed into place): a runner that looks while this
+    # one registers must see its record, not an empty file it would take for no runner
+    atomic_write(path, lambda f: json.dump(record, f))
     return Lock(path, token)
 
 

@@ -295,3 +295,24 @@ def test_a_fresh_takeover_is_seen(tmp_path):
     assert taking_over(path, 60)
     other.release()
     assert not taking_over(path, 60)
+
+
+def test_a_runner_mark_appears_whole(tmp_path, monkeypatch):
+    """A runner that looks for other runners while one registers must find its record, never
+    an empty file it would take for no runner (a second runner with another spec once got
+    through that way): while the record is being written, no mark is visible under its name."""
+    from minidyn.studies import lock as lock_module
+
+    seen, dump = [], lock_module.json.dump
+
+    def watching_dump(record, f, *args, **kwargs):
+        seen.append(sorted(p.name for p in tmp_path.glob("runner-*.runner")))
+        return dump(record, f, *args, **kwargs)
+
+    monkeypatch.setattr(lock_module.json, "dump", watching_dump)
+    mark = lock_module.mark_runner(tmp_path, "abc")
+    monkeypatch.undo()
+    assert seen == [[]]
+    assert lock_module.holder(mark.path)["spec"] == "abc"
+    assert [r["spec"] for r in lock_module.live_runners(tmp_path)] == ["abc"]
+    mark.release()
