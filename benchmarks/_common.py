@@ -39,11 +39,12 @@ def early_threads(argv: Sequence[str] | None = None) -> int | None:
 
 def tune_malloc_like_the_cli() -> bool:
     """Apply the CLI's glibc mallopt tuning (before torch allocates); honours MINIDYN_MALLOC_TUNING=0."""
-    try:
-        from minidyn.cli.malloc import tune_glibc_malloc
-    except ImportError:  # an older checkout without cli/malloc.py
-        return False
-    return tune_glibc_malloc()
+    for module in ("minidyn.runs.malloc", "minidyn.cli.malloc"):  # its home now, and before
+        try:
+            return importlib.import_module(module).tune_glibc_malloc()
+        except ImportError:  # an older checkout: the other home, or none at all
+            continue
+    return False
 
 
 def stats(values: Sequence[float]) -> tuple[float, float, float]:

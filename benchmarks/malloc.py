@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""PGD-K with and without the CLI's glibc malloc tuning (cli/malloc.py), each in a fresh process.
+"""PGD-K with and without the CLI's glibc malloc tuning (minidyn/runs/malloc.py), each in a fresh process.
 
     python benchmarks/malloc.py
 

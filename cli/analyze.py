@@ -40,6 +40,7 @@ def _eps_list(ctx, param, value):
     if value is None:
         return None
     from minidyn.files.config import parse_eps
+    from minidyn.projection import is_eps
 
     if len(value) > MAX_TEXT:
         raise click.BadParameter(f"{value[:20]!r}... ({len(value)} characters) is not a list of eps")
@@ -47,7 +48,7 @@ def _eps_list(ctx, param, value):
         grid = [parse_eps(v) for v in value.split(",") if v.strip()]
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None
-    if not grid or any(not 0 < e <= 1 for e in grid):
+    if not grid or not all(is_eps(e) for e in grid):
         raise click.BadParameter(f"{value!r}: every eps must be in (0, 1]")
     return sorted(grid)
 

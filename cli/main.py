@@ -16,7 +16,7 @@ import click
 from minidyn import __version__
 from minidyn.cli.analyze import analyze_command
 from minidyn.cli.evaluate import compare_command, eval_command
-from minidyn.cli.malloc import tune_glibc_malloc
+from minidyn.runs.malloc import tune_glibc_malloc
 from minidyn.cli.params import CMax, CountOrAll, Eps, Number, check_writable_dir, count, epoch_list
 from minidyn.cli.study import study_command
 from minidyn.cli.course import course_command

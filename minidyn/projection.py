@@ -13,6 +13,14 @@ from __future__ import annotations
 from minidyn.backend import Array, Backend, backend_for
 
 
+def is_eps(eps: float, *, zero: bool = False) -> bool:
+    """Whether eps is an L_inf budget on pixels in [0, 1]: a number in (0, 1], or in [0, 1] with
+    `zero` (an attack accepts eps 0). The one test of eps's range: the attacks (attacks.check_eps),
+    the evaluation, study specs, result files and the CLI all call it, each with its own message.
+    """
+    return 0 <= eps <= 1 if zero else 0 < eps <= 1
+
+
 def feasible_box(x0: Array, eps: float, bounds: tuple[float, float] = (0.0, 1.0),
                  backend: Backend | None = None) -> tuple[Array, Array]:
     """(lower, upper), each of x0's shape (B, ...): the feasible set as per-coordinate bounds.

@@ -12,7 +12,8 @@ The rules, each failing with every offending edge as file:line:
   (a) no import cycle among minidyn's modules (each strongly connected component listed);
   (b) no arrow from the algorithm modules to the run machinery;
   (c) no private cross-module import (`from minidyn.x import _name`);
-  (d) the library does not start its own command line (`python -m minidyn.cli...`).
+  (d) the library does not start its own command line (`python -m minidyn.cli...`) and does
+      not import it: the command line stands on the library, never the other way.
 """
 from __future__ import annotations
 
@@ -190,6 +191,13 @@ def private_edges(graph: list[Edge]) -> list[Edge]:
     return bad
 
 
+def command_line_edges(graph: list[Edge]) -> list[Edge]:
+    """Rule (d), imports: the library's (and the backends') imports of minidyn.cli; `python -m
+    minidyn` (minidyn/__main__.py) is the command line's own entry point."""
+    return [e for e in graph if not _within(e.source, ("minidyn.cli", "minidyn.__main__"))
+            and _within(e.target, ("minidyn.cli",))]
+
+
 def command_line_strings(known: dict[str, Path], root: Path = ROOT) -> list[str]:
     """Rule (d): strings outside minidyn.cli that name it ("-m", "minidyn.cli.main", ...)."""
     bad = []
@@ -213,7 +221,8 @@ FAKE_TREE = {  # a package with one breach of each rule, in each place an import
     "minidyn/evaluation/__init__.py": "",
     "minidyn/evaluation/_kde.py": "",
     "minidyn/evaluation/plots.py": "from minidyn.evaluation import _kde\nfrom minidyn.runs.loop import _rows\n",
-    "minidyn/evaluation/analysis.py": "import subprocess\nsubprocess.run(['-m', 'minidyn.cli.main'])\n",
+    "minidyn/evaluation/analysis.py": "import subprocess\nsubprocess.run(['-m', 'minidyn.cli.main'])\n"
+                                      "def f():\n    from minidyn.cli.main import m\n",
     "minidyn/files/config.py": "",
     "cli/main.py": "from minidyn.evaluation._kde import x\nfrom .study import s\n",
     "cli/study.py": "from minidyn.cli.main import m\n",
@@ -246,6 +255,7 @@ def test_each_rule_finds_its_breach_wherever_the_import_hides(tmp_path):
         ("cli/main.py:1", "minidyn.evaluation._kde"), ("minidyn/evaluation/plots.py:2", "minidyn.runs.loop")]
     assert command_line_strings(known, tmp_path) == [
         "minidyn/evaluation/analysis.py:2: minidyn.evaluation.analysis names 'minidyn.cli.main'"]
+    assert [e.where for e in command_line_edges(graph)] == ["minidyn/evaluation/analysis.py:4"]
     assert cycles([Edge("a", "b", None, "x:1"), Edge("b", "c", None, "x:2"), Edge("c", "a", None, "x:3"),
                    Edge("c", "d", None, "x:4"), Edge("d", "d", None, "x:5")]) == [["a", "b", "c"], ["d"]]
 
@@ -284,9 +294,10 @@ def test_no_private_name_crosses_a_module():
 
 
 def test_the_library_does_not_start_its_own_command_line():
-    """Outside minidyn.cli no module names minidyn.cli in a string (`python -m minidyn.cli.main
-    ...`): a dependency on the command line that no import shows."""
+    """Outside minidyn.cli no module imports minidyn.cli or names it in a string (`python -m
+    minidyn.cli.main ...`, a dependency on the command line that no import shows)."""
     bad = command_line_strings(modules())
+    bad += [f"{e.where}: {e.source} imports {e.target}" for e in command_line_edges(edges(modules()))]
     if bad:
         pytest.fail("library modules that run the command line:" + "".join("\n  " + b for b in bad),
                     pytrace=False)

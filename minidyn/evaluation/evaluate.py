@@ -40,6 +40,7 @@ import numpy as np
 
 from minidyn.evaluation.attack_table import (ATTACKS, DEFAULT_ATTACKS, TABLE, WORST, WORST_LABEL, Attack,
                                   attack_seed, parse_attacks)
+from minidyn.attacks import check_eps
 from minidyn.backend import Array, Backend, Model
 from minidyn.data import Dataset
 from minidyn.data.batches import batch_indices, to_backend
@@ -180,8 +181,7 @@ def evaluate_attacks(backend: Backend, model: Model, data: Dataset, *, eps: floa
 
 
 def _validate(data: Dataset, *, eps, attacks, restarts, batch_size, limit, apgd_steps) -> None:
-    if not 0 < eps <= 1:
-        raise ConfigError(f"eps must be in (0, 1], got {eps}")
+    check_eps(eps)
     if restarts < 1:
         raise ConfigError(f"--restarts must be >= 1, got {restarts}")
     if batch_size < 1:

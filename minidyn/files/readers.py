@@ -30,6 +30,7 @@ import numpy as np
 
 from minidyn.files.config import TrainConfig
 from minidyn.errors import CheckpointError, ConfigError, DataError, MinidynError
+from minidyn.projection import is_eps
 
 MAX_JSON_BYTES = 64 << 20          # no run file minidyn writes comes near this
 MAX_INPUT_ELEMENTS = 3 * 1024 * 1024  # elements of one input example (a 3x1024x1024 image)
@@ -352,7 +353,7 @@ def _examples_problem(arrays: dict, n: int, k: int) -> str | None:
 
 def _eps_key(text: str) -> bool:
     try:
-        return 0 < float(text) <= 1
+        return is_eps(float(text))
     except ValueError:
         return False
 
@@ -385,7 +386,7 @@ def _meta_problem(meta: dict) -> str | None:
                 f"{MAX_INPUT_ELEMENTS} elements in all")
     if "num_classes" in meta and not (_is(classes, int) and 2 <= classes <= MAX_CLASSES):
         return f"num_classes {_short(classes)}, not an integer in 2..{MAX_CLASSES}"
-    if eps is not None and not (_is(eps, float) and 0 < eps <= 1):
+    if eps is not None and not (_is(eps, float) and is_eps(eps)):
         return f"eps {_short(eps)}, not a number in (0, 1]"
     if "epoch" in meta and not (_is(meta["epoch"], int) and meta["epoch"] >= 0):
         return f"epoch {_short(meta['epoch'])}, not an integer >= 0"

@@ -51,6 +51,7 @@ from minidyn.files.config import (MAX_BATCH, MAX_EPOCHS, MAX_EXAMPLES, MAX_SEED,
 from minidyn.files.readers import CONFIG_TYPES, MODEL_NAME
 from minidyn.errors import ConfigError
 from minidyn.evaluation.attack_table import ATTACKS, DEFAULT_ATTACKS
+from minidyn.projection import is_eps
 from minidyn.studies.cost import SPLIT_SIZES
 
 # TrainConfig's fields that `minidyn train` has options for (so that --dry-run can print a cell)
@@ -460,7 +461,7 @@ def _eval(table: dict, grid: dict) -> Eval:
             values["eps"] = tuple(parse_eps(e) if isinstance(e, str) else e for e in eps)
         except ConfigError as error:
             raise ConfigError(f"[eval] {error}") from None
-        if not values["eps"] or not all(_has_type(e, float) and 0 < e <= 1 for e in values["eps"]):
+        if not values["eps"] or not all(_has_type(e, float) and is_eps(e) for e in values["eps"]):
             raise ConfigError("[eval] eps values must be in (0, 1]")
     checkpoints = values.get("checkpoints", list(CHECKPOINTS))
     if (not isinstance(checkpoints, list) or not checkpoints

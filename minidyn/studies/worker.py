@@ -261,7 +261,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """The worker process: its exit code (see the module's docstring). Errors end as `minidyn`'s
     do: one `Error:` line on stderr for a MinidynError or an OSError, `Aborted!` on Ctrl-C."""
-    from minidyn.cli.malloc import tune_glibc_malloc  # the allocator settings every minidyn process gets
+    from minidyn.runs.malloc import tune_glibc_malloc  # the allocator settings every minidyn process gets
 
     args = _arguments(argv)
     tune_glibc_malloc()

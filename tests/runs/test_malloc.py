@@ -1,4 +1,4 @@
-"""cli/malloc.py: the glibc tuning is applied on Linux/glibc, skipped when opted out or absent."""
+"""minidyn/runs/malloc.py: the glibc tuning is applied on Linux/glibc, skipped when opted out or absent."""
 import ctypes
 import platform
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from minidyn.cli import malloc
+from minidyn.runs import malloc
 
 
 def test_opting_out_never_touches_libc(monkeypatch):
@@ -26,7 +26,7 @@ def test_a_libc_without_mallopt_is_skipped_quietly(monkeypatch):
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
                     reason="glibc only")
 def test_it_is_applied_on_linux_with_glibc():
-    code = "from minidyn.cli.malloc import tune_glibc_malloc; print(tune_glibc_malloc())"
+    code = "from minidyn.runs.malloc import tune_glibc_malloc; print(tune_glibc_malloc())"
     env = {"PATH": "/usr/bin:/bin"}  # MINIDYN_MALLOC_TUNING unset
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "True"
