@@ -9,11 +9,14 @@ import json
 
 import numpy as np
 
-from minidyn.backend import Backend
+from minidyn.backend import Backend, check_outer
 from minidyn.backends import numpy_models as nm
 from minidyn.errors import BackendUnavailable, CheckpointError, ConfigError
 from minidyn.files.fileio import atomic_write
 from minidyn.files.npyfile import npz_headers, read_npz
+
+
+LOSS_NAMES = (*nm.LOSSES, *nm.TARGETED_LOSSES, "kl")
 
 
 class ArrayBackend(Backend):
@@ -57,32 +60,54 @@ class ArrayBackend(Backend):
         return self.xp.asnumpy(a) if self.xp is not np else np.asarray(a)
 
     # --- the model side: numpy_models' forward and backward passes ----------------------------
-    def loss_and_grad(self, model, x, y, loss="ce", target=None):
-        """(per-example losses (B,), d sum_i loss_i / dx shaped like x): row i is d loss_i / d x_i.
-        target: (B,) target classes, for loss "dlr-targeted" only."""
-        if loss not in nm.LOSSES and loss != "dlr-targeted":
-            raise ConfigError(f"unknown loss {loss!r}; use one of {', '.join(nm.LOSSES)}, dlr-targeted")
+    def loss_and_grad(self, model, x, y, loss="ce", target=None, return_logits=False):
+        """(per-example losses (B,), d sum_i loss_i / dx shaped like x): row i is d loss_i / d x_i;
+        with return_logits also the logits (B, C) of the same forward pass, as a third item.
+
+        target: (B,) target classes for "dlr-targeted" and "margin-targeted", the (B, C) clean
+        logits (a constant) for "kl"; unused by the other losses.
+        """
+        xp = self.xp
+        if loss not in nm.LOSSES and loss not in nm.TARGETED_LOSSES and loss != "kl":
+            raise ConfigError(f"unknown loss {loss!r}; use one of {', '.join(LOSS_NAMES)}")
+        if target is None and loss not in nm.LOSSES:
+            raise ConfigError(f"loss {loss!r} needs a target (" + (
+                "the clean logits)" if loss == "kl" else "the target classes)"))
         logits, cache = model.forward(x)
-        if loss == "dlr-targeted":
-            losses, dlogits = nm.dlr_targeted(self.xp, logits, y, target)
+        if loss == "kl":
+            target = self.astype(xp.asarray(target), logits.dtype)
+            if tuple(target.shape) != tuple(logits.shape):
+                raise ConfigError(f"loss 'kl' needs the clean logits shaped {tuple(logits.shape)}, "
+                                  f"got {tuple(target.shape)}")
+            losses, dlogits = nm.kl(xp, logits, target)
+        elif loss in nm.TARGETED_LOSSES:
+            losses, dlogits = nm.TARGETED_LOSSES[loss](xp, logits, y, target)
         else:
-            losses, dlogits = nm.LOSSES[loss](self.xp, logits, y)
+            losses, dlogits = nm.LOSSES[loss](xp, logits, y)
         grad_x, _ = model.backward(cache, dlogits, param_grads=False)
-        return losses, grad_x
+        return (losses, grad_x, logits) if return_logits else (losses, grad_x)
 
     def logits(self, model, x):
         """(B, ...) -> (B, C). These models have no train/eval difference."""
         return model.forward(x)[0]
 
-    def train_step(self, model, optimizer, x, y, batch_size=None, weights=None):
-        """One SGD step -> (sum of the B unweighted losses, correct count), both of the weights
-        before the step.
+    def train_step(self, model, optimizer, x, y, batch_size=None, weights=None, outer="ce",
+                   x_natural=None, beta=6.0):
+        """One SGD step -> (sum of the B unweighted losses, count of z(x) argmax == y), both of
+        the weights before the step.
 
-        weights None: the loss is the batch-mean cross-entropy (one process: batch_size is
-        len(x)), so the logit gradient is divided by the batch size. weights (B,) given: the
-        loss is sum_i w_i loss_i, and d(sum_i w_i loss_i)/dz_i = w_i (softmax(z_i) - onehot(y_i))
-        scales the rows of the logit gradient instead. Then the usual backward pass.
+        outer "ce": l_i = CE(z(x_i), y_i). "trades" / "mart": l_i of numpy_models.trades_outer /
+        mart_outer at the natural x_natural (forward first) and the adversarial x, with the
+        hand-written gradients w.r.t. both logits back-propagated through each forward's cache
+        and the parameter gradients summed. weights None: the loss is the batch mean of l_i
+        (one process: batch_size is len(x)), so the logit gradients are divided by the batch
+        size. weights (B,) given: the loss is sum_i w_i l_i, and d(sum_i w_i l_i)/dz_i =
+        w_i dl_i/dz_i scales the rows of the logit gradients instead.
         """
+        check_outer(outer, x, x_natural, beta)
+        if outer != "ce":
+            return self._two_forward_step(model, optimizer, x, y, batch_size, weights, outer,
+                                          x_natural, beta)
         logits, cache = model.forward(x)
         losses, dlogits = nm.cross_entropy(self.xp, logits, y)
         if weights is None:
@@ -91,6 +116,21 @@ class ArrayBackend(Backend):
             dlogits = dlogits * self.astype(self.xp.asarray(weights), dlogits.dtype)[:, None]
         _, grads = model.backward(cache, dlogits, input_grad=False)
         optimizer.step(grads)
+        return float(losses.sum()), self.count(logits.argmax(axis=1) == y)
+
+    def _two_forward_step(self, model, optimizer, x, y, batch_size, weights, outer, x_natural, beta):
+        """train_step for the outer losses of a natural and an adversarial forward pass."""
+        z_nat, cache_nat = model.forward(x_natural)
+        logits, cache = model.forward(x)
+        losses, d_nat, d_adv = nm.OUTER[outer](self.xp, z_nat, logits, y, float(beta))
+        if weights is None:
+            d_nat, d_adv = d_nat / (batch_size or x.shape[0]), d_adv / (batch_size or x.shape[0])
+        else:
+            w = self.astype(self.xp.asarray(weights), d_adv.dtype)[:, None]
+            d_nat, d_adv = d_nat * w, d_adv * w
+        _, grads = model.backward(cache, d_adv, input_grad=False)
+        _, grads_nat = model.backward(cache_nat, d_nat, input_grad=False)
+        optimizer.step({name: g + grads_nat[name] for name, g in grads.items()})
         return float(losses.sum()), self.count(logits.argmax(axis=1) == y)
 
     # --- construction and persistence ----------------------------------------------------------

@@ -193,7 +193,126 @@ def dlr_targeted(xp, logits, y, target):
     return -m / d, dlogits
 
 
+def _log_softmax(xp, logits):
+    """Row-wise log softmax, each row's max subtracted first (as cross_entropy computes it)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def kl(xp, logits, target):
+    """TRADES' inner loss: the KL divergence from the clean prediction to the current one,
+
+        loss_i = sum_j p_ij (log p_ij - log q_ij),   p = softmax(target), q = softmax(z),
+
+    `target` (B, C) the clean logits, a constant. With sum_j p_ij = 1,
+    dloss_i/dz_ik = -sum_j p_ij (delta_jk - q_ik) = q_ik - p_ik.
+    (yaodongyu/TRADES trades.py lines 27 and 36-37: nn.KLDivLoss(size_average=False) of
+    log_softmax(model(x_adv)) against softmax(model(x_natural)), summed over the batch; per
+    example here, log p from log_softmax rather than log(softmax).)
+    """
+    log_q = _log_softmax(xp, logits)
+    log_p = _log_softmax(xp, target)
+    p = xp.exp(log_p)
+    return (p * (log_p - log_q)).sum(axis=1), xp.exp(log_q) - p
+
+
+def margin_targeted(xp, logits, y, target):
+    """FAB-T's logit difference to a target class: loss_i = z_{i,t_i} - z_{i,y_i}, t = target;
+    gradient +1 at t_i and -1 at y_i (zero, like the loss, when t_i = y_i)."""
+    rows = xp.arange(logits.shape[0])
+    dlogits = xp.zeros_like(logits)
+    dlogits[rows, target] += 1
+    dlogits[rows, y] -= 1
+    return logits[rows, target] - logits[rows, y], dlogits
+
+
+# --- outer (training) losses of two forward passes: z_nat = z(x_natural), z_adv = z(x_adv) -----
+def trades_outer(xp, z_nat, z_adv, y, beta):
+    """TRADES' training loss per example, with its gradients w.r.t. both logits:
+
+        l_i = CE(z_nat_i, y_i) + beta KL(p_i || q_i),   p = softmax(z_nat), q = softmax(z_adv),
+        KL(p || q) = sum_j p_j s_j,   s_j = log p_j - log q_j.
+
+    Returns (l (B,), dl/dz_nat (B, C), dl/dz_adv (B, C)). Derivation (one row; e_y the unit
+    vector of y; dp_j/dz_nat_k = p_j (delta_jk - p_k), dlog p_j/dz_nat_k = delta_jk - p_k):
+
+        dKL/dz_adv_k = -sum_j p_j (delta_jk - q_k) = q_k - p_k
+        dKL/dz_nat_k = sum_j p_j (delta_jk - p_k) s_j + sum_j p_j (delta_jk - p_k)
+                     = p_k (s_k - KL) + (p_k - p_k) = p_k (s_k - KL)
+        dl/dz_nat = p - e_y + beta p * (s - KL),    dl/dz_adv = beta (q - p).
+
+    yaodongyu/TRADES 6e8e11b7c281371c2f027ffadfbaea80361f09de trades.py lines 79-83
+    (`trades_loss`): loss_natural = F.cross_entropy(model(x_natural), y) (batch mean),
+    loss_robust = (1 / B) KLDivLoss(size_average=False)(log_softmax(model(x_adv)),
+    softmax(model(x_natural))), loss = loss_natural + beta loss_robust = mean_i l_i. Deviations:
+    log p from log_softmax rather than log(softmax) (equal up to rounding); the caller runs one
+    natural forward where the authors run two (see the backends' train_step).
+    """
+    ce, d_nat = cross_entropy(xp, z_nat, y)
+    log_p, log_q = _log_softmax(xp, z_nat), _log_softmax(xp, z_adv)
+    p = xp.exp(log_p)
+    s = log_p - log_q
+    kl_div = (p * s).sum(axis=1)
+    d_nat = d_nat + beta * p * (s - kl_div[:, None])
+    d_adv = beta * (xp.exp(log_q) - p)
+    return ce + beta * kl_div, d_nat, d_adv
+
+
+def mart_targets(xp, q, y):
+    """MART's new_y: the most probable class of q (B, C) other than y, by the authors' rule
+    (argsort ascending, the last two columns; the second-to-last where the last is y)."""
+    top2 = xp.argsort(q, axis=1)[:, -2:]
+    return xp.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+
+
+def mart_outer(xp, z_nat, z_adv, y, beta):
+    """MART's training loss per example, with its gradients w.r.t. both logits:
+
+        l_i = CE(z_adv_i, y_i) - log(c - q_t) + beta K_i w_i,          c = 1.0001 + 1e-12,
+        K = sum_j p_j s_j,  s_j = log p_j - log(q_j + eps),  w = 1.0000001 - p_y,  eps = 1e-12,
+
+    q = softmax(z_adv), p = softmax(z_nat), t = mart_targets(q, y) (a constant index). Returns
+    (l (B,), dl/dz_nat, dl/dz_adv). Derivation (one row; dq_j/dz_adv_k = q_j (delta_jk - q_k)):
+
+        d[-log(c - q_t)]/dz_adv = q_t (e_t - q) / (c - q_t)
+        dK/dz_adv_k = -sum_j p_j q_j (delta_jk - q_k) / (q_j + eps) = -(r_k - q_k sum_j r_j),
+                      r_j = p_j q_j / (q_j + eps)        (r = p, hence q - p, when eps = 0)
+        dK/dz_nat = p * (s - K)                          (as in trades_outer)
+        dw/dz_nat = -p_y (e_y - p)
+        dl/dz_adv = q - e_y + q_t (e_t - q) / (c - q_t) - beta w (r - q sum_j r_j)
+        dl/dz_nat = beta (w p * (s - K) - K p_y (e_y - p)).
+
+    YisenWang/MART 2d83e17b381dd2ee52223695e517bf6d5ff09c2c mart.py lines 38-56 (`mart_loss`):
+    loss_adv = CE(logits_adv, y) + nll_loss(log(1.0001 - adv_probs + 1e-12), new_y) (batch
+    means), loss_robust = (1 / B) sum_i KLDiv(log(adv_probs + 1e-12), nat_probs)_i
+    (1.0000001 - true_probs_i), loss = loss_adv + beta loss_robust = mean_i l_i; the gradient
+    flows through true_probs, as there. Deviation: log p from log_softmax, not log(softmax).
+    """
+    rows = xp.arange(z_adv.shape[0])
+    ce, d_adv = cross_entropy(xp, z_adv, y)
+    q = xp.exp(_log_softmax(xp, z_adv))
+    t = mart_targets(xp, q, y)
+    q_t = q[rows, t]
+    gap = 1.0001 - q_t + 1e-12
+    boost = -xp.log(gap)
+    d_adv = d_adv - (q_t / gap)[:, None] * q
+    d_adv[rows, t] += q_t / gap
+    log_p = _log_softmax(xp, z_nat)
+    p = xp.exp(log_p)
+    s = log_p - xp.log(q + 1e-12)
+    k = (p * s).sum(axis=1)
+    p_y = p[rows, y]
+    w = 1.0000001 - p_y
+    r = p * q / (q + 1e-12)
+    d_adv = d_adv - beta * w[:, None] * (r - q * r.sum(axis=1, keepdims=True))
+    d_nat = (w[:, None] * p * (s - k[:, None]) + (k * p_y)[:, None] * p)
+    d_nat[rows, y] -= k * p_y
+    return ce + boost + beta * k * w, beta * d_nat, d_adv
+
+
 LOSSES = {"ce": cross_entropy, "cw": cw_margin, "dlr": dlr}
+TARGETED_LOSSES = {"dlr-targeted": dlr_targeted, "margin-targeted": margin_targeted}
+OUTER = {"trades": trades_outer, "mart": mart_outer}
 
 
 # --- optimizer ---------------------------------------------------------------------------------

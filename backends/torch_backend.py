@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minidyn.backend import Backend
+from minidyn.backend import Backend, check_outer
 from minidyn.backends import torch_checkpoint
 from minidyn.backends.torch_checkpoint import checked_state, first_line, load_model  # noqa: F401  (load_model re-exported)
 from minidyn.backends.torch_compile import compiled_or_eager
@@ -48,7 +48,46 @@ from minidyn.errors import CheckpointError, ConfigError
 
 _FLOATS = {"float32": torch.float32, "float64": torch.float64}
 _ATTACK_MODES = ("eval", "train")
+_LOSSES = ("ce", "cw", "dlr", "dlr-targeted", "kl", "margin-targeted")
 _AMP = {None: None, "none": None, "off": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def _trades_losses(z_nat: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """TRADES per example: CE(z_nat, y) + beta KL(softmax(z_nat) || softmax(z_adv)), (B,).
+
+    yaodongyu/TRADES 6e8e11b7c281371c2f027ffadfbaea80361f09de trades.py lines 79-83
+    (`trades_loss`), whose loss is the batch mean of these. Deviation: the authors call
+    model(x_natural) twice in training mode (once for the CE, once inside the KL, after
+    model(x_adv)); both give the same logits and the sum of the two gradient branches equals
+    the gradient through one, so train_step runs it once (BatchNorm's running statistics see
+    natural then adversarial; the authors' natural, adversarial, natural).
+    """
+    kl = F.kl_div(F.log_softmax(z_adv, dim=1), F.softmax(z_nat, dim=1), reduction="none").sum(dim=1)
+    return F.cross_entropy(z_nat, y, reduction="none") + beta * kl
+
+
+def _mart_losses(z_nat: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """MART per example, (B,), with q = softmax(z_adv), p = softmax(z_nat), t the most probable
+    class of q other than y (the authors' argsort rule):
+
+        CE(z_adv, y) - log(1.0001 - q_t + 1e-12)
+            + beta sum_j p_j (log p_j - log(q_j + 1e-12)) (1.0000001 - p_y).
+
+    YisenWang/MART 2d83e17b381dd2ee52223695e517bf6d5ff09c2c mart.py lines 38-56 (`mart_loss`),
+    whose loss is the batch mean of these (the gradient flows through p_y, as there).
+    """
+    adv_probs = F.softmax(z_adv, dim=1)
+    top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
+    new_y = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    boosted = F.cross_entropy(z_adv, y, reduction="none") \
+        + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y, reduction="none")
+    nat_probs = F.softmax(z_nat, dim=1)
+    true_probs = nat_probs.gather(1, y[:, None]).squeeze(1)
+    kl = F.kl_div(torch.log(adv_probs + 1e-12), nat_probs, reduction="none").sum(dim=1)
+    return boosted + beta * kl * (1.0000001 - true_probs)
+
+
+_OUTER_LOSSES = {"trades": _trades_losses, "mart": _mart_losses}
 
 
 @contextlib.contextmanager
@@ -87,7 +126,7 @@ class TorchBackend(Backend):
         self.device_kwargs = {"device": self._dev}  # the base's zeros, full, arange create here
         self._ddp: dict[int, nn.Module] = {}  # id(model) -> its DistributedDataParallel wrapper
         self.compile = bool(compile)
-        self._compiled: dict[int, Any] = {}  # id(model) -> torch.compile'd attack loss, or None
+        self._compiled: dict[Any, Any] = {}  # id(model) (or (id, "logits")) -> compiled attack loss
         if dtype not in _FLOATS:
             raise ConfigError(f"the torch backend computes in float32 or float64, not {dtype!r}")
         self.float_dtype = dtype
@@ -201,6 +240,11 @@ class TorchBackend(Backend):
         out = torch.empty(self._shape(shape), dtype=self._float, device=self._dev)
         return out.uniform_(float(low), float(high), generator=rng)
 
+    def normal(self, rng: torch.Generator, shape: tuple[int, ...], std: float) -> torch.Tensor:
+        """torch.randn(shape, generator=rng) * std, in the backend's float dtype (TRADES'
+        `0.001 * torch.randn(x_natural.shape)`)."""
+        return torch.randn(self._shape(shape), generator=rng, dtype=self._float, device=self._dev) * float(std)
+
     def integers(self, rng: torch.Generator, high: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randint(0, high, shape, generator=rng, device=self._dev)
 
@@ -274,24 +318,48 @@ class TorchBackend(Backend):
             true, tgt = z.gather(1, y[:, None]).squeeze(1), z.gather(1, target[:, None]).squeeze(1)
             top = z.sort(dim=1, descending=True).values
             return -(true - tgt) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
-        raise ConfigError(f"unknown loss {loss!r}; use 'ce', 'cw' or 'dlr'")
+        if loss == "kl":  # TRADES (trades.py l. 27, 36-37): KL(softmax(clean) || softmax(z)) per example
+            if target.shape != z.shape:
+                raise ConfigError(f"loss 'kl' needs the clean logits shaped {tuple(z.shape)}, "
+                                  f"got {tuple(target.shape)}")
+            return F.kl_div(F.log_softmax(z, dim=1), F.softmax(target, dim=1), reduction="none").sum(dim=1)
+        if loss == "margin-targeted":  # FAB-T: z_t - z_y
+            return z.gather(1, target[:, None]).squeeze(1) - z.gather(1, y[:, None]).squeeze(1)
+        raise ConfigError(f"unknown loss {loss!r}; use one of {', '.join(_LOSSES)}")
 
     def loss_and_grad(self, model: nn.Module, x: Any, y: Any, loss: str = "ce",
-                      target: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if loss not in ("ce", "cw", "dlr", "dlr-targeted"):
-            raise ConfigError(f"unknown loss {loss!r}; use 'ce', 'cw', 'dlr' or 'dlr-targeted'")
+                      target: Any = None, return_logits: bool = False) -> tuple[torch.Tensor, ...]:
+        """(losses (B,), grad_x shaped like x), and the logits (B, C) of the same forward pass
+        as a third item with return_logits. target: (B,) classes for "dlr-targeted" and
+        "margin-targeted", (B, C) clean logits (a constant) for "kl"."""
+        if loss not in _LOSSES:
+            raise ConfigError(f"unknown loss {loss!r}; use one of {', '.join(_LOSSES)}")
         x = self._prep_x(x).detach().requires_grad_(True)
         y = self._labels(y, x.device)
-        if loss == "dlr-targeted":  # the target classes travel only with this loss
-            target = self._labels(target, x.device)
+        if loss in ("ce", "cw", "dlr") and not return_logits:  # the path of every older call
             with _modes(model, self.attack_mode == "train"), torch.enable_grad():
-                losses = self._per_example_loss(self._forward(model, x), y, loss, target)
+                losses = self._attack_loss(model)(x, y, loss)
                 (grad,) = torch.autograd.grad(losses.sum(), x)
             return losses.detach(), grad.detach()
+        target = self._loss_target(loss, target, x)
         with _modes(model, self.attack_mode == "train"), torch.enable_grad():
-            losses = self._attack_loss(model)(x, y, loss)
+            losses, z = self._attack_loss_logits(model, loss)(x, y, loss, target)
             (grad,) = torch.autograd.grad(losses.sum(), x)
+        if return_logits:
+            return losses.detach(), grad.detach(), z.detach()
         return losses.detach(), grad.detach()
+
+    def _loss_target(self, loss: str, target: Any, x: torch.Tensor) -> torch.Tensor | None:
+        """The loss's `target` as a tensor on x's device: int64 classes for the targeted losses,
+        the detached float clean logits for "kl", None for the others; ConfigError if missing."""
+        if loss in ("ce", "cw", "dlr"):
+            return None
+        if target is None:
+            raise ConfigError(f"loss {loss!r} needs a target (" + (
+                "the clean logits)" if loss == "kl" else "the target classes)"))
+        if loss != "kl":
+            return self._labels(target, x.device)
+        return self._prep_x(target).detach()  # its shape is checked against the logits'
 
     def _attack_loss(self, model: nn.Module):
         """(x, y, loss) -> per-example losses; with compile=True torch.compile'd, falling back
@@ -305,23 +373,49 @@ class TorchBackend(Backend):
             self._compiled[id(model)] = compiled_or_eager(eager)
         return self._compiled[id(model)]
 
+    def _attack_loss_logits(self, model: nn.Module, loss: str):
+        """(x, y, loss, target) -> (per-example losses, logits): the path of the losses with a
+        target and of return_logits, compiled like `_attack_loss` (its own cache entry, so the
+        older losses' compiled graph is untouched). "dlr-targeted" stays eager, as it was before
+        return_logits existed."""
+        def eager(x, y, loss, target):
+            z = self._forward(model, x)
+            return self._per_example_loss(z, y, loss, target), z
+
+        if not self.compile or loss == "dlr-targeted":
+            return eager
+        key = (id(model), "logits")
+        if key not in self._compiled:
+            self._compiled[key] = compiled_or_eager(eager)
+        return self._compiled[key]
+
     def logits(self, model: nn.Module, x: Any) -> torch.Tensor:
         x = self._prep_x(x)
         with _modes(model, False), torch.no_grad():
             return self._forward(model, x)
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any,
-                   batch_size: int | None = None, weights: Any = None) -> tuple[float, int]:
-        """One SGD step -> (sum of this rank's unweighted losses, its correct count), both of the
-        weights before the step; the loss is `_train_loss`'s (the global-batch mean, or the
-        weighted sum when `weights` (B,) are given)."""
+                   batch_size: int | None = None, weights: Any = None, outer: str = "ce",
+                   x_natural: Any = None, beta: float = 6.0) -> tuple[float, int]:
+        """One SGD step -> (sum of this rank's unweighted losses, its count of z(x) argmax == y),
+        both of the weights before the step; the loss is `_train_loss`'s (the global-batch mean,
+        or the weighted sum when `weights` (B,) are given) of the per-example l_i of `outer`:
+        "ce" CE(z(x), y); "trades" / "mart" `_trades_losses` / `_mart_losses` of the natural
+        x_natural (forward first, in training mode, so BatchNorm sees both batches, like the
+        authors') and the adversarial x, differentiated by autograd through both forwards."""
+        check_outer(outer, x, x_natural, beta)
         x = self._prep_x(x).detach()
         y = self._labels(y, x.device)
         w = None if weights is None else self.asarray(weights).detach().to(device=x.device, dtype=torch.float32)
         with _modes(model, True), torch.enable_grad():
             optimizer.zero_grad(set_to_none=True)
-            z = self._forward(self._trainer(model), x)
-            losses = F.cross_entropy(z, y, reduction="none")
+            if outer == "ce":
+                z = self._forward(self._trainer(model), x)
+                losses = F.cross_entropy(z, y, reduction="none")
+            else:
+                z_nat = self._forward(self._trainer(model), self._prep_x(x_natural).detach())
+                z = self._forward(self._trainer(model), x)
+                losses = _OUTER_LOSSES[outer](z_nat, z, y, float(beta))
             self._train_loss(losses, batch_size, w).backward()
             optimizer.step()
         with torch.no_grad():

@@ -2,6 +2,7 @@
 """The work a training run did, in image forward+backward passes, from its run directory.
 
     python benchmarks/count_passes.py RUN_DIR [RUN_DIR ...]
+    python benchmarks/count_passes.py --equal-cost RUN_DIR   # K of the equal-cost Standard
 
 A budget in passes holds on any machine (seconds do not): divide by a machine's passes per
 second (e.g. one cnn4 PGD-10 training step's rate) to get its time. Counted, with a forward-only
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 from minidyn.errors import ConfigError
-from minidyn.studies.cost import counted_passes  # the counting; `study run --dry-run` predicts it
+from minidyn.studies.cost import counted_passes, equal_cost_steps  # `study run --dry-run` predicts it
 
 
 def passes(run: Path) -> dict:
@@ -37,6 +38,11 @@ def passes(run: Path) -> dict:
 def main() -> None:
     if len(sys.argv) < 2:
         sys.exit(__doc__.split("\n\n")[1])
+    if sys.argv[1] == "--equal-cost":
+        for name in sys.argv[2:]:
+            passes(Path(name))  # its one-line error where the run cannot be counted
+            print(f"{name}: equal-cost Standard K = {equal_cost_steps(Path(name))}")
+        return
     for name in sys.argv[1:]:
         p = passes(Path(name))
         parts = ", ".join(f"{k} {p[k] / 1e6:.3f} M" for k in ("attack", "sgd", "monitor", "final"))

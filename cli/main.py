@@ -22,6 +22,7 @@ from minidyn.cli.study import study_command
 from minidyn.cli.course import course_command
 from minidyn.files.config import (BACKENDS, FOSC_REFERENCES, LOSS_WEIGHTS, MAX_EXAMPLES, METHODS, PRESETS,
                             TrainConfig, load_preset)
+from minidyn.methods import METHODS as RECIPES, STOPS
 from minidyn.errors import ConfigError, MinidynError, NumericalError
 from minidyn.runs.rundir import BEST_NAMES
 from minidyn.studies.console import ConsoleReporter
@@ -73,7 +74,7 @@ def main():
 @click.option("--dataset", help="mnist-sample (embedded), mnist, fashion-mnist or cifar10.  [default: mnist-sample]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset files are.")
 @click.option("--model", help="Model name (softmax, mlp; torch also cnn4, cnn8, wrn-D-W, preact-resnet18/50).  [default: torch: cnn4, cifar10 cnn8; numpy/cupy: mlp]")
-@click.option("--method", type=click.Choice(METHODS), help="Training method.  [default: dynamic]")
+@click.option("--method", type=click.Choice(METHODS), help="Training method: " + "; ".join(f"{name}: {recipe.paper}" for name, recipe in RECIPES.items()) + " (docs/methods.md).  [default: dynamic]")
 @click.option("--epochs", type=Number.field("epochs"), help="Training epochs; without it (and --preset), the quickstart: 10 epochs, lr /10 at epochs 7 and 10, monitor on 200 test examples.  [default: 10]")
 @click.option("--batch-size", type=Number.field("batch_size"), help="Mini-batch size.  [default: 32]")
 @click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: mnist 0.3, fashion-mnist 0.1, cifar10 8/255]")
@@ -94,7 +95,12 @@ def main():
 @click.option("--eval-steps", type=Number.field("eval_steps"), help="PGD steps of the test accuracy after each epoch and at the end.  [default: 20]")
 @click.option("--attack-mode", type=click.Choice(["eval", "train"]), help="Model mode while attacking (BatchNorm).  [default: eval]")
 @click.option("--fosc-reference", type=click.Choice(FOSC_REFERENCES), help="FOSC's reference point in the training attack: the natural example (the paper) or the random start, as the authors' code does (YisenWang/dynamic_adv_training pgd_attack.py lines 62 and 85-88; docs/fosc.md).  [default: natural]")
-@click.option("--loss-weights", type=click.Choice(LOSS_WEIGHTS), help="ce: from the second epoch on, weight each example's training loss by its own cross-entropy at the adversarial point, the authors' sample_weight (YisenWang/dynamic_adv_training train_models.py lines 116-117 and 124-127; docs/fosc.md).  [default: none]")
+@click.option("--loss-weights", type=click.Choice(LOSS_WEIGHTS), help="ce: from the second epoch on, weight each example's training loss by its own cross-entropy at the adversarial point, the authors' sample_weight (YisenWang/dynamic_adv_training train_models.py lines 116-117 and 124-127; docs/fosc.md); gairat: GAIRAT's weights (--method gairat's own) on another method's attack.  [default: none; gairat for --method gairat]")
+@click.option("--stop", type=click.Choice(STOPS), help="The attack's stop rule instead of the method's: none (K steps), fosc (FOSC <= c_t, Dynamic's), tau (tau steps after misclassification, FAT's); e.g. --method trades --stop fosc.")
+@click.option("--tau", type=Number.field("tau"), help="FAT: a fixed tau.  [default: FAT's schedule: 0, then 1 after 50/120 of the epochs, 2 after 90/120]")
+@click.option("--beta", type=Number.field("beta"), help="TRADES, MART: weight of the KL term.  [default: 6.0]")
+@click.option("--gairat-begin", type=Number.field("gairat_begin"), help="GAIRAT: the first epoch (from 1) whose loss is weighted.  [default: epochs / 2, GAIRAT's 60 of 120]")
+@click.option("--gairat-lambda", type=Number.field("gairat_lambda"), help="GAIRAT: Lambda of its weights (tanh(Lambda + 5 (1 - 2 kappa / K)) + 1) / 2.  [default: -1.0]")
 @click.option("--amp", type=click.Choice(["bf16"]), help="torch: bf16 autocast.")
 @click.option("--channels-last", is_flag=True, default=None, help="torch: channels-last memory format.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch: torch.compile the attack (falls back to eager if unsupported).")
@@ -103,7 +109,7 @@ def main():
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (exactly; starts it if nothing was saved yet).")
 @click.option("--checkpoint-every", type=count("--checkpoint-every", MAX_EXAMPLES), help="Also checkpoint every N SGD steps (a checkpoint is always written after every epoch).")
 def train(preset, out, resume, checkpoint_every, amp, channels_last, compile_, **options):
-    """Train a model with one of the five methods and write a run directory.
+    """Train a model with one of the ten methods and write a run directory.
 
     Defaults are the paper's MNIST settings (eps 0.3, cnn4, PGD-10 with step eps/4, SGD lr
     0.01, c_max 0.5), on the embedded 10,000-digit MNIST sample, with the quickstart's budget

@@ -59,6 +59,70 @@ Line by line, against `pgd(..., fosc_reference="start")`:
             float32 to the model; minidyn computes in the backend's dtype (float32 by default)
 
 tests/test_authors_switches.py transcribes lines 44-99 in NumPy and checks that pgd matches it.
+
+Dynamic's family (issue 21): pgd's options `start`, loss="kl", `stop_tau`, `omega` and `kappa`
+are the inner loops of FAT, TRADES, MART and GAIRAT; each default is the old behaviour. They
+combine with each other and with stop_fosc (FOSC uses the gradient of the chosen loss, so
+stop_fosc with loss="kl" is FOSC-stopped TRADES): at x^k an example stops if either rule says
+so (FOSC at k >= 1, tau at k >= 0). tests/test_attacks_family.py checks each against a torch
+transcription of the authors' function.
+
+FAT, zjfheart/Friendly-Adversarial-Training, commit 80a0640, earlystop.py `earlystop`,
+lines 5-113, against pgd(stop_tau=tau, ...):
+
+    26      control = tau for every example: the same (kept beside x^k, narrowed with it)
+    31-35   starts, each clamped into [0, 1]: normal_distribution_randominit, x + 0.001 n
+            (FAT_for_TRADES.py line 68, FAT_for_MART.py line 73) = start="normal-clamped";
+            uniform_randominit, x + U(-eps, eps) (FAT.py line 58) = start="uniform" (its clip
+            into the ball changes nothing). The draws come from `rng` (theirs: np.random and
+            torch's global generator)
+    41      the clean logits for "kl", once: the same (backend.logits, counted in `forwards`)
+    43-59   at x^k, k = 0 .. K-1, the prediction of the forward pass: misclassified with
+            control 0 -> stops at x^k; misclassified with control > 0 -> control -= 1, goes on;
+            classified correctly -> goes on. The same, from the logits of the forward that
+            gives the gradient (return_logits). So an example stops at its (tau + 1)-th
+            misclassified iterate, not necessarily tau steps after the first one
+    61-72, 104-113  the stopped examples are returned first, in the order they stop, then
+            the others (targets and natural examples reordered alike): minidyn returns every
+            row in batch order (a mean over the batch differs only in summation order)
+    74-83   the gradient of the whole remaining batch at x^k, of the examples that stop there
+            too; their `count` (line 98) counts only the examples that step on: an example
+            stopped at x^k costs k + 1 evaluations in grad_evals and k in `count`
+    77-78   CE with reduction 'mean' (gradient / B): the sign of minidyn's per-example
+            gradient, unless a component underflows to 0. 79-81: KL, summed: loss="kl"
+    93-97   x + alpha sign(g) + omega n (FAT.py line 27: omega 0.001; FAT_for_TRADES.py and
+            FAT_for_MART.py line 27: 0.0), clipped into the ball, then into [0, 1]: the same,
+            one clip into the feasible box, n drawn from `rng` for the rows that go on
+    99-101  returns once no example is left: the same
+    -       not theirs: an example stopped at x^0 returns x^0 projected into the feasible box,
+            as every returned point is (x^0 of start="normal" may lie outside; for
+            "normal-clamped" it differs from earlystop only where 0.001 |n| > eps). Its FOSC
+            and loss (final_stats, trace) are those at x^0 as evaluated, before that projection
+
+GAIRAT, zjfheart/Geometry-aware-Instance-reweighted-Adversarial-Training, commit 16813b5,
+attack_generator.py `GA_PGD`, lines 20-53, against pgd(kappa=True, ...):
+
+    22, 29-36  Kappa = 0; at each x^k, k = 0 .. K-1, Kappa += 1 where the prediction is the
+            label: AttackResult.kappa, the same (from the gradient's forward). With a stop rule,
+            kappa counts the iterates the example visited, up to the one where it stopped
+    23-28   category "Madry": x + U(-eps, eps) clamped (GAIRAT.py line 132, with CE) =
+            start="uniform"; "trades": x + 0.001 n, not clamped, KL to model(data) computed
+            once = start="normal", loss="kl". As written, "trades" fails at the second step
+            (line 25's nat_output keeps its graph and line 46's backward frees it); GAIRAT.py
+            calls only "Madry"
+    39-51   CE 'mean' (the sign as above), KL summed; the step and both clips: the same.
+            Their "cw" (cwloss, lines 5-17, confidence 50) is not minidyn's "cw"
+
+TRADES, yaodongyu/TRADES, commit 6e8e11b, trades.py `trades_loss`, lines 27-41 and 75, is
+pgd(start="normal", loss="kl"); MART, YisenWang/MART, commit 2d83e17, mart.py `mart_loss`,
+lines 20-29 and 34, is pgd(start="normal", loss="ce"):
+
+    31 / 20  x + 0.001 n, n ~ N(0, 1), not clipped before the first gradient: start="normal"
+    36-37    KL(p(x_0) || p(x^k)) summed over the batch, with model(x_natural) computed again at
+             every step (K clean forwards, equal in eval mode): minidyn computes the clean
+             logits once (`forwards` = B). MART line 25: CE 'mean' (the sign as above)
+    39-41 / 27-29  the step, the ball, the box: the same
+    75 / 34  the final clamp into [0, 1]: a no-op after a step (pgd takes K >= 1)
 """
 from __future__ import annotations
 
@@ -71,7 +135,10 @@ from minidyn.backend import Array, Backend, Model, backend_for
 from minidyn.errors import ConfigError
 from minidyn.fosc import fosc
 from minidyn.methods import FOSC_REFERENCES
-from minidyn.projection import feasible_box
+from minidyn.projection import feasible_box, is_eps
+
+STARTS = ("uniform", "uniform-unprojected", "normal", "normal-clamped")  # pgd's random starts (`start_and_reference`)
+NORMAL_START_STD = 0.001  # trades.py line 31, mart.py line 20, earlystop.py line 31, GA_PGD line 24
 
 
 @dataclass
@@ -93,6 +160,10 @@ class AttackResult:
     steps:      (B,) int, the PGD steps each example took (K unless it stopped early).
     grad_evals: int, per-example gradient evaluations spent (a batch of 128 costs 128).
     trace:      per-step FOSC and loss when trace=True, else None.
+    kappa:      (B,) int with kappa=True (GAIRAT's geometry value): how many of the iterates
+                x^0 .. x^{K-1} that the example visited the model classifies correctly; else None.
+    forwards:   int, per-example forward-only passes spent besides the gradient evaluations
+                (loss="kl": the clean logits, one per example); 0 otherwise.
     """
 
     x_adv: Array
@@ -101,12 +172,14 @@ class AttackResult:
     steps: Array
     grad_evals: int
     trace: Trace | None = None
+    kappa: Array | None = None
+    forwards: int = 0
 
 
 def check_eps(eps: float, *, zero: bool = False) -> None:
     """ConfigError unless eps is an L_inf budget on pixels in [0, 1]: in (0, 1], or [0, 1] with
     `zero` (an attack accepts eps 0, see check_settings). The one check of eps's range."""
-    if not (0 <= eps <= 1 if zero else 0 < eps <= 1):
+    if not is_eps(eps, zero=zero):
         raise ConfigError(f"eps must be in {'[' if zero else '('}0, 1], got {eps}")
 
 
@@ -140,71 +213,193 @@ def uniform_start(x: Array, eps: float, random_start: bool, rng, backend: Backen
     return x + backend.uniform(rng, tuple(x.shape), -eps, eps)
 
 
+def normal_start(x: Array, random_start: bool, rng, backend: Backend) -> Array:
+    """x_0 + 0.001 n, n ~ N(0, 1)^d, unprojected (x itself without random_start): the start of
+    TRADES, MART, GAIRAT's "trades" GA_PGD and FAT's normal_distribution_randominit."""
+    if not random_start:
+        return x
+    rng = rng if rng is not None else backend.rng(0)
+    return x + backend.normal(rng, tuple(x.shape), NORMAL_START_STD)
+
+
 def start_and_reference(x: Array, eps: float, lower: Array, upper: Array, random_start: bool,
-                        rng, fosc_reference: str, backend: Backend) -> tuple[Array, Array]:
-    """(x^0, FOSC's reference point) for x (B, ...): the paper's x^0 = P(x_0 + u) with FOSC
-    measured from x_0; with fosc_reference="start" the authors' unprojected x_0 + u for both
-    (module docstring). The same draw u either way."""
+                        rng, fosc_reference: str, backend: Backend, start: str = "uniform",
+                        bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[Array, Array]:
+    """(x^0, FOSC's reference point) for x (B, ...), lower/upper the feasible box.
+
+    start "uniform": the paper's x^0 = P(x_0 + u); "uniform-unprojected": x_0 + u itself
+    (FGSM-RS on MNIST: locuslab/fast_adversarial 54f7287, MNIST/train_mnist.py lines 74-76 take
+    the gradient there); "normal": x_0 + 0.001 n, not projected (TRADES, MART); "normal-clamped": x_0 + 0.001 n clamped into the pixel box `bounds` only
+    (FAT's earlystop). FOSC is measured from x_0; with fosc_reference="start" x^0 is the draw
+    itself, never projected, and FOSC is measured from it (module docstring). The same draw
+    either way."""
     if fosc_reference not in FOSC_REFERENCES:
         raise ConfigError(f"fosc_reference must be one of {', '.join(FOSC_REFERENCES)}, got {fosc_reference!r}")
-    x_start = uniform_start(x, eps, random_start, rng, backend)
+    if start not in STARTS:
+        raise ConfigError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
+    if start.startswith("uniform"):
+        x_start = uniform_start(x, eps, random_start, rng, backend)
+    else:
+        x_start = normal_start(x, random_start, rng, backend)
     if fosc_reference == "start":
         return x_start, x_start
+    if start in ("normal", "uniform-unprojected"):
+        return x_start, x
+    if start == "normal-clamped":
+        return backend.clip(x_start, float(bounds[0]), float(bounds[1])), x
     return backend.clip(x_start, lower, upper), x
 
 
 def pgd(model: Model, x: Array, y: Array, *, eps: float, step_size: float, steps: int,
         random_start: bool = True, loss: str = "ce", stop_fosc: float | None = None,
         final_stats: bool = False, trace: bool = False, bounds: tuple[float, float] = (0.0, 1.0),
-        rng=None, fosc_reference: str = "natural", backend: Backend | None = None) -> AttackResult:
+        rng=None, fosc_reference: str = "natural", backend: Backend | None = None,
+        start: str = "uniform", stop_tau: int | None = None, kappa: bool = False,
+        omega: float = 0.0) -> AttackResult:
     """Projected gradient ascent on `loss` within the eps-ball of x (B, ...) and the pixel box.
 
     x: (B, ...) natural examples x_0 in `bounds`; y: (B,) integer labels; eps, step_size: in
     the units of x (pixels in [0, 1]); steps: K. bounds: the pixel box (lo, hi).
+    loss:      "ce", "cw", ... (the backend's), or "kl": KL(p(x_0) || p(x^k)) to the clean
+               prediction (TRADES' inner problem); its clean logits are one forward pass of x,
+               counted in `forwards`.
     stop_fosc: None runs every example for K steps (Madry's PGD); a number c_t stops each
                example after the first step at which FOSC <= c_t (Algorithm 1).
+    stop_tau:  None, or FAT's tau: an example stops at the iterate x^k (k = 0 .. K-1) at which
+               the model misclassifies it for the (tau + 1)-th time (module docstring, "Dynamic's
+               family"). Combinable with stop_fosc: an example stops where either rule says so.
+    kappa:     also return GAIRAT's kappa (AttackResult.kappa).
+    start:     "uniform" (default), "uniform-unprojected", "normal" or "normal-clamped"
+               (`start_and_reference`).
+    omega:     FAT's exploration noise: omega N(0, 1) added to every step before the projection
+               (earlystop.py line 95; 0, the default, adds nothing and draws nothing).
     final_stats: also return FOSC and loss at x_adv (one more gradient evaluation for the
                examples that never stopped; plain PGD spends exactly B * K).
     trace:     also return `Trace`, FOSC and loss at every point x^0 .. x^K (NaN after an
                example stopped); costs the same extra evaluation as final_stats.
-    rng:       the backend generator for the random start (default: a fixed seed 0).
+    rng:       the backend generator for the random start and omega (default: a fixed seed 0).
     fosc_reference: "natural" (the paper) measures FOSC from x_0; "start" follows the authors'
-               code: x^0 = x_0 + u unprojected, FOSC measured from it (module docstring).
+               code: x^0 = the random draw unprojected, FOSC measured from it (module docstring).
     FOSC (stop rule, final_stats, trace) is Eq. 4 over the eps-ball alone (module docstring).
     """
     check_settings(eps, step_size, steps)
+    _check_family(stop_tau, omega)
     backend = backend or backend_for(x)
+    if rng is None and omega:  # the start and omega's noise draw from one generator
+        rng = backend.rng(0)
     lower, upper = feasible_box(x, eps, bounds, backend)  # the ball around x_0, in the pixel box
-    x_k, x_0 = start_and_reference(x, eps, lower, upper, random_start, rng, fosc_reference, backend)
+    x_k, x_0 = start_and_reference(x, eps, lower, upper, random_start, rng, fosc_reference,
+                                   backend, start, bounds)
     labels, n, stats = y, int(x.shape[0]), final_stats or trace
     active = ActiveSet(backend, n)
     out = AttackResult(x_adv=None, fosc=None, loss=None, steps=None, grad_evals=0,  # active.write
                        trace=_empty_trace(steps, n) if trace else None)            # fills these
+    rows = _row_state(backend, model, x, loss, stop_tau, kappa, out)  # per-row state beside x^k
     for k in range(steps + 1):
         if k == steps and not stats:  # plain PGD needs no gradient at x^K
             break
-        losses, g = backend.loss_and_grad(model, x_k, labels, loss)
+        losses, g, z = _gradient(backend, model, x_k, labels, loss, rows)
         out.grad_evals += len(active)
-        check = stop_fosc is not None and 0 < k < steps  # Algorithm 1's stop check, after a step
-        if check or trace or k == steps:
+        stopping = k < steps and (stop_fosc is not None and k > 0 or stop_tau is not None)
+        c = None
+        if stopping and (stop_fosc is not None or stats) or trace or k == steps:
             c = fosc(x_k, x_0, g, eps, backend=backend)
             _record(out.trace, k, active, c, losses)
         if k == steps:
             active.write(out, fosc=c, loss=losses)
             break
-        if check:
-            go_on = backend.nonzero(c > stop_fosc)  # V = 1: the paper's V is 0 where FOSC <= c_t
+        _count_kappa(backend, rows, z, labels)
+        if stopping:
+            go_on = _go_on(backend, k, c, stop_fosc, rows, z, labels)
             if int(go_on.shape[0]) < len(active):  # some stop at x^k
-                active.write(out, x_adv=x_k, fosc=c, loss=losses, steps=k)
-                x_k, x_0, labels, lower, upper, g = active.keep(
-                    go_on, x_k, x_0, labels, lower, upper, g)
+                stats_k = {} if c is None else {"fosc": c, "loss": losses}
+                x_out = x_k if k else backend.clip(x_k, lower, upper)  # x^0 may be unprojected
+                active.write(out, x_adv=x_out, steps=k, **stats_k, **_kappa(rows))
+                x_k, x_0, labels, lower, upper, g, *rest = active.keep(
+                    go_on, x_k, x_0, labels, lower, upper, g, *rows.values())
+                rows = dict(zip(rows, rest))
                 if len(active) == 0:
                     break
-        x_k = backend.clip(x_k + step_size * backend.sign(g), lower, upper)  # x^{k+1}
-    active.write(out, x_adv=x_k, steps=steps)  # the rows that never stopped took every step
+        x_k = _step(backend, x_k, g, step_size, omega, rng, lower, upper)  # x^{k+1}
+    active.write(out, x_adv=x_k, steps=steps, **_kappa(rows))  # the rows that never stopped
     if not stats:
         out.fosc = out.loss = None
     return out
+
+
+def _check_family(stop_tau: int | None, omega: float) -> None:
+    """ConfigError unless FAT's tau is None or an integer >= 0 and omega >= 0."""
+    integer = isinstance(stop_tau, (int, np.integer)) and not isinstance(stop_tau, bool)
+    if stop_tau is not None and not (integer and stop_tau >= 0):
+        raise ConfigError(f"stop_tau must be an integer >= 0, got {stop_tau!r}")
+    if not (isinstance(omega, (int, float, np.floating)) and omega >= 0):
+        raise ConfigError(f"omega must be a number >= 0, got {omega!r}")
+
+
+def _row_state(backend: Backend, model: Model, x: Array, loss: str, stop_tau: int | None,
+               kappa: bool, out: AttackResult) -> dict:
+    """The per-row arrays the family's options keep beside x^k, narrowed with it: "target"
+    (B, C) KL's clean logits (one forward pass, counted in out.forwards), "control" (B,) FAT's
+    remaining tau allowance (earlystop.py line 26), "kappa" (B,) GAIRAT's count (GA_PGD line 22)."""
+    rows, n = {}, int(x.shape[0])
+    if loss == "kl":
+        rows["target"] = backend.logits(model, x)
+        out.forwards += n
+    if stop_tau is not None:
+        rows["control"] = backend.full((n,), int(stop_tau), dtype="int")
+    if kappa:
+        rows["kappa"] = backend.zeros((n,), dtype="int")
+    return rows
+
+
+def _gradient(backend: Backend, model: Model, x: Array, y: Array, loss: str,
+              rows: dict) -> tuple[Array, Array, Array | None]:
+    """(losses (B,), grad_x, logits (B, C) of the same forward or None): the plain call unless
+    KL needs its target or FAT/GAIRAT read the iterate's prediction."""
+    options = {}
+    if "target" in rows:
+        options["target"] = rows["target"]
+    if "control" in rows or "kappa" in rows:
+        return backend.loss_and_grad(model, x, y, loss, return_logits=True, **options)
+    return (*backend.loss_and_grad(model, x, y, loss, **options), None)
+
+
+def _count_kappa(backend: Backend, rows: dict, z: Array | None, y: Array) -> None:
+    """GAIRAT: kappa += 1 where x^k is classified correctly (GA_PGD lines 32-36); a new array."""
+    if "kappa" in rows:
+        correct = backend.argmax(z) == backend.asarray(y)
+        rows["kappa"] = backend.where(correct, rows["kappa"] + 1, rows["kappa"])
+
+
+def _kappa(rows: dict) -> dict:
+    return {"kappa": rows["kappa"]} if "kappa" in rows else {}
+
+
+def _go_on(backend: Backend, k: int, c: Array | None, stop_fosc: float | None, rows: dict,
+           z: Array | None, y: Array) -> Array:
+    """Positions (into the active rows) of the examples that go on from x^k; updates FAT's control.
+
+    FOSC (Algorithm 1, k >= 1): go on while c(x^k) > c_t (the paper's V = 0 where FOSC <= c_t).
+    tau (earlystop.py lines 50-59): an example misclassified at x^k stops if its control is 0,
+    else its control drops by one and it goes on; a correct one goes on, control unchanged.
+    """
+    go = c > stop_fosc if stop_fosc is not None and k > 0 else None
+    if "control" in rows:
+        control = rows["control"]
+        wrong = backend.argmax(z) != backend.asarray(y)
+        stop = wrong & (control == 0)
+        rows["control"] = backend.where(wrong & ~stop, control - 1, control)
+        go = ~stop if go is None else go & ~stop
+    return backend.nonzero(go)
+
+
+def _step(backend: Backend, x: Array, g: Array, step_size: float, omega: float, rng,
+          lower: Array, upper: Array) -> Array:
+    """x^{k+1} = P(x^k + alpha sign(g) [+ omega n, n ~ N(0, 1)^d]), P the feasible box."""
+    x = x + step_size * backend.sign(g)
+    if omega:
+        x = x + backend.normal(rng, tuple(x.shape), omega)
+    return backend.clip(x, lower, upper)
 
 
 def _empty_trace(steps: int, n: int) -> Trace:

@@ -10,8 +10,8 @@ scikit-learn's array-API `xp` namespace are the models):
 
 - `AlgorithmOps`, everything the algorithm modules may call besides arithmetic:
   - `ArrayOps`, the arrays: creation and transfer, per-example math, sub-batches, a generator
-    and its uniform draws (PGD's random start), each written once against a numpy-like
-    namespace `self.xp`. A backend whose arrays behave like numpy's (numpy, cupy) sets `xp`
+    and its uniform and normal draws (PGD's random starts), each written once against a
+    numpy-like namespace `self.xp`. A backend whose arrays behave like numpy's (numpy, cupy) sets `xp`
     and `float_dtype` and is done; torch overrides the few operations whose names or
     arguments differ.
   - `ModelOps`, the model as the algorithm sees it: per-example losses and input gradients,
@@ -166,27 +166,57 @@ class ArrayOps:
         """U(low, high) samples of `shape` in the backend's float dtype."""
         return self.astype(rng.uniform(low, high, size=shape), self._dtype("float"))
 
+    def normal(self, rng: Any, shape: tuple[int, ...], std: float) -> Array:
+        """N(0, std^2) samples of `shape` in the backend's float dtype (TRADES' and MART's
+        0.001 N(0, 1) start): std * rng.standard_normal(shape), the numbers of numpy's
+        rng.normal(0, std, shape) (cupy's Generator has standard_normal but no normal)."""
+        return self.astype(float(std) * rng.standard_normal(size=self._shape(shape)), self._dtype("float"))
+
 
 def _missing(backend: Any, method: str) -> NotImplementedError:
     return NotImplementedError(f"the {backend.name} backend does not implement {method} "
                                "(docs/backends.md lists what a backend writes)")
 
 
+OUTER_LOSSES = ("ce", "trades", "mart")  # train_step's outer objectives
+
+
+def check_outer(outer: str, x: Array, x_natural: Array | None, beta: float = 6.0) -> None:
+    """ConfigError (one line) unless `outer` is one of OUTER_LOSSES, "trades" and "mart" have
+    an x_natural shaped like x, and beta is a finite number >= 0."""
+    if outer not in OUTER_LOSSES:
+        raise ConfigError(f"unknown outer loss {outer!r}; use one of {', '.join(OUTER_LOSSES)}")
+    if outer == "ce":
+        return
+    if x_natural is None:
+        raise ConfigError(f"outer loss {outer!r} needs x_natural, the clean batch")
+    if tuple(x_natural.shape) != tuple(x.shape):
+        raise ConfigError(f"outer loss {outer!r}: x_natural is shaped {tuple(x_natural.shape)}, "
+                          f"x {tuple(x.shape)}; they must match")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(beta) or beta < 0:
+        raise ConfigError(f"outer loss {outer!r} needs a finite beta >= 0, got {beta!r}")
+
+
 class ModelOps:
     """The model as the algorithm sees it: what every backend writes for its framework's models."""
 
     def loss_and_grad(self, model: Model, x: Array, y: Array, loss: str = "ce",
-                      target: Array | None = None) -> tuple[Array, Array]:
+                      target: Array | None = None, return_logits: bool = False) -> tuple[Array, ...]:
         """Per-example losses (B,) and grad_x of each example's own loss, shaped like x.
 
         The gradient is of the *sum* of the per-example losses, so row i is exactly
         d loss_i / d x_i (never divided by B). `loss` is "ce" (cross-entropy), "cw"
         (the margin max_{j != y} z_j - z_y) or "dlr" (Croce & Hein's Difference of Logits
         Ratio -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12), for APGD-DLR; needs >= 3
-        classes). "dlr-targeted" (APGD-T's -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12),
-        needs >= 4 classes) takes the (B,) target classes t in `target`; the other losses are
-        called without it, so a backend without APGD-T may leave it out. No parameter gradient
-        is left behind.
+        classes), which take no target. "dlr-targeted" (APGD-T's -(z_y - z_t) / (z_pi1 -
+        (z_pi3 + z_pi4) / 2 + 1e-12), needs >= 4 classes) and "margin-targeted" (FAB-T's
+        z_t - z_y) take the (B,) target classes t in `target`; "kl" (TRADES' inner loss
+        sum_j p_j (log p_j - log q_j), p = softmax(target), q = softmax(z(x)), gradient q - p
+        w.r.t. z) takes the (B, C) clean logits, a constant. return_logits=True returns
+        (losses, grad, logits), the (B, C) logits of the same forward pass. The targeted
+        losses, "kl" and return_logits serve APGD-T, FAB-T, TRADES, FAT and GAIRAT only, so a
+        backend without them may leave them out. No parameter gradient is left behind.
         """
         raise _missing(self, "loss_and_grad")
 
@@ -195,16 +225,27 @@ class ModelOps:
         raise _missing(self, "logits")
 
     def train_step(self, model: Model, optimizer: Any, x: Array, y: Array,
-                   batch_size: int | None = None, weights: Array | None = None) -> tuple[float, int]:
-        """One SGD step; returns (sum of this rank's unweighted losses, its correct count).
+                   batch_size: int | None = None, weights: Array | None = None, outer: str = "ce",
+                   x_natural: Array | None = None, beta: float = 6.0) -> tuple[float, int]:
+        """One SGD step; returns (sum of this rank's unweighted losses l_i, its count of
+        examples whose z(x) argmax is y), both of the weights before the step.
 
-        weights None: the loss is the mean cross-entropy over the global batch of `batch_size`
+        outer (OUTER_LOSSES) picks l_i: "ce" CE(z(x_i), y_i); "trades" CE(z(xn_i), y_i) +
+        beta KL(p(xn_i) || p(x_i)) (yaodongyu/TRADES `trades_loss`); "mart" CE(z(x_i), y_i) -
+        log(1.0001 - q_i[t_i] + 1e-12) + beta sum_j p_j (log p_j - log(q_j + 1e-12))
+        (1.0000001 - p_{y_i}), q = softmax(z(x_i)), p = softmax(z(xn_i)), t_i the most probable
+        class of q other than y_i (YisenWang/MART `mart_loss`). For those two, x_natural (xn,
+        shaped like x) is the clean batch, run forward first in training mode, and the gradient
+        flows through both forwards; `check_outer` gives the ConfigErrors.
+
+        weights None: the loss is the mean of l_i over the global batch of `batch_size`
         examples, of which x is this rank's share under torchrun (default: x's own mean, which
-        is right when every rank has len(x)). weights (B,) given: the loss is sum_i w_i CE_i,
+        is right when every rank has len(x)). weights (B,) given: the loss is sum_i w_i l_i,
         the weights constants (no gradient flows through them) and already normalised (the
         caller divides them as it wants the loss scaled; batch_size is then unused); under
         torchrun the step is on the sum over every rank's examples. A backend may leave the
-        weighted case out (only the authors'-code weighting, `--loss-weights ce`, uses it).
+        weighted case out (only `--loss-weights ce` and GAIRAT use it), and `outer` (callers
+        pass it only for TRADES and MART).
         """
         raise _missing(self, "train_step")
 
@@ -212,7 +253,7 @@ class ModelOps:
 class AlgorithmOps(ArrayOps, ModelOps):
     """Everything the algorithm modules may call besides arithmetic: the arrays (`ArrayOps`:
     asarray, to_numpy, astype, zeros, full, arange, sign, abs, clip, where, sum_per_example,
-    argmax, take, put, nonzero, count, rng, uniform) and the model (`ModelOps`: loss_and_grad,
+    argmax, take, put, nonzero, count, rng, uniform, normal) and the model (`ModelOps`: loss_and_grad,
     logits, train_step)."""
 
 

@@ -1,4 +1,5 @@
-"""Per-epoch schedules: the Dynamic FOSC criterion, the curriculum, FGSM-then-PGD, the lr steps.
+"""Per-epoch schedules: the Dynamic FOSC criterion, the curriculum, FGSM-then-PGD, FAT's tau,
+GAIRAT's burn-in, the lr steps.
 
 Each is a small frozen dataclass with one method of the epoch t (counted from 0, the paper's t in
 c_t), so a schedule is a pure function of t: a resumed run recomputes it instead of storing it.
@@ -68,6 +69,47 @@ class FgsmPgdSchedule:
 
     def use_fgsm(self, t: int) -> bool:
         return t < self.switch_epoch
+
+
+@dataclass(frozen=True)
+class FatTauSchedule:
+    """FAT's tau (Zhang et al., ICML 2020): an example's PGD stops tau steps after it is first
+    misclassified, with tau 0, then 1, then 2 as training goes on.
+
+    zjfheart/Friendly-Adversarial-Training (commit 80a0640), FAT.py lines 77-86 `adjust_tau`
+    (dynamictau, the default of line 28), called with the 1-based epoch (line 175): tau = 0 for
+    epochs 1-50, 1 for 51-90 and 2 for 91-120 of their 120. minidyn keeps the fractions of the
+    run's own length: tau = 0 while t + 1 <= epochs * 50 // 120, 1 while t + 1 <= epochs * 90
+    // 120, then 2 (for 120 epochs the authors' numbers exactly). `fixed` (their --tau with
+    dynamictau off) holds tau at one value instead.
+    """
+
+    epochs: int
+    fixed: int | None = None
+
+    def tau(self, t: int) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        epoch = t + 1
+        return 0 if epoch <= self.epochs * 50 // 120 else 1 if epoch <= self.epochs * 90 // 120 else 2
+
+
+@dataclass(frozen=True)
+class GairatSchedule:
+    """GAIRAT's burn-in (Zhang et al., ICLR 2021): the plain mean loss until epoch `begin`
+    (counted from 1), the geometry-aware weights with Lambda from then on.
+
+    zjfheart/Geometry-aware-Instance-reweighted-Adversarial-Training (commit 16813b5),
+    GAIRAT.py line 141 (`(epoch + 1) >= args.begin_epoch`, begin_epoch 60 of 120 epochs, line 36)
+    and `adjust_Lambda` lines 162-194 with its default 'fixed' schedule (Lambda = -1.0, lines
+    32-34, from epoch 60 on: where the weights are used, Lambda is always -1.0).
+    """
+
+    begin: int
+    lam: float = -1.0
+
+    def weighted(self, t: int) -> bool:
+        return t + 1 >= self.begin
 
 
 @dataclass(frozen=True)

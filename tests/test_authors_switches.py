@@ -17,10 +17,10 @@ from minidyn.files.config import TrainConfig
 from minidyn.data import load_dataset
 from minidyn.errors import ConfigError
 from minidyn.fosc import fosc
-from minidyn.methods import AttackPlan, attack_plan
+from minidyn.methods import AttackPlan, attack_plan, loss_weights_at
 from minidyn.projection import feasible_box
 from minidyn.runs import config_differences, method_of, standalone_epoch
-from minidyn.runs.weights import ce_weights, loss_weights_at
+from minidyn.runs.weights import ce_weights
 
 NP = get_backend("numpy")
 F64 = get_backend("numpy", dtype="float64")

@@ -29,9 +29,12 @@ def one_epoch(**kw):
 def test_every_method_trains_one_epoch(method):
     stats, _ = one_epoch(method=method)
     assert np.isfinite(stats.loss) and 0 <= stats.acc <= 100
-    expected_steps = {"unsecured": 0, "standard": 10, "curriculum": 0, "fgsm-pgd": 1}
+    expected_steps = {"unsecured": 0, "standard": 10, "curriculum": 0, "fgsm-pgd": 1, "trades": 10,
+                      "mart": 10, "gairat": 10, "fgsm-rs": 1}
     if method in expected_steps:
         assert np.all(stats.steps == expected_steps[method])
+    elif method == "fat":  # tau 0 in the first epoch: an example stops where it is first misclassified
+        assert 0 <= stats.steps.min() and stats.steps.mean() < 10
     else:  # dynamic at c_t = c_max: some examples stop before K steps
         assert 1 <= stats.steps.min() and stats.steps.mean() < 10
     # an example that took s steps cost gradients at x^0 .. x^s: s + 1 evaluations, whether

@@ -31,12 +31,13 @@ from importlib import resources
 from minidyn.backend import parse_device
 from minidyn.errors import ConfigError
 from minidyn.methods import FOSC_REFERENCES  # FOSC from x_0 (the paper) or from the random start
+from minidyn.methods import METHODS as RECIPES, STOPS, WEIGHTS, recipe_of
 
-METHODS = ("unsecured", "standard", "curriculum", "fgsm-pgd", "dynamic")
+METHODS = tuple(RECIPES)  # the five of the paper, then Dynamic's family (minidyn/methods.py)
 PRESETS = ("paper-mnist", "paper-cifar10", "paper-wrn")
 BACKENDS = ("auto", "numpy", "cupy", "torch")
 # the authors' code as switches, off by default (docs/fosc.md, "The authors' code as switches")
-LOSS_WEIGHTS = ("none", "ce")           # unweighted mean CE, or the authors' sample_weight
+LOSS_WEIGHTS = WEIGHTS                  # none, the authors' sample_weight (ce), GAIRAT's (gairat)
 ALL = "all"  # eval_limit: every example of the split the monitor attacks (resolved to None)
 
 
@@ -152,10 +153,14 @@ FIELD_BOUNDS = {
     "final_eval_limit": Bounds("--final-eval-limit", int, 1, MAX_EXAMPLES),
     "eval_steps": Bounds("--eval-steps", int, 1, MAX_STEPS),
     "val_size": Bounds("--val-size", int, 1, MAX_EXAMPLES),
+    "tau": Bounds("--tau", int, 0, MAX_STEPS),
+    "beta": Bounds("--beta", float, 0),
+    "gairat_begin": Bounds("--gairat-begin", int, 1, MAX_EPOCHS),
+    "gairat_lambda": Bounds("--gairat-lambda", float),
 }
 MILESTONE_BOUNDS = Bounds("--lr-milestones", int, 1, MAX_EPOCHS)
 REQUIRED_NUMBERS = {"epochs", "batch_size", "steps", "c_max", "lr", "momentum", "weight_decay", "seed",
-                    "eval_steps"}
+                    "eval_steps", "beta", "gairat_lambda"}
 
 
 @dataclass
@@ -190,7 +195,14 @@ class TrainConfig:
     record_fosc: bool = True            # write fosc/epoch_NNN.npy (one extra grad eval per example)
     attack_mode: str = "eval"           # model mode while attacking (torch backend)
     fosc_reference: str = "natural"     # FOSC's x_0: "natural" (paper) | "start" (authors' code)
-    loss_weights: str = "none"          # "ce": authors' per-example CE weights from epoch 2 on
+    loss_weights: str = "none"          # "ce": authors' per-example CE weights from epoch 2 on;
+    #                                     "gairat": GAIRAT's (the method's own, or added to another)
+    stop: str | None = None             # the attack's stop rule where it replaces the method's:
+    #                                     none | fosc (c_t, Dynamic's) | tau (FAT's)
+    tau: int | None = None              # FAT: a fixed tau; None: FAT's 0, 1, 2 over the epochs
+    beta: float = 6.0                   # TRADES, MART: the weight of the KL term
+    gairat_begin: int | None = None     # GAIRAT: first weighted epoch (from 1); None: epochs / 2
+    gairat_lambda: float = -1.0         # GAIRAT: Lambda of its tanh weights
     extras: dict = field(default_factory=dict)  # backend options (amp, channels_last, ...)
 
     def resolved(self) -> "TrainConfig":
@@ -242,6 +254,9 @@ class TrainConfig:
              f"--fosc-reference must be one of {', '.join(FOSC_REFERENCES)}, got {self.fosc_reference!r}"),
             (self.loss_weights in LOSS_WEIGHTS,
              f"--loss-weights must be one of {', '.join(LOSS_WEIGHTS)}, got {self.loss_weights!r}"),
+            (self.stop is None or self.stop in STOPS,
+             f"--stop must be one of {', '.join(STOPS)}, got {self.stop!r}"),
+            _parts_check(self.method, self.stop, self.loss_weights),
             (self.backend == "torch" or not self.extras,
              f"--{next(iter(self.extras), '').replace('_', '-')} needs --backend torch (the {self.backend} backend has no such option)"),
         ]
@@ -298,3 +313,15 @@ def load_preset(name: str) -> dict:
     if isinstance(values.get("eps"), str):
         values["eps"] = parse_eps(values["eps"])
     return values
+
+
+def _parts_check(method: str, stop: str | None, loss_weights: str) -> tuple[bool, str]:
+    """(ok, message) for the method's parts with the run's --stop and --loss-weights (a known
+    method, stop rule and weighting are checked before this one)."""
+    if method not in METHODS or (stop is not None and stop not in STOPS) or loss_weights not in LOSS_WEIGHTS:
+        return True, ""
+    try:
+        recipe_of(method, stop, loss_weights)
+    except ConfigError as error:
+        return False, str(error)
+    return True, ""

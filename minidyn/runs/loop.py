@@ -23,7 +23,7 @@ import functools
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from minidyn.data import Dataset, load_dataset
 from minidyn.data.batches import to_backend
 from minidyn.data.validation import split_validation
 from minidyn.errors import CheckpointError, ConfigError, NumericalError
-from minidyn.methods import AttackPlan, Method, attack_plan
+from minidyn.methods import AttackPlan, Method, attack_plan, loss_plan
 from minidyn.runs.distributed import check_batch_shares, check_finite_loss, from_rank_0
 from minidyn.runs.epoch_state import EpochState, EpochStats, epoch_batches
 from minidyn.runs.monitor import monitor
@@ -45,7 +45,7 @@ from minidyn.runs.weights import loss_weighting
 from minidyn.schedules import StepLR
 from minidyn.train import Step, estimate_c_max, train_epoch
 
-__all__ = ["CHECKPOINT_NAMES", "Run", "RunDir", "backend_from_config", "c_t_warnings",
+__all__ = ["CHECKPOINT_NAMES", "Run", "RunDir", "RunStopped", "backend_from_config", "c_t_warnings",
            "check_batch_shares", "epoch_loop", "epoch_record", "method_of", "recorded_steps",
            "standalone_epoch", "train_run"]
 
@@ -54,8 +54,13 @@ RECORDED_OPTIONS = {"eps": "eps", "model": "model", "dataset": "dataset", "metho
                     "c_max": "c_max_used"}
 
 
+class RunStopped(Exception):
+    """The run stopped where `train_run`'s `stop` asked it to, after saving a mid-epoch checkpoint."""
+
+
 def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool = False,
-              checkpoint_every: int | None = None, reporter: Reporter | None = None) -> dict:
+              checkpoint_every: int | None = None, reporter: Reporter | None = None,
+              stop: Callable[[], bool] | None = None) -> dict:
     """Train `cfg` (resolving its defaults), writing the run directory `out` if given.
 
     A checkpoint is written after every epoch and, with `checkpoint_every` N, after every N-th
@@ -63,10 +68,14 @@ def train_run(cfg: TrainConfig, out: str | os.PathLike | None, *, resume: bool =
     its last checkpoint, exactly: the result is bit-identical to an uninterrupted run on the
     same machine. Returns the summary: the final clean and PGD-`eval_steps` accuracy on the
     whole test set. `reporter` is told the progress, each epoch's record and one-line notes
-    (what is resumed from where, warnings); by default nothing is said.
+    (what is resumed from where, warnings); by default nothing is said. `stop` (one process,
+    with `out`) is asked after every SGD step: when it says True, the run saves a mid-epoch
+    checkpoint there and raises RunStopped, and a resume continues from that step exactly
+    (a job asked to stop before its time limit or preemption: minidyn/studies/slurm.py).
     """
     report = reporter if reporter is not None else Reporter()
     run = setup(cfg.resolved(), out, resume, checkpoint_every)
+    run.stop = stop
     try:
         if resume and run.files.has_run():
             resume_from_checkpoint(run, report)
@@ -97,8 +106,11 @@ def epoch_loop(run: Run, report: Reporter) -> dict:
             plan = attack_plan(method, t)  # the epoch's attack; Dynamic: c_t
             state = run.epoch_state(t)
             for _ in recorded_steps(backend, run.model, run.optimizer, run.train_set, cfg, t, plan, state):
-                if run.checkpoint_due(t, state):
+                stopping = run.stop is not None and run.files is not None and run.stop()
+                if stopping or run.checkpoint_due(t, state):
                     run.save_checkpoint(t, state)
+                if stopping:
+                    raise RunStopped(f"stopped at epoch {t + 1}, batch {state.batches}, checkpoint saved")
                 report.progress(t, min(n, state.batches * cfg.batch_size), n)
             stats = state.stats(backend)  # summed over the ranks
             watch = accuracy(run.val_set if run.val_set is not None else run.test_set, limit=cfg.eval_limit)
@@ -145,6 +157,7 @@ class Run:
     start_epoch: int = 0
     resume_state: EpochState | None = None
     val_set: Dataset | None = None       # held out of the training set (--val-size)
+    stop: Callable[[], bool] | None = None  # asked after every SGD step (train_run)
 
     def is_best(self, record: dict) -> bool:
         """Whether epoch record's validation PGD accuracy beats every earlier epoch's (a tie
@@ -348,13 +361,14 @@ def epoch_record(t: int, cfg: TrainConfig, plan: AttackPlan | None, lr: float, s
 def recorded_steps(backend: Backend, model: Model, optimizer, data: Dataset, cfg: TrainConfig,
                    t: int, plan: AttackPlan | None, state: EpochState) -> Iterator[Step]:
     """Algorithm 1 (train.train_epoch) on epoch t's batches of `data` (this rank's shares) from
-    batch state.batches on, with the epoch's "attack" generator and the loss weighting of
-    cfg.loss_weights; each step is recorded in `state` and checked for a NaN loss (on every rank,
+    batch state.batches on, with the epoch's "attack" generator, the method's loss and its
+    per-example weights (methods.loss_plan, runs/weights.py); each step is recorded in `state` and checked for a NaN loss (on every rank,
     the same batch), then yielded."""
     batches = epoch_batches(backend, data, state, t, cfg.seed, cfg.batch_size, cfg.augment)
+    loss = loss_plan(method_of(cfg), t)
     for step in train_epoch(backend, model, optimizer, batches, plan, state.rngs["attack"],
-                            eps=cfg.eps, record_fosc=cfg.record_fosc,
-                            weights=loss_weighting(backend, model, cfg.loss_weights, t)):
+                            eps=cfg.eps, record_fosc=cfg.record_fosc, loss=loss,
+                            weights=loss_weighting(backend, model, loss, cfg.steps)):
         state.record(backend, step)
         check_finite_loss(backend, step.loss, t, state.batches)
         yield step
@@ -375,7 +389,8 @@ def method_of(cfg: TrainConfig, c_max: float | None = None) -> Method:
     resolved one) where given, else cfg.c_max (a number, not "auto")."""
     return Method(cfg.method, cfg.eps, cfg.steps, cfg.step_size, cfg.curriculum_epochs,
                   cfg.fgsm_epochs, cfg.dynamic_epochs, c_max if c_max is not None else cfg.c_max,
-                  cfg.fosc_reference)
+                  cfg.fosc_reference, epochs=cfg.epochs, stop=cfg.stop, loss_weights=cfg.loss_weights,
+                  tau=cfg.tau, beta=cfg.beta, gairat_begin=cfg.gairat_begin, gairat_lambda=cfg.gairat_lambda)
 
 
 def backend_from_config(cfg: TrainConfig) -> Backend:

@@ -1,31 +1,50 @@
-"""The authors' per-example loss weights (`--loss-weights ce`), a plug-in of Algorithm 1.
+"""Per-example loss weights, a plug-in of Algorithm 1: the authors' code of Dynamic
+(`--loss-weights ce`) and GAIRAT's geometry-aware weights (`--method gairat`).
 
-YisenWang/dynamic_adv_training trains with Keras' `sample_weight`; `loss_weighting` gives
-train.train_epoch the `weights(x, y)` callable that reproduces it, or None for the paper's
-plain mean loss (the default).
+YisenWang/dynamic_adv_training trains with Keras' `sample_weight`; GAIRAT weights each
+example by how few PGD iterates it survived. `loss_weighting` gives train.train_epoch the
+`weights(x, y, attack)` callable of the epoch's LossPlan, or None for the plain mean loss.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from minidyn.backend import Backend, Model
+from minidyn.errors import ConfigError
+from minidyn.methods import LossPlan
 from minidyn.train import Weights
 
 
-def loss_weights_at(loss_weights: str, t: int) -> str:
-    """The loss weighting of epoch t (0-based): `--loss-weights ce` weights from the second
-    epoch on, the first is unweighted, as in the authors' code (YisenWang/dynamic_adv_training,
-    train_models.py lines 124-127: `ep == 0` trains without sample_weight)."""
-    return "none" if t == 0 else loss_weights
+def loss_weighting(backend: Backend, model: Model, plan: LossPlan, steps: int) -> Weights | None:
+    """The epoch's `weights` for train.train_epoch: None (the mean loss) for plan.weights
+    "none"; the authors' `ce_weights` of the point trained on for "ce"; GAIRAT's weights of the
+    attack's kappa (K = `steps`, the run's PGD steps) for "gairat" (None on a clean batch).
+    (methods.loss_plan already leaves out the first epoch of "ce" and GAIRAT's burn-in.)"""
+    if plan.weights == "ce":
+        return lambda x, y, attack: backend.asarray(ce_weights(backend, model, x, y))
+    if plan.weights == "gairat":
+        if steps < 2:
+            raise ConfigError(f"GAIRAT's weights need PGD steps K >= 2 (they use K // 2), got {steps}")
+        return lambda x, y, attack: None if attack is None else backend.asarray(
+            gairat_weights(backend, backend.to_numpy(attack.kappa), steps, plan.lam))
+    return None
 
 
-def loss_weighting(backend: Backend, model: Model, loss_weights: str, t: int) -> Weights | None:
-    """Epoch t's `weights` for train.train_epoch: None (the mean loss) unless
-    loss_weights_at(loss_weights, t) is "ce", then the authors' `ce_weights` of the point
-    trained on, as a backend array."""
-    if loss_weights_at(loss_weights, t) != "ce":
-        return None
-    return lambda x, y: backend.asarray(ce_weights(backend, model, x, y))
+def gairat_weights(backend: Backend, kappa: np.ndarray, steps: int, lam: float) -> np.ndarray:
+    """GAIRAT's per-example weights for the batch (this rank's share); numpy (B,), float64.
+
+    zjfheart/Geometry-aware-Instance-reweighted-Adversarial-Training (commit 16813b5), GAIR.py
+    lines 5-9 ('Tanh', the default of GAIRAT.py line 35): with h = int(K / 2),
+        r_i = (tanh(Lambda + 5 (h - kappa_i) / h) + 1) / 2,
+    where kappa_i counts the PGD iterates x^0 .. x^{K-1} classified correctly (attacks.pgd
+    kappa=True, GA_PGD's Kappa); GAIRAT.py line 146 then minimises mean_i(l_i r_i B / sum_j r_j)
+    = sum_i r_i l_i / sum_j r_j, so the weights returned are r_i / sum_j r_j over the whole
+    batch (every rank's under torchrun; the authors' code runs on one process).
+    """
+    half = int(steps / 2)
+    r = (np.tanh(lam + (half - kappa.astype(np.float64)) * 5 / half) + 1) / 2
+    total = float(backend.all_reduce_sum(np.array([r.sum()], dtype=np.float64))[0])
+    return r / total
 
 
 def ce_weights(backend: Backend, model: Model, x, y) -> np.ndarray:

@@ -10,10 +10,12 @@ measured passes/s for its time. The parts (per cell):
 
     attack    the training attacks' input-gradient evaluations (metrics.jsonl's grad_evals):
               K per example and epoch, + 1 with record_fosc (FOSC at the final point of an
-              example that ran all K steps), FGSM 1 (+ 1), none in a clean epoch. Dynamic's
-              examples stop early, so before a run this is an upper bound ("at most").
-              Curriculum's steps per epoch are fixed by its schedule: exact.
-    sgd       one pass per training example and epoch (the SGD step)
+              example that ran all K steps), FGSM 1 (+ 1), none in a clean epoch; TRADES' KL
+              attack a clean forward more. Dynamic's and FAT's examples stop early, so before a
+              run this is an upper bound ("at most"). Curriculum's steps per epoch are fixed by
+              its schedule: exact.
+    sgd       one pass per training example and epoch (the SGD step); two for TRADES and MART,
+              whose loss also takes the natural example forward and backward
     monitor   per epoch, PGD-eval_steps on eval_limit examples of the validation split (of the
               test set without val_size), eval_steps passes and one forward each, and a clean
               forward of the whole split
@@ -50,6 +52,7 @@ SPLIT_SIZES = {"mnist-sample": (8000, 2000), "mnist": (60000, 10000),
 TRAINING_PARTS = ("attack", "sgd", "monitor", "final")
 PARTS = (*TRAINING_PARTS, "eval", "blackbox")
 EPS0_EXAMPLES = 50  # minidyn.evaluation.evaluate's eps-0 check
+FAB_STEPS = 100  # FAB-T's iterations per target (AutoAttack's standard version)
 MEANING = {"attack": "the training attacks", "sgd": "the SGD steps",
            "monitor": "the per-epoch PGD on validation (test without val_size)",
            "final": "the run's final test evaluation", "eval": "the study's [eval]",
@@ -88,8 +91,10 @@ def counted_passes(run: Path) -> dict:
         raise ConfigError(f"{run}: no fosc/ files and no --limit: the number of training examples is unknown")
     steps = cfg["eval_steps"]
     work = {
-        "attack": sum(e["grad_evals"] for e in epochs),
-        "sgd": n_train * len(epochs),
+        # TRADES' KL attack also takes the clean logits: a forward per example and attacked epoch
+        "attack": sum(e["grad_evals"] + (n_train * FORWARD if e["pgd_steps"] and _inner_of(cfg) == "kl" else 0)
+                      for e in epochs),
+        "sgd": n_train * len(epochs) * sgd_passes(_outer_of(cfg)),
         # the monitor attacks the validation split with --val-size, the test set otherwise
         "monitor": sum(e.get("test_pgd_n", e.get("val_pgd_n", 0)) * (steps + FORWARD)
                        + e.get("test_clean_n", e.get("val_clean_n", summary.get("test_n", 0))) * FORWARD
@@ -100,6 +105,40 @@ def counted_passes(run: Path) -> dict:
     }
     return {**work, "total": sum(work.values()), "epochs": len(epochs), "train_examples": n_train,
             "seconds": sum(e["seconds"] for e in epochs)}
+
+
+def sgd_passes(outer: str) -> int:
+    """Passes per example of one SGD step on the outer loss: 1 for the cross-entropy at the
+    training point; 2 for TRADES and MART (a forward and backward at the natural example too)."""
+    return 1 if outer == "ce" else 2
+
+
+def _outer_of(cfg: dict) -> str:
+    """The outer loss of a run's config.json (runs before Dynamic's family: "ce")."""
+    from minidyn.methods import METHODS
+
+    recipe = METHODS.get(cfg.get("method"))
+    return recipe.outer if recipe is not None else "ce"
+
+
+def _inner_of(cfg: dict) -> str:
+    """The attack's objective of a run's config.json ("ce" for runs before Dynamic's family)."""
+    from minidyn.methods import METHODS
+
+    recipe = METHODS.get(cfg.get("method"))
+    return recipe.inner if recipe is not None else "ce"
+
+
+def equal_cost_steps(run: Path) -> int:
+    """K of the equal-cost Standard for a finished run: the PGD steps per example and epoch
+    whose gradient evaluations match the run's training attacks, K = round(grad_evals per
+    example-epoch) - 1 with record_fosc (the FOSC evaluation every Standard example also
+    costs), at least 1. Give it to Standard with --steps K and --step-size 2.5 eps / K (Madry et
+    al.'s rule, which Standard's PGD-10 at eps/4 follows). docs/methods.md, "Equal cost"."""
+    counted = counted_passes(run)
+    cfg = json.loads((Path(run) / "config.json").read_text())
+    per_epoch = counted["attack"] / (counted["train_examples"] * counted["epochs"])
+    return max(1, round(per_epoch) - int(cfg.get("record_fosc", True)))
 
 
 # --- predicted from a config -----------------------------------------------------------------
@@ -115,7 +154,7 @@ def split_sizes(cfg: TrainConfig) -> tuple[int, int | None, int]:
 def training_work(cfg: TrainConfig) -> Work:
     """The passes a run of the resolved `cfg` will take (attack, sgd, monitor, final); the
     attack part is an upper bound when an epoch stops examples early (Dynamic)."""
-    from minidyn.methods import attack_plan
+    from minidyn.methods import attack_plan, loss_plan
     from minidyn.runs.loop import method_of
 
     n_train, n_val, n_test = split_sizes(cfg)
@@ -123,9 +162,10 @@ def training_work(cfg: TrainConfig) -> Work:
     method = method_of(cfg, 1.0 if cfg.c_max == "auto" else None)  # any c_max: only the steps matter
     for t in range(cfg.epochs):
         plan = attack_plan(method, t)
-        per_example = 0 if plan is None else plan.steps + int(cfg.record_fosc)
-        work.add("attack", n_train * per_example, bound=plan is not None and plan.stop_fosc is not None)
-    work.add("sgd", n_train * cfg.epochs)
+        per_example = 0 if plan is None else plan.steps + int(cfg.record_fosc) + FORWARD * (plan.loss == "kl")
+        stops_early = plan is not None and (plan.stop_fosc is not None or plan.stop_tau is not None)
+        work.add("attack", n_train * per_example, bound=stops_early)
+        work.add("sgd", n_train * sgd_passes(loss_plan(method, t).outer))
     watched = n_val if n_val is not None else n_test  # what the per-epoch monitor attacks
     attacked = watched if cfg.eval_limit is None else min(cfg.eval_limit, watched)
     work.add("monitor", cfg.epochs * (attacked * (cfg.eval_steps + FORWARD) + watched * FORWARD))
@@ -146,6 +186,12 @@ def attack_passes(name: str, apgd_steps: int, transfer: bool) -> tuple[float, bo
     if name.startswith("apgd"):  # N + 1 gradients; CE: a forward where its loss cannot decide
         forwards = (apgd_steps + 1) * FORWARD if name == "apgd-ce" else 0
         return apgd_steps + 1 + forwards, not (transfer and name == "apgd-dlr")  # white-box stops
+    if name == "fab-t":  # per target and iteration a logit-difference gradient and a forward
+        from minidyn.evaluation.attack_table import FAB_T_TARGETS
+        return FAB_T_TARGETS * (FAB_STEPS + 1) * (1 + FORWARD), True
+    if name == "autoattack":  # the stages in turn, each at most on every example
+        from minidyn.evaluation.attack_table import ATTACKS
+        return sum(attack_passes(stage, apgd_steps, transfer)[0] for stage in ATTACKS[name].stages), True
     if name == "square":  # forward-only queries: the start's and at most N_QUERIES more
         from minidyn.square import N_QUERIES
         return (N_QUERIES + 1) * FORWARD, True

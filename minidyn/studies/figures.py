@@ -15,6 +15,10 @@ seeds. Each figure says in its title or legend what its bands and bars are.
                       95% t interval (aggregate.paired_difference). The paper's figure is cited
                       only for the key it sweeps: step_size Fig. 2a, steps Fig. 2b, eps Fig. 4b
     eps_curve.png     accuracy against the test eps: mean, bars ±1 sample std over seeds (cf. Fig. 4a)
+    frontier.png      the accuracy-cost frontier: robust accuracy (the strongest [eval] attack:
+                      AutoAttack, else APGD-CE, else PGD-20) against the training attack's
+                      gradient evaluations per example, a point per cell (setting and seed), the
+                      setting's mean with bars ±1 sample std over seeds on both axes
 
 Every `*_figure` function returns (file name, matplotlib Figure, caption); plot_all saves them.
 """
@@ -47,6 +51,8 @@ def plot_all(spec, cells, out: Path) -> list[tuple[str, str]]:
     drawn += [sweep_figure(spec, done, key) for key in swept_keys(spec)]
     if len(spec.eval.eps or ()) > 1:
         drawn.append(eps_curve_figure(spec, done))
+    if len(_settings(done)) > 1 and not spec.eval.eps:
+        drawn.append(frontier_figure(spec, done))
     return [(save(fig, out / name), caption) for name, fig, caption in filter(None, drawn)]
 
 
@@ -392,3 +398,46 @@ def eps_curve_figure(spec, cells):
                  f"(cf. Fig. 4a of {PAPER})", fontsize=9)
     return ("eps_curve.png", fig,
             f"Test {label(column)} accuracy against the test eps, last epoch: point the mean, bars {STD_WORDS}")
+
+
+# --- the accuracy-cost frontier ----------------------------------------------------------------
+FRONTIER_ATTACKS = ("autoattack", "apgd-ce", "pgd20")  # the strongest first
+
+
+def frontier_column(spec) -> str:
+    """The attack of the frontier: the first of FRONTIER_ATTACKS in [eval], else the robust column."""
+    return next((a for a in FRONTIER_ATTACKS if a in spec.eval.attacks), _robust_column(spec))
+
+
+def frontier_figure(spec, cells):
+    """Robust accuracy against the training attack's gradient evaluations per example: a point
+    per cell, the setting's mean ± 1 sample std over seeds on both axes (module docstring)."""
+    from minidyn.studies.results import CHECKPOINT_WORDS, accuracy, label
+
+    column = frontier_column(spec)
+    which = "best" if "best" in spec.eval.checkpoints else spec.eval.checkpoints[0]
+    settings = _settings(cells)
+    fig, axes = figure(7.5, 5.5 + 0.16 * len(settings) / _columns(settings, 7.5))
+    ax = axes[0][0]
+    for colour, setting in zip(line_colours(len(settings)), settings):
+        members = [c for c in cells if c.setting == setting and c.grad_evals is not None]
+        xy = np.array([[c.grad_evals, accuracy(c, which, None, column)] for c in members], dtype=float)
+        xy = xy[np.all(np.isfinite(xy), axis=1)] if len(xy) else xy
+        if not len(xy):
+            continue
+        ax.scatter(xy[:, 0], xy[:, 1], color=colour, s=12, alpha=0.6)
+        (mx, my), (sx, sy) = _mean_std(xy)
+        ax.errorbar([mx], [my], xerr=[sx] if np.isfinite(sx) else None, yerr=[sy] if np.isfinite(sy) else None,
+                    color=colour, marker="D", markersize=6, capsize=3, label=f"{setting} (n={len(xy)})")
+    ax.set_xlabel("training attack: gradient evaluations per example (all epochs)")
+    ax.set_ylabel(f"test {label(column)} accuracy (%), {CHECKPOINT_WORDS[which]}")
+    ax.grid(alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7,
+               ncol=_columns(settings, 7.5), title_fontsize=7,
+               title=f"dot: one seed; diamond: the mean, bars {STD_WORDS.replace(' (', chr(10) + '(')}")
+    fig.suptitle(f"The accuracy-cost frontier: test {label(column)} accuracy against the training "
+                 "attack's cost\n(TRADES' and MART's SGD step costs one pass per example more, "
+                 "not on this axis)", fontsize=9)
+    return ("frontier.png", fig,
+            f"Test {label(column)} accuracy ({CHECKPOINT_WORDS[which]}) against the training attack's "
+            f"gradient evaluations per example: a dot per cell, the setting's mean with bars {STD_WORDS}")

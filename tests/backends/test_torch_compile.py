@@ -55,3 +55,18 @@ def test_a_failed_compilation_falls_back_to_eager(monkeypatch, capsys, fake):
         torch.testing.assert_close(B.loss_and_grad(model, x, y)[1], g_eager)
     err = capsys.readouterr().err
     assert err.count("--compile failed (RuntimeError: no compiler here); attacking eagerly") == 1
+
+
+def test_compiled_targeted_losses_and_logits_equal_eager_ones():
+    """The losses with a target ("kl", "margin-targeted") and return_logits take their own
+    compiled function; its losses, gradients and logits are the eager ones."""
+    eager, compiled = torch_backend(device="cpu"), torch_backend(device="cpu", compile=True)
+    model = eager.make_model("mlp", (1, 28, 28), 10, seed=0)
+    for n in (16, 5):
+        x, y = batch(eager, n)
+        clean, t = eager.logits(model, x.flip(0)), (y + 1) % 10
+        for loss, target in (("kl", clean), ("margin-targeted", t), ("ce", None)):
+            got = compiled.loss_and_grad(model, x, y, loss, target=target, return_logits=True)
+            for a, b in zip(got, eager.loss_and_grad(model, x, y, loss, target=target, return_logits=True)):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert (id(model), "logits") in compiled._compiled  # their own entry, the older losses' untouched

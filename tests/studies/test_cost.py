@@ -16,7 +16,7 @@ from minidyn.data import load_dataset
 from minidyn.evaluation.evaluate import evaluate_attacks
 from minidyn.runs import train_run
 from minidyn.studies.cost import (FORWARD, PARTS, TRAINING_PARTS, counted_passes, evaluation_work,
-                                  measure_rate, study_work, training_work)
+                                  equal_cost_steps, measure_rate, study_work, training_work)
 from minidyn.studies.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,12 @@ TINY_RUN = dict(backend="numpy", model="softmax", epochs=3, batch_size=16, limit
     dict(method="curriculum", val_size=30, curriculum_epochs=2),  # 0, 1, 2 steps: exact
     dict(method="fgsm-pgd", val_size=30, fgsm_epochs=1, record_fosc=False),
     dict(method="standard", val_size=30, eval_limit="all", final_eval=False),
-], ids=["standard-val", "standard-test", "curriculum", "fgsm-pgd", "whole-validation"])
+    dict(method="trades", val_size=30),                        # KL's clean forward, 2-pass SGD
+    dict(method="mart", val_size=30),
+    dict(method="gairat", val_size=30),
+    dict(method="fgsm-rs", val_size=30),
+], ids=["standard-val", "standard-test", "curriculum", "fgsm-pgd", "whole-validation", "trades", "mart",
+        "gairat", "fgsm-rs"])
 def test_predicted_training_passes_are_the_counted_ones(tmp_path, options):
     """Without early stopping the prediction from the config is exactly what the finished run
     did, part by part, as benchmarks/count_passes.py counts it."""
@@ -51,6 +56,16 @@ def test_dynamic_is_at_most_the_prediction(tmp_path):
     counted, predicted = counted_passes(tmp_path / "run"), training_work(cfg)
     assert predicted.bounds == {"attack"}
     assert 0 < counted["attack"] < predicted.parts["attack"]  # c_max 5: examples do stop
+    for part in ("sgd", "monitor", "final"):
+        assert predicted.parts[part] == pytest.approx(counted[part], rel=1e-12)
+
+
+def test_fat_is_at_most_the_prediction(tmp_path):
+    cfg = TrainConfig(**TINY_RUN, method="fat", val_size=30, tau=0).resolved()
+    train_run(cfg, tmp_path / "run")
+    counted, predicted = counted_passes(tmp_path / "run"), training_work(cfg)
+    assert predicted.bounds == {"attack"}
+    assert 0 < counted["attack"] <= predicted.parts["attack"]
     for part in ("sgd", "monitor", "final"):
         assert predicted.parts[part] == pytest.approx(counted[part], rel=1e-12)
 
@@ -188,3 +203,19 @@ def test_every_attack_of_the_table_has_a_cost_and_the_query_attacks_are_bounds()
         assert passes >= 0 and isinstance(bound, bool), attack.name
     assert attack_passes("apgd-t", 100, False) == (APGD_T_TARGETS * 101 * (1 + FORWARD), True)
     assert attack_passes("square", 100, False) == ((N_QUERIES + 1) * FORWARD, True)
+
+
+def test_the_equal_cost_standard_of_a_standard_run_is_itself(tmp_path):
+    """K of the equal-cost Standard: Standard's own K for a Standard run (with or without the
+    FOSC record), fewer steps for a Dynamic run whose examples stop early."""
+    for record in (True, False):
+        cfg = TrainConfig(**{**TINY_RUN, "steps": 3}, method="standard", record_fosc=record).resolved()
+        train_run(cfg, tmp_path / f"std-{record}")
+        assert equal_cost_steps(tmp_path / f"std-{record}") == 3
+    cfg = TrainConfig(**{**TINY_RUN, "steps": 6}, method="dynamic", c_max=5.0).resolved()
+    train_run(cfg, tmp_path / "dyn")
+    counted = counted_passes(tmp_path / "dyn")
+    k = equal_cost_steps(tmp_path / "dyn")
+    assert 1 <= k < 6
+    assert abs((k + 1) * counted["train_examples"] * counted["epochs"] - counted["attack"]) \
+        <= counted["train_examples"] * counted["epochs"] / 2  # the nearest K

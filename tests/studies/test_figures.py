@@ -172,3 +172,38 @@ def test_a_report_sweep_that_is_not_a_grid_key_is_refused_when_the_spec_is_read(
     words = r"\[report\] sweep 'step_sise' is not a grid key \(the grid's keys: method, seed\)$"
     with pytest.raises(ConfigError, match=words):
         load_spec(tmp_path / "s.toml")
+
+
+def test_the_frontier_puts_each_cell_at_its_cost_and_its_robust_accuracy(tmp_path, tiny_text):
+    """frontier.png: a dot per cell at (gradient evaluations per example, accuracy under the
+    strongest [eval] attack, here APGD-CE over PGD-10), a diamond per setting at the means."""
+    text = tiny_text.replace("seed = [0, 1]", "seed = [0, 1, 2]").replace(
+        'attacks = ["clean", "fgsm", "pgd10"]', 'attacks = ["clean", "pgd10", "apgd-ce"]')
+    (tmp_path / "s.toml").write_text(text)
+    spec = load_spec(tmp_path / "s.toml")
+    study = StudyDir(tmp_path / "study")
+    study.prepare(spec)
+    cost = {"standard": 3000, "dynamic": 1500}            # grad_evals per epoch: 20 and 10 per example
+    for cell in spec.cells():
+        directory = study.cell_dir(cell)
+        (directory / "fosc").mkdir(parents=True)
+        (directory / "config.json").write_text(json.dumps(cell.config().to_dict()))
+        (directory / "metrics.jsonl").write_text("".join(json.dumps(
+            {"epoch": t, "method": cell.values["method"], "c_t": None, "grad_evals": cost[cell.values["method"]],
+             "seconds": 1.0}) + "\n" for t in range(2)))
+        np.save(directory / "fosc" / "epoch_000.npy", np.zeros(150, np.float32))
+        robust = 40.0 + cell.values["seed"] + 5.0 * (cell.values["method"] == "standard")
+        result = {"epoch": 2, "seconds": 1.0, "eps": {"0.1": {"accuracy": {"clean": 90.0, "pgd10": robust + 3,
+                                                                            "apgd-ce": robust}, "n": 40}}}
+        write_result(study.result(Task(cell, "train")),
+                     {"settings": spec.eval.settings(), "results": {"last": result, "best": result}})
+    name, fig, caption = figures.frontier_figure(spec, collect(study, spec))
+    assert name == "frontier.png" and "APGD-CE" in caption
+    ax = fig.axes[0]
+    dots = sorted(tuple(map(float, p)) for c in ax.collections if type(c).__name__ == "PathCollection"
+                  for p in c.get_offsets())
+    assert dots == [(20.0, 40.0), (20.0, 41.0), (20.0, 42.0), (40.0, 45.0), (40.0, 46.0), (40.0, 47.0)]
+    means = sorted((float(l.get_xdata()[0]), float(l.get_ydata()[0])) for l in ax.get_lines()
+                   if l.get_marker() == "D")
+    assert means == [(20.0, 41.0), (40.0, 46.0)]
+    assert "dot: one seed" in _texts(fig) and "standard (n=3)" in _texts(fig)
