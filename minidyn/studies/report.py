@@ -31,7 +31,7 @@ from minidyn.studies import figures
 from minidyn.studies.results import (CHECKPOINT_WORDS, CellResult, accuracy, baseline_setting,  # noqa: F401
                                      baseline_words, collect, columns, eps_keys, label, per_example,
                                      settings_of, stacked)
-from minidyn.studies.spec import Spec
+from minidyn.studies.spec import Spec, cell_name, primary_baseline
 from minidyn.studies.tasks import StudyDir
 
 
@@ -191,8 +191,9 @@ def write_report(study_dir: str | Path) -> list[Path]:
                              "level": bootstrap.LEVEL, "seed": bootstrap.SEED}}
     tally = Tally()
     targets = primary_targets(spec, cells)
-    tables = _table_sections(spec, cells, numbers, tally, {(t["table"], t["setting"], t["column"]) for t in targets})
-    primary = numbers["primary"] = primary_results(targets, numbers["tables"])
+    tables = _table_sections(spec, cells, numbers, tally, {(t["table"], t["setting"], t["column"])
+                                                           for t in targets if not t["own_baseline"]})
+    primary = numbers["primary"] = primary_results(targets, numbers["tables"], spec, cells)
     numbers["intervals"] = {"t": tally.t, "bootstrap": tally.bootstrap}
     sections = [f"# Study {spec.name}", "", f"Made by `minidyn study report {study.path}` from "
                 f"`{study.spec_file}`.", "", *_state_lines(cells), "", *_reading_lines(spec, cells, tally), "",
@@ -284,32 +285,51 @@ HOLM_WORDS = ("p is the larger of the two-way bootstrap p-value and the paired t
 
 def primary_targets(spec: Spec, cells: list[CellResult]) -> list[dict]:
     """The comparisons [report] primary declares: {"table" (a numbers["tables"] key), "setting",
-    "column", "kind", "checkpoint"}, one per matching setting that has a baseline, in spec order."""
+    "column", "kind", "checkpoint", "eps_key", "baseline" (the compared setting), "own_baseline"
+    (whether the comparison names its own baseline values, spec.primary_baseline)}, one per
+    matching setting that has a baseline, in spec order."""
     out = []
     for item in spec.report.get("primary", []):
         which = item["checkpoint"] or spec.eval.checkpoints[0]
         if item["kind"] == "black-box":
-            keys = [f"blackbox/{which}"]
+            keys = [(f"blackbox/{which}", None)]
         elif item["eps"] is not None:
-            keys = [f"{which}/eps={float(item['eps'])!r}"]
+            keys = [(f"{which}/eps={float(item['eps'])!r}", repr(float(item["eps"])))]
         else:
-            keys = [f"{which}/eps={k}" for k in eps_keys(cells, which) or [None]]
+            keys = [(f"{which}/eps={k}", k) for k in eps_keys(cells, which) or [None]]
         for setting in settings_of(cells):
             values = next(c.values for c in cells if c.setting == setting)
-            if all(values.get(k) == v for k, v in item["setting"].items()) and \
-                    baseline_setting(spec, cells, setting) is not None:
+            base = _setting_with(spec, cells, values, primary_baseline(spec, item))
+            if all(values.get(k) == v for k, v in item["setting"].items()) and base is not None:
                 out += [{"table": key, "setting": setting, "column": item["attack"], "kind": item["kind"],
-                         "checkpoint": which} for key in keys]
+                         "checkpoint": which, "eps_key": eps_key, "baseline": base,
+                         "own_baseline": item.get("baseline") is not None} for key, eps_key in keys]
     return [dict(t) for t in dict.fromkeys(tuple(t.items()) for t in out)]
 
 
-def primary_results(targets: list[dict], tables: dict) -> list[dict]:
+def _setting_with(spec: Spec, cells: list[CellResult], values: dict, baseline: dict) -> str | None:
+    """The setting of `values` (a cell's grid values) with `baseline`'s values over them; None
+    where that is the same setting or not in the study."""
+    own = {k: v for k, v in values.items() if k != "seed"}
+    wanted = {**own, **{k: v for k, v in baseline.items() if k in own}}
+    if wanted == own:
+        return None
+    name = cell_name(wanted) or spec.name
+    return name if any(c.setting == name for c in cells) else None
+
+
+def primary_results(targets: list[dict], tables: dict, spec: Spec | None = None,
+                    cells: list[CellResult] | None = None) -> list[dict]:
     """Each target with its difference, bootstrap interval, p-values ("p_bootstrap", "p_seeds":
     the t test's or with one seed McNemar's, "p": their maximum) and Holm-adjusted "holm" (None
-    for all when any primary comparison has no p: the family is incomplete)."""
+    for all when any primary comparison has no p: the family is incomplete). A target with its
+    own baseline is compared with it here (`spec`, `cells`), the rest read from the tables."""
     out = []
     for t in targets:
-        row = next((r for r in tables.get(t["table"], []) if r["setting"] == t["setting"]), None)
+        if t.get("own_baseline"):
+            row = _own_difference(t, cells)
+        else:
+            row = next((r for r in tables.get(t["table"], []) if r["setting"] == t["setting"]), None)
         found = row is not None and row["difference"] is not None
         d = row["difference"][t["column"]] if found else None
         boot = row["difference_bootstrap"][t["column"]] if found else None
@@ -323,6 +343,16 @@ def primary_results(targets: list[dict], tables: dict) -> list[dict]:
         for r, adjusted in zip(out, holm([r["p"] for r in out])):
             r["holm"] = adjusted
     return out
+
+
+def _own_difference(t: dict, cells: list[CellResult]) -> dict:
+    """The paired difference of t's setting to t's own baseline setting, as a table row has it."""
+    done = [c for c in cells if c.state == "done"]
+    row = {"baseline": t["baseline"]}
+    _differences(row, [t["column"]], [c for c in done if c.setting == t["setting"]],
+                 [c for c in done if c.setting == t["baseline"]], t["checkpoint"], t["eps_key"],
+                 t["kind"] == "black-box")
+    return row
 
 
 def _primary_lines(primary: list[dict]) -> list[str]:

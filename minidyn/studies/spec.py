@@ -59,7 +59,7 @@ TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extras", "m
 EVAL_KEYS = {"attacks", "eps", "limit", "restarts", "apgd_steps", "batch_size", "seed",
              "checkpoints", "surrogate"}
 REPORT_KEYS = {"baseline", "sweep", "fosc_epochs", "primary"}
-PRIMARY_KEYS = {"setting", "attack", "checkpoint", "eps", "kind"}
+PRIMARY_KEYS = {"setting", "attack", "checkpoint", "eps", "kind", "baseline"}
 KINDS_OF_EVALUATION = ("white-box", "black-box")
 CHECKPOINTS = ("last", "best")
 MAX_CELLS = 10_000  # a grid larger than this is a typo, not a study
@@ -521,10 +521,14 @@ def _primary(item: dict, number: int) -> dict:
         raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS_OF_EVALUATION)}, not {kind!r}")
     if item.get("checkpoint") is not None and item["checkpoint"] not in CHECKPOINTS:
         raise ConfigError(f"{where}: checkpoint must be one of {', '.join(CHECKPOINTS)}")
+    if "baseline" in item and (not isinstance(item["baseline"], dict) or not item["baseline"]):
+        raise ConfigError(f"{where}: baseline must be a table of grid values (it replaces [report] baseline's "
+                          "values for this comparison)")
     eps = item.get("eps")
     return {"setting": _options(item["setting"], f"{where} setting"), "attack": item["attack"],
             "checkpoint": item.get("checkpoint"), "kind": kind,
-            "eps": None if eps is None else parse_eps(eps) if isinstance(eps, str) else eps}
+            "eps": None if eps is None else parse_eps(eps) if isinstance(eps, str) else eps,
+            "baseline": _options(item["baseline"], f"{where} baseline") if "baseline" in item else None}
 
 
 def check_report(spec: Spec, given: dict) -> None:
@@ -560,6 +564,8 @@ def _check_values(grid: dict, values: dict, where: str, seed: bool = False) -> N
 
 def _check_primary(spec: Spec, item: dict, where: str) -> None:
     _check_values(spec.grid, item["setting"], where)
+    if item["baseline"] is not None:
+        _check_values(spec.grid, item["baseline"], f"{where} baseline")
     attacks = [*spec.eval.attacks, "worst-case"]
     if item["attack"] not in attacks:
         raise ConfigError(f"{where}: attack {item['attack']!r} is not one of [eval] attacks ({', '.join(attacks)})")
@@ -576,12 +582,18 @@ def _check_primary(spec: Spec, item: dict, where: str) -> None:
                           + ("; a black-box comparison is at the training eps" if item["kind"] == "black-box" else ""))
     if eps is None and item["kind"] == "white-box" and len(test_eps) > 1:
         raise ConfigError(f"{where}: give eps (one of [eval] eps: {', '.join(map(str, test_eps))})")
-    baseline = spec.report["baseline"]
+    baseline = primary_baseline(spec, item)
     compared = [c.values for c in spec.cells() if all(c.values.get(k) == x for k, x in item["setting"].items())
                 and {**c.values, **baseline} != c.values and spec.cell_with({**c.values, **baseline})]
     if not compared:
         raise ConfigError(f"{where}: no cell with {item['setting']} has a baseline cell "
-                          f"({', '.join(f'{k} {v}' for k, v in spec.report['baseline'].items())}) to be compared with")
+                          f"({', '.join(f'{k} {v}' for k, v in baseline.items())}) to be compared with")
+
+
+def primary_baseline(spec: Spec, item: dict) -> dict:
+    """The grid values a primary comparison's setting is compared with: [report] baseline's,
+    with the comparison's own `baseline` values over them (e.g. the equal-cost Standard)."""
+    return {**spec.report["baseline"], **(item.get("baseline") or {})}
 
 
 def reordered_grid(previous: str, spec: Spec) -> tuple[list, list] | None:

@@ -337,3 +337,32 @@ def test_a_tiny_study_saves_per_example_results_and_reports_their_intervals(tmp_
         examples_path(result).unlink()
     write_report(study.path)
     assert "boot n/a" in (study.path / "report" / "report.md").read_text()
+
+
+def test_a_primary_comparison_may_name_its_own_baseline(tmp_path, tiny_text):
+    """Dynamic - Standard and Dynamic - the equal-cost Standard (fewer steps) as two primary
+    comparisons: the second names its own baseline values over [report] baseline's."""
+    grid = 'method = ["standard", "dynamic"]\nsteps = [2, 1]\nseed = [0, 1, 2]\n\n[[exclude]]\nmethod = "dynamic"\nsteps = 1\n'
+    report = ('\n[report]\nbaseline = {method = "standard", steps = 2}\nprimary = ['
+              '{setting = {method = "dynamic"}, attack = "pgd10", checkpoint = "best"},\n'
+              '  {setting = {method = "dynamic"}, attack = "pgd10", checkpoint = "best", baseline = {steps = 1}}]\n')
+    spec_text = tiny_text.replace('method = ["standard", "dynamic"]\nseed = [0, 1]\n', grid).replace("\nsteps = 2\n", "\n")
+    spec_file = tmp_path / "tiny.toml"
+    spec_file.write_text(spec_text + report)
+    extra = {("standard", 2): 0, ("standard", 1): -3, ("dynamic", 2): 5}   # correct pgd10 examples over 20
+    study = done_study(spec_file, tmp_path / "study", None, lambda cell: {"0.1": {
+        "clean": correct_of(45), "fgsm": correct_of(30),
+        "pgd10": correct_of(20 + extra[cell.values["method"], cell.values["steps"]] + cell.values["seed"])}})
+    write_report(study.path)
+    primary = read_numbers(study)["primary"]
+    assert [(p["setting"], p["baseline"]) for p in primary] == [
+        ("dynamic_steps-2", "standard_steps-2"), ("dynamic_steps-2", "standard_steps-1")]
+    assert [p["difference"]["mean"] for p in primary] == pytest.approx([10.0, 16.0])  # of 50 examples
+    assert [p["holm"] for p in primary] == pytest.approx(holm([p["p"] for p in primary]))
+    text = (study.path / "report" / "report.md").read_text()
+    assert "| dynamic_steps-2 - standard_steps-1 |" in text
+    import tomllib
+    with pytest.raises(ConfigError, match="baseline must be a table of grid values"):
+        parse_spec(tomllib.loads((spec_text + report).replace("baseline = {steps = 1}", 'baseline = "x"')))
+    with pytest.raises(ConfigError, match="primary 2 baseline: steps = 3 matches no grid value"):
+        parse_spec(tomllib.loads((spec_text + report).replace("baseline = {steps = 1}", "baseline = {steps = 3}")))
