@@ -55,19 +55,31 @@ def progress(label: str, total: int):
                    "dataset, epoch, eps, n, seed, restarts, apgd_steps, source: null for white-box), "
                    "\"accuracy\" {attack: %}, the sanity flags and checks; the object --save writes.")
 @click.option("--save", is_flag=True, help="Also write eval.json (eval-blackbox.json with --source) next to the checkpoint.")
+@click.option("--convergence", is_flag=True,
+              help="White-box: also check that each iterative attack converged: the FOSC of the points it "
+                   "left correct (one gradient evaluation each), flagged when most are far from stationary.")
+@click.option("--robustbench-json", "robustbench_json", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write RobustBench's model_info JSON (clean_acc, autoattack_acc, eps, ...) of this "
+                   "evaluation to FILE; needs autoattack among --attacks, white-box.")
 def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size, seed, restarts,
-                 apgd_steps, source, device, as_json, save):
+                 apgd_steps, source, device, as_json, save, convergence, robustbench_json):
     """Accuracy of CHECKPOINT (a .pt or .npz file, or a run directory) under several attacks.
 
     PGD-10/20 use step eps/4 and a random start, CW-inf is 30 such steps on the margin loss,
-    APGD-CE/DLR follow Croce & Hein (2020). The worst case counts an example as robust only if
-    it survives every attack. Sanity flags point at results that look like gradient masking.
+    APGD-CE/DLR follow Croce & Hein (2020); autoattack is AutoAttack's standard suite (APGD-CE,
+    APGD-T, FAB-T, Square, each on the examples still robust; the accuracy after each stage is
+    printed below the table). The worst case counts an example as robust only if it survives
+    every attack. Sanity flags point at results that look like gradient masking.
     """
     from minidyn import __version__
     from minidyn.evaluation.checkpoints import checkpoint_in, eps_of, load_checkpoint, saved_white_box, test_set
     from minidyn.evaluation.evaluate import evaluate_attacks, format_table, parse_attacks, sanity_flags
 
     names = parse_attacks(attacks or list(DEFAULT_ATTACKS))
+    if robustbench_json is not None:  # before the evaluation, which can take hours
+        from minidyn.evaluation.robustbench import check_attacks
+        check_attacks(names, source)
+        check_writable_file(robustbench_json, "--robustbench-json")
     path = checkpoint_in(checkpoint)
     target = path.parent / ("eval-blackbox.json" if source is not None else "eval.json")
     if save:  # before the evaluation, which can take hours
@@ -82,7 +94,7 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
         result = evaluate_attacks(backend, model, data, eps=eps, attacks=names, batch_size=batch_size,
                                   seed=seed, restarts=restarts, limit=limit, apgd_steps=apgd_steps,
                                   source=surrogate, source_name=str(source_path) if source_path else None,
-                                  on_batch=on_batch)
+                                  on_batch=on_batch, convergence=convergence)
     finally:
         close()
     white_box, note = (None, None) if surrogate is None else matching_white_box(path, saved, result, eps, seed)
@@ -92,6 +104,8 @@ def eval_command(checkpoint, attacks, eps, dataset, data_dir, limit, batch_size,
                    "version": __version__}
     if save:
         write_eval(result, target)
+    if robustbench_json is not None:
+        write_robustbench(result, robustbench_json, data.name, meta, flags, __version__)
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
@@ -135,6 +149,18 @@ def write_eval(result, target) -> None:
     from minidyn.files.fileio import atomic_write
 
     atomic_write(target, lambda f: json.dump(result.to_dict(), f, indent=2, sort_keys=True))
+    click.echo(f"wrote {target}", err=True)
+
+
+def write_robustbench(result, target, dataset: str, meta: dict, flags: list[str], version: str) -> None:
+    """What --robustbench-json writes: RobustBench's model_info object of `result`, atomically."""
+    from minidyn.evaluation.robustbench import model_info
+    from minidyn.files.fileio import atomic_write
+
+    name = f"{meta.get('method') or 'unknown'} training of {meta.get('model')} (minidyn)"
+    info = model_info(result, dataset=dataset, architecture=meta.get("model"), name=name,
+                      additional_data=False, flags=flags, version=version)
+    atomic_write(target, lambda f: json.dump(info, f, indent=2))
     click.echo(f"wrote {target}", err=True)
 
 

@@ -165,9 +165,9 @@ def apgd(model: Model, x: Array, y: Array, *, eps: float, steps: int = 100, loss
     n, w = int(x.shape[0]), checkpoints(steps, checkpoint_rule)
     lower, upper = feasible_box(x, eps, bounds, backend)  # P is the clip into this box
     x_start = start_point(x, eps, lower, upper, random_start, rng, backend)  # x^(0)
-    f, grad = _loss_and_grad(backend, model, x_start, y, target, loss)
+    f, grad, z = _loss_and_grad(backend, model, x_start, y, target, loss)
     state = _initial_state(backend, y, lower, upper, x_start, f, grad, 2.0 * eps,
-                           _misclassified(backend, model, x_start, y, f, loss))
+                           _misclassified(backend, model, x_start, y, f, loss, logits=z))
     state = replace(state, target=y if target is None else target)
     active = ActiveSet(backend, n)
     out = ApgdResult(x_adv=None, x_best=None, loss_best=None, found=None, steps=None,  # by _write
@@ -213,9 +213,9 @@ def _iterate(backend: Backend, model: Model, s: ApgdState, loss: str, first: boo
     z = backend.clip(x + _rows(s.eta, nd) * backend.sign(s.grad), s.lower, s.upper)
     x_new = z if first else backend.clip(
         x + momentum * (z - x) + (1 - momentum) * (x - s.x_prev), s.lower, s.upper)
-    f_new, grad_new = _loss_and_grad(backend, model, x_new, s.y, s.target, loss)
+    f_new, grad_new, z = _loss_and_grad(backend, model, x_new, s.y, s.target, loss)
     better = f_new > s.f_max
-    mis = _misclassified(backend, model, x_new, s.y, f_new, loss, skip=s.found)
+    mis = _misclassified(backend, model, x_new, s.y, f_new, loss, skip=s.found, logits=z)
     return replace(
         s, x=x_new, x_prev=x, grad=grad_new, f=f_new, steps=s.steps + 1,
         increases=s.increases + (f_new > s.f) * 1.0,
@@ -253,25 +253,26 @@ def _rows(a: Array, ndim: int) -> Array:
 
 
 def _loss_and_grad(backend: Backend, model: Model, x: Array, y: Array, target: Array | None,
-                   loss: str) -> tuple[Array, Array]:
-    """The backend's (losses (B,), grad_x); the target classes go only to the targeted loss."""
+                   loss: str) -> tuple[Array, Array, Array | None]:
+    """The backend's (losses (B,), grad_x, logits (B, C) or None): the target classes and the
+    logits of the same forward pass only for the targeted loss (APGD-T reads its verdicts
+    there instead of from a forward pass more; the untargeted losses decide from the loss)."""
     if loss == TARGETED:
-        return backend.loss_and_grad(model, x, y, loss, target=target)
-    return backend.loss_and_grad(model, x, y, loss)
+        return backend.loss_and_grad(model, x, y, loss, target=target, return_logits=True)
+    return (*backend.loss_and_grad(model, x, y, loss), None)
 
 
 def _misclassified(backend: Backend, model: Model, x: Array, y: Array, losses: Array, loss: str,
-                   skip: Array | None = None) -> Array:
-    """(B,) bool: x is misclassified. Read from the loss where it decides (margin losses: > 0;
-    CE below log 2: correct; targeted DLR > 0: the target beats y); a forward pass for the rest
-    (rows in `skip` are not checked)."""
+                   skip: Array | None = None, logits: Array | None = None) -> Array:
+    """(B,) bool: x is misclassified. From `logits` of the same forward where given (APGD-T);
+    else read from the loss where it decides (margin losses: > 0; CE below log 2: correct) and
+    a forward pass for the rest (rows in `skip` are not checked)."""
+    if logits is not None:
+        out = backend.argmax(logits) != y
+        return out if skip is None else out & ~skip
     if loss in ("cw", "dlr"):
         return losses > 0 if skip is None else (losses > 0) & ~skip
-    if loss == TARGETED:
-        out, unsure = losses > 0, losses <= 0
-        out = out if skip is None else out & ~skip
-    else:
-        unsure, out = losses >= LOG2, backend.zeros((int(x.shape[0]),), dtype="bool")
+    unsure, out = losses >= LOG2, backend.zeros((int(x.shape[0]),), dtype="bool")  # CE
     if skip is not None:
         unsure = unsure & ~skip
     idx = backend.nonzero(unsure)
@@ -311,8 +312,8 @@ def apgd_targeted(model: Model, x: Array, y: Array, *, eps: float, steps: int = 
       equal logits are ranked by the lower class index first (torch's sort may order them
       otherwise).
     - n_target_classes above C - 1 is cut to C - 1 (the authors' code raises an error).
-    - Misclassification of an iterate is read from the loss where it is > 0 (z_t > z_y) and
-      from a forward pass otherwise; the authors' code reads the logits of the same pass.
+    - Misclassification of an iterate is read from the logits of the pass that computes its
+      loss and gradient (`return_logits`), as the authors' code does.
     - The torch backend computes the targeted loss eagerly (never torch.compile'd).
     """
     backend = backend or backend_for(x)

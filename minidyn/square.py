@@ -57,7 +57,7 @@ from minidyn.projection import feasible_box
 
 N_QUERIES = 5000
 P_INIT = 0.8
-# p_selection: p = p_init / 2^k, k = how many of these the rescaled iteration exceeds
+# p_selection: p = p_init / 2^k, k = how many of these the (rescaled) iteration exceeds
 _P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
@@ -75,11 +75,13 @@ class SquareResult:
     queries: Array
 
 
-def p_selection(i: int, n_queries: int = N_QUERIES, p_init: float = P_INIT) -> float:
+def p_selection(i: int, n_queries: int = N_QUERIES, p_init: float = P_INIT, rescale: bool = False) -> float:
     """The share of pixels p the square covers at iteration i (0-based) of n_queries: p_init
-    halved at the reference's iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of
-    10,000, the iteration first rescaled to 10,000 (`resc_schedule=True`, its default)."""
-    it = int(i / n_queries * 10000)
+    halved after the reference's iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000.
+    rescale False (AutoAttack's standard version: autoattack.py lines 42-43 pass
+    `resc_schedule=False`) counts them as they are; True (SquareAttack's own default) first
+    rescales i to 10,000 iterations, so that a shorter budget runs the whole schedule."""
+    it = int(i / n_queries * 10000) if rescale else i
     return p_init / 2 ** sum(it > bound for bound in _P_HALVINGS)
 
 
@@ -98,10 +100,11 @@ def margin(backend: Backend, z: Array, y: Array) -> Array:
 
 def square(model: Model, x: Array, y: Array, *, eps: float, n_queries: int = N_QUERIES,
            p_init: float = P_INIT, bounds: tuple[float, float] = (0.0, 1.0), rng=None,
-           backend: Backend | None = None) -> SquareResult:
+           rescale_schedule: bool = False, backend: Backend | None = None) -> SquareResult:
     """The Square attack on (B, C, H, W) images x in `bounds` with (B,) integer labels y, eps in
     the units of x, at most n_queries iterations of one query each. rng: the backend generator
-    of every random draw (default: a fixed seed 0)."""
+    of every random draw (default: a fixed seed 0). rescale_schedule: p_selection's `rescale`
+    (False: AutoAttack's standard version)."""
     _check(x, eps, n_queries, p_init)
     backend = backend or backend_for(x)
     rng = rng if rng is not None else backend.rng(0)
@@ -122,7 +125,7 @@ def square(model: Model, x: Array, y: Array, *, eps: float, n_queries: int = N_Q
         if int(go_on.shape[0]) == 0:
             break
         x_best, margin_best = _square_step(backend, model, (x_best, margin_best), go_on, y_a,
-                                           lower, upper, eps, p_selection(i, n_queries, p_init), rng)
+                                           lower, upper, eps, p_selection(i, n_queries, p_init, rescale_schedule), rng)
         backend.put(queries, go_on, backend.take(queries, go_on) + 1)
     return _scatter(backend, out, attacked, x_best, margin_best, margin_start, queries)
 

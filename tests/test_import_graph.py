@@ -29,7 +29,7 @@ PACKAGE_DIRS = {"minidyn": ROOT / "minidyn", "minidyn.backends": ROOT / "backend
                 "minidyn.cli": ROOT / "cli"}
 
 ALGORITHM = ("minidyn.fosc", "minidyn.projection", "minidyn.active", "minidyn.attacks",
-             "minidyn.apgd", "minidyn.square", "minidyn.schedules", "minidyn.methods", "minidyn.train")
+             "minidyn.apgd", "minidyn.square", "minidyn.fab", "minidyn.schedules", "minidyn.methods", "minidyn.train")
 MACHINERY = ("minidyn.runs", "minidyn.evaluation", "minidyn.studies", "minidyn.data",
              "minidyn.files", "minidyn.cli")
 

@@ -12,9 +12,10 @@ from minidyn.square import margin, p_selection, square, square_side
 SHAPE = (1, 4, 4)
 
 
-def reference_p_selection(it, n_queries, p_init=0.8):
-    """autoattack/square.py's SquareAttack.p_selection with resc_schedule=True, transcribed."""
-    it = int(it / n_queries * 10000)
+def reference_p_selection(it, n_queries, p_init=0.8, rescale_schedule=True):
+    """autoattack/square.py's SquareAttack.p_selection (lines 192-219), transcribed."""
+    if rescale_schedule:
+        it = int(it / n_queries * 10000)
     if 10 < it <= 50:
         return p_init / 2
     elif 50 < it <= 200:
@@ -39,11 +40,19 @@ def reference_p_selection(it, n_queries, p_init=0.8):
 @pytest.mark.parametrize("n_queries", [5000, 10000, 1000, 300, 37, 1])
 def test_the_p_schedule_is_the_references_at_every_iteration(n_queries):
     for p_init in (0.8, 0.05):
-        got = [p_selection(i, n_queries, p_init) for i in range(n_queries)]
-        assert got == [reference_p_selection(i, n_queries, p_init) for i in range(n_queries)]
-    # the boundaries of the 5,000-query schedule: iterations 5, 25, 100, ..., 4000 of 10,000 / 2
-    assert [p_selection(i) for i in (5, 6, 25, 26, 4000, 4001)] == \
+        for rescale in (True, False):
+            got = [p_selection(i, n_queries, p_init, rescale) for i in range(n_queries)]
+            assert got == [reference_p_selection(i, n_queries, p_init, rescale) for i in range(n_queries)]
+    # the rescaled 5,000-query schedule's boundaries: iterations 5, 25, 100, ..., 4000 of 10,000 / 2
+    assert [p_selection(i, rescale=True) for i in (5, 6, 25, 26, 4000, 4001)] == \
         [0.8, 0.4, 0.4, 0.2, 0.8 / 256, 0.8 / 512]
+
+
+def test_the_default_schedule_is_autoattack_s_standard_one():
+    """autoattack.py lines 42-43: the standard suite's Square runs resc_schedule=False, so at
+    5,000 queries p halves after iterations 10, 50, ..., 4000 and never reaches p_init / 256."""
+    assert [p_selection(i) for i in (10, 11, 50, 51, 4000, 4001, 4999)] == \
+        [0.8, 0.4, 0.4, 0.2, 0.8 / 64, 0.8 / 128, 0.8 / 128]
 
 
 def test_the_square_side_is_the_references():
@@ -92,7 +101,7 @@ def test_it_finds_adversarial_examples_where_pgd_does_on_a_linear_model(backend6
     by_pgd = B.to_numpy(B.argmax(B.logits(model, pgd(
         model, x, y, eps=eps, step_size=eps / 4, steps=20, random_start=False,
         final_stats=False, backend=B).x_adv))) != B.to_numpy(y)
-    result = square(model, x, y, eps=eps, n_queries=500, rng=B.rng(2), backend=B)
+    result = square(model, x, y, eps=eps, n_queries=500, rng=B.rng(2), rescale_schedule=True, backend=B)  # a short budget: the whole schedule
     by_square = B.to_numpy(result.found)
     assert 0 < by_pgd.sum() < n  # the check has examples on both sides
     np.testing.assert_array_equal(by_square, by_pgd)

@@ -16,6 +16,9 @@ Every attack is L_inf, in the eps-ball intersected with [0, 1]^d, and is the one
     apgd-dlr  APGD on the DLR loss (needs >= 3 classes)
     apgd-t    APGD-T: targeted DLR, 9 targets x --apgd-steps iterations (needs >= 4 classes)
     square    Square (Andriushchenko et al. 2020): 5,000 queries of the logits, no gradient
+    fab-t     FAB-T (Croce & Hein 2020): targeted FAB, 9 targets x 100 iterations (minidyn.fab)
+    autoattack  AutoAttack's standard suite: apgd-ce, apgd-t, fab-t, square in this order, each on
+              the examples still robust (minidyn.evaluation.autoattack)
 
 The evaluation (minidyn.evaluation.evaluate), its sanity checks, the CLI's columns and the analyses
 (minidyn.evaluation.analysis) all read this table. The order of TABLE is part of the results: it numbers
@@ -33,6 +36,7 @@ from minidyn.apgd import apgd, apgd_targeted
 from minidyn.attacks import cw_inf, fgsm, pgd
 from minidyn.backend import Array, Backend, Model
 from minidyn.errors import ConfigError
+from minidyn.evaluation.autoattack import STANDARD as AUTOATTACK_STAGES, cascade
 from minidyn.square import craft as _square
 
 
@@ -76,6 +80,37 @@ def _apgd_t(backend, model, x, y, *, eps, rng, apgd_steps, transfer) -> tuple[Ar
     return (result.x_best, None) if transfer else (result.x_adv, result.found)
 
 
+def stationary_target(attack: "Attack", backend: Backend, model: Model, x: Array) -> Array | None:
+    """The (B,) target classes of the loss `attack` maximised at the points it left correct, for
+    natural examples x: APGD-T's survivors return the point of its last run, whose target is the
+    (k + 1)-th largest logit at x with k = min(APGD_T_TARGETS, C - 1), equal logits by the lower
+    class first (as `apgd_targeted` ranks them); None for the untargeted losses."""
+    if attack.stationary != "dlr-targeted":
+        return None
+    z = backend.to_numpy(backend.logits(model, x))
+    k = min(APGD_T_TARGETS, z.shape[1] - 1)
+    return backend.asarray(np.argsort(-z, axis=1, kind="stable")[:, k])
+
+
+FAB_T_TARGETS = 9  # AutoAttack's standard version (autoattack.py line 318)
+
+
+def _fab_t(backend, model, x, y, *, eps, rng, transfer, **_) -> tuple[Array, Array | None]:
+    """AutoAttack's FAB-T: FAB_T_TARGETS targets, 100 iterations, one run (no random start)."""
+    from minidyn.fab import fab_targeted  # FAB's module is imported only when FAB-T runs
+
+    result = fab_targeted(model, x, y, eps=eps, n_target_classes=FAB_T_TARGETS, rng=rng, backend=backend)
+    return result.x_adv, None if transfer else result.fooled
+
+
+def _autoattack(backend, model, x, y, *, eps, rng, apgd_steps, transfer) -> tuple[Array, Array | None]:
+    """AutoAttack's standard cascade, one run of each stage (the evaluation passes --restarts
+    and keeps the stage of each example: minidyn.evaluation.evaluate)."""
+    result = cascade(backend, model, x, y, stages=[ATTACKS[s] for s in AUTOATTACK_STAGES], eps=eps,
+                     rng=rng, apgd_steps=apgd_steps)
+    return result.x_adv, None if transfer else result.fooled
+
+
 @dataclass(frozen=True)
 class Attack:
     """One row of the table.
@@ -86,6 +121,9 @@ class Attack:
     iterative:    takes several gradient steps (held to be at least as strong as FGSM)
     run:          run(backend, model, x, y, *, eps, rng, apgd_steps, transfer) -> (x_adv, fooled)
     default:      among the attacks `minidyn eval` and `minidyn compare` run by default
+    stationary:   the loss whose maximiser in the eps-ball the attack seeks, for the FOSC
+                  convergence check (minidyn.evaluation.convergence); None: not such an attack
+    stages:       the rows a cascade runs in turn on the examples still robust (AutoAttack)
     """
 
     name: str
@@ -94,6 +132,8 @@ class Attack:
     iterative: bool
     run: Callable[..., tuple[Array, Array | None]]
     default: bool = True
+    stationary: str | None = None
+    stages: tuple[str, ...] = ()
 
     def craft(self, backend: Backend, model: Model, x: Array, y: Array, *, eps: float, rng=None,
               apgd_steps: int = 100, transfer: bool = False) -> tuple[Array, Array | None]:
@@ -105,14 +145,22 @@ class Attack:
 TABLE = (
     Attack("clean", "clean", random_start=False, iterative=False, run=_no_attack),
     Attack("fgsm", "FGSM", random_start=False, iterative=False, run=_fgsm),
-    Attack("pgd10", "PGD-10", random_start=True, iterative=True, run=partial(_pgd, steps=10)),
-    Attack("pgd20", "PGD-20", random_start=True, iterative=True, run=partial(_pgd, steps=20)),
-    Attack("cw", "CW-inf", random_start=True, iterative=True, run=_cw),
-    Attack("apgd-ce", "APGD-CE", random_start=True, iterative=True, run=partial(_apgd, loss="ce")),
+    Attack("pgd10", "PGD-10", random_start=True, iterative=True, run=partial(_pgd, steps=10),
+           stationary="ce"),
+    Attack("pgd20", "PGD-20", random_start=True, iterative=True, run=partial(_pgd, steps=20),
+           stationary="ce"),
+    Attack("cw", "CW-inf", random_start=True, iterative=True, run=_cw, stationary="cw"),
+    Attack("apgd-ce", "APGD-CE", random_start=True, iterative=True, run=partial(_apgd, loss="ce"),
+           stationary="ce"),
     Attack("apgd-dlr", "APGD-DLR", random_start=True, iterative=True, run=partial(_apgd, loss="dlr"),
-           default=False),
-    Attack("apgd-t", "APGD-T", random_start=True, iterative=True, run=_apgd_t, default=False),
+           default=False, stationary="dlr"),
+    Attack("apgd-t", "APGD-T", random_start=True, iterative=True, run=_apgd_t, default=False,
+           stationary="dlr-targeted"),
     Attack("square", "Square", random_start=True, iterative=False, run=_square, default=False),
+    # appended: a row's position numbers its seeds (attack_seed), so new rows go last
+    Attack("fab-t", "FAB-T", random_start=False, iterative=True, run=_fab_t, default=False),
+    Attack("autoattack", "AutoAttack", random_start=True, iterative=True, run=_autoattack,
+           default=False, stages=AUTOATTACK_STAGES),
 )
 ATTACKS = {attack.name: attack for attack in TABLE}
 DEFAULT_ATTACKS = tuple(attack.name for attack in TABLE if attack.default)

@@ -8,8 +8,9 @@ black-box transfer, and checks for the usual signs of gradient masking.
     result.accuracy()        # {"clean": 98.1, "fgsm": ..., "worst-case": ...} in percent
     sanity_flags(result)     # [] when nothing looks like gradient masking
 
-The attacks (clean, fgsm, pgd10, pgd20, cw, apgd-ce, apgd-dlr; all L_inf, in the eps-ball
-intersected with [0, 1]^d) are the rows of `minidyn.evaluation.attack_table`.
+The attacks (clean, fgsm, pgd10, pgd20, cw, apgd-ce, apgd-dlr, apgd-t, square, fab-t and the
+cascade autoattack, AutoAttack's standard suite; all L_inf, in the eps-ball intersected with
+[0, 1]^d) are the rows of `minidyn.evaluation.attack_table`.
 
 An example is correct under an attack when the model classifies its adversarial example
 correctly (the paper's accuracy); the worst case is correct under *every* attack evaluated.
@@ -28,7 +29,8 @@ Sanity flags (`sanity_flags`) state in accuracy terms what should hold and does 
 noise: the orderings of attacks (white-box only, except "no attack above clean"), black-box not
 below white-box, and three checks counted during the evaluation (zero or non-finite input
 gradients, attacks with eps 0 changing predictions, verdicts that a second forward pass
-contradicts).
+contradicts), AutoAttack's check that Square lowered its accuracy after the gradient stages, and
+with convergence=True the FOSC of the iterative attacks' points (minidyn.evaluation.convergence).
 """
 from __future__ import annotations
 
@@ -39,11 +41,13 @@ from typing import Callable
 import numpy as np
 
 from minidyn.evaluation.attack_table import (ATTACKS, DEFAULT_ATTACKS, TABLE, WORST, WORST_LABEL, Attack,
-                                  attack_seed, parse_attacks)
+                                  attack_seed, parse_attacks, stationary_target)
+from minidyn.evaluation.autoattack import SQUARE_ALPHA, cascade, square_flag, stage_accuracies
+from minidyn.evaluation.convergence import SHARE, THRESHOLD, FoscSummary, convergence_flag, fosc_of_points
 from minidyn.attacks import check_eps
 from minidyn.backend import Array, Backend, Model
 from minidyn.data import Dataset
-from minidyn.data.batches import batch_indices, to_backend
+from minidyn.data.batches import batch_indices, to_backend as _dataset_to_backend
 from minidyn.errors import ConfigError
 
 __all__ = ["ATTACKS", "DEFAULT_ATTACKS", "WORST", "EvalResult", "attack_seed", "checks_applied",
@@ -73,6 +77,8 @@ class EvalResult:
     checks: what the built-in checks counted (see evaluate_attacks), read by sanity_flags.
     indices: int64 (n,), the index in the test set of each example (column) of `correct`;
     None: the first n (0, 1, ..., n - 1).
+    stages: {cascade attack: {stage: numpy bool (n,)}}, white-box: still correct after the
+    natural point ("clean") and after each stage of a cascade (AutoAttack), in order.
     """
 
     attacks: list[str]
@@ -86,6 +92,7 @@ class EvalResult:
     meta: dict = field(default_factory=dict)
     checks: dict = field(default_factory=dict)
     indices: np.ndarray | None = None
+    stages: dict = field(default_factory=dict)
 
     def example_indices(self) -> np.ndarray:
         """int64 (n,): the test-set index of each example evaluated."""
@@ -112,12 +119,17 @@ class EvalResult:
         acc[WORST] = percent(self.worst_case())
         return acc
 
+    def stage_accuracy(self) -> dict[str, dict[str, float]]:
+        """{cascade attack: {stage: robust accuracy in percent after it}} (AutoAttack's numbers)."""
+        return {name: stage_accuracies(stages) for name, stages in self.stages.items()}
+
     def to_dict(self) -> dict:
-        """JSON-able summary (what `minidyn eval --save` writes)."""
+        """JSON-able summary (what `minidyn eval --save` writes); "stages" only with a cascade."""
+        stages = {"stages": self.stage_accuracy()} if self.stages else {}
         return {"accuracy": self.accuracy(), "attacks": list(self.attacks), "eps": self.eps,
                 "n": self.n, "seed": self.seed, "restarts": self.restarts,
                 "apgd_steps": self.apgd_steps, "source": self.source, "checks": self.checks,
-                **self.meta}
+                **stages, **self.meta}
 
 
 ZERO_GRAD_SHARE = 0.01  # flag when more than 1% of the examples have an all-zero input gradient
@@ -138,11 +150,14 @@ def evaluate_attacks(backend: Backend, model: Model, data: Dataset, *, eps: floa
                      attacks=DEFAULT_ATTACKS, batch_size: int = 256, seed: int = 0,
                      restarts: int = 1, limit: int | None = None, apgd_steps: int = 100,
                      source: tuple[Backend, Model] | None = None, source_name: str | None = None,
-                     on_batch: Callable[[int, int], None] | None = None) -> EvalResult:
+                     on_batch: Callable[[int, int], None] | None = None,
+                     convergence: bool = False) -> EvalResult:
     """Accuracy of `model` under each attack on the first `limit` examples of `data`.
 
     source: (backend, model) of a surrogate that crafts the attacks (black-box, see `craft`'s
     transfer); None: white-box. on_batch(done, total) is called after each batch (progress).
+    A cascade (`autoattack`) runs each stage on the examples still robust, --restarts times per
+    stage with a random start, and (white-box) keeps each example's stage in result.stages.
 
     Three checks are counted into result.checks along the way (sanity_flags reads them):
       grad     examples whose input gradient at the clean point, of the model the attacks
@@ -155,10 +170,14 @@ def evaluate_attacks(backend: Backend, model: Model, data: Dataset, *, eps: floa
                counted it and a second forward pass of the same returned points in another
                batch split, or (white-box APGD) from the attack's own record of having
                misclassified them (one extra forward pass per example and attack).
+    convergence=True (white-box) adds a fourth, checks["fosc"]: per attack with a `stationary`
+    loss the normalised FOSC summary of the points it left correct (one gradient evaluation per
+    such point; minidyn.evaluation.convergence), which sanity_flags reads.
     """
     names = parse_attacks(attacks)
     _validate(data, eps=eps, attacks=names, restarts=restarts, batch_size=batch_size,
               limit=limit, apgd_steps=apgd_steps)
+    _validate_classes(data, names)
     target = (backend, model)
     crafter = source if source is not None else target
     setting = _Setting(eps, seed, apgd_steps, transfer=source is not None)
@@ -169,15 +188,26 @@ def evaluate_attacks(backend: Backend, model: Model, data: Dataset, *, eps: floa
               "recount": {"n": n, "differs": dict.fromkeys(names, 0)}}
     checks["eps0"]["differs"] = _eps0_check(names, target, crafter, data,
                                             np.arange(checks["eps0"]["n"]), setting)
+    fosc = {name: [] for name in names if ATTACKS[name].stationary} if convergence and source is None else None
+    stages = {name: {} for name in names if ATTACKS[name].stages} if source is None else {}
     for batch, idx in enumerate(batch_indices(np.arange(n), batch_size)):
         _gradient_check(*crafter, *to_backend(crafter[0], data, idx), checks["grad"])
         for name in names:
-            correct[name][idx] = _attack_batch(ATTACKS[name], target, crafter, data, idx, batch,
-                                               restarts, checks["recount"]["differs"], setting)
+            recount = checks["recount"]["differs"]
+            if ATTACKS[name].stages:
+                correct[name][idx] = _cascade_batch(ATTACKS[name], target, crafter, data, idx, batch,
+                                                    restarts, recount, setting, stages.get(name))
+            else:
+                correct[name][idx] = _attack_batch(ATTACKS[name], target, crafter, data, idx, batch, restarts,
+                                                   recount, setting, None if fosc is None else fosc.get(name))
         if on_batch:
             on_batch(int(idx[-1]) + 1, n)
+    if fosc is not None:
+        checks["fosc"] = {name: FoscSummary.of(np.concatenate(r) if r else np.zeros(0)).to_dict()
+                          for name, r in fosc.items()}
     return EvalResult(names, correct, eps, n, seed, restarts, apgd_steps, source_name, checks=checks,
-                      indices=np.arange(n, dtype=np.int64))
+                      indices=np.arange(n, dtype=np.int64),
+                      stages={name: {k: np.concatenate(v) for k, v in st.items()} for name, st in stages.items()})
 
 
 def _validate(data: Dataset, *, eps, attacks, restarts, batch_size, limit, apgd_steps) -> None:
@@ -192,6 +222,22 @@ def _validate(data: Dataset, *, eps, attacks, restarts, batch_size, limit, apgd_
         raise ConfigError(f"APGD steps must be >= 1, got {apgd_steps}")
     if "apgd-dlr" in attacks and data.num_classes < 3:
         raise ConfigError("apgd-dlr needs at least 3 classes (the DLR loss uses the third largest logit)")
+
+
+def to_backend(backend: Backend, data, idx: np.ndarray) -> tuple[Array, Array]:
+    """Examples idx of `data` as (x float in [0, 1], y int) on the backend: a uint8 Dataset's
+    (minidyn.data.batches), or those of any data object with its own to_backend(backend, idx)
+    (minidyn.evaluation.examine's float arrays)."""
+    own = getattr(data, "to_backend", None)
+    return own(backend, idx) if own is not None else _dataset_to_backend(backend, data, idx)
+
+
+def _validate_classes(data: Dataset, attacks) -> None:
+    """APGD-T's targeted DLR loss (in AutoAttack too) needs 4 classes: say so before attacking."""
+    needs = [name for name in attacks if name == "apgd-t" or "apgd-t" in ATTACKS[name].stages]
+    if needs and data.num_classes < 4:
+        raise ConfigError(f"{needs[0]} needs at least 4 classes (APGD-T's targeted DLR loss uses the "
+                          f"fourth largest logit); {data.name} has {data.num_classes}")
 
 
 def _move(a: Array, source: Backend, target: Backend) -> Array:
@@ -210,12 +256,13 @@ def _start_rng(attack: Attack, backend: Backend, seed: int, restart: int, batch:
 
 
 def _attack_batch(attack: Attack, target, crafter, data, idx, batch, restarts, recount,
-                  setting: _Setting) -> np.ndarray:
+                  setting: _Setting, fosc: list | None = None) -> np.ndarray:
     """(len(idx),) bool: correct under `attack` in every restart (restart r > 0 attacks only the
     examples still correct). Adds the examples whose verdict a recount contradicts to
-    recount[attack.name]."""
+    recount[attack.name]; appends the normalised FOSC of the points left correct to `fosc`."""
     (backend, model), (crafter_backend, crafter_model) = target, crafter
     correct = np.ones(len(idx), dtype=bool)
+    last = None
     for restart in range(restarts if attack.random_start else 1):
         rows = np.arange(len(idx)) if restart == 0 else np.nonzero(correct)[0]
         if rows.size == 0:
@@ -234,7 +281,47 @@ def _attack_batch(attack: Attack, target, crafter, data, idx, batch, restarts, r
             differs |= crafter_backend.to_numpy(fooled) & verdict
         recount[attack.name] += int(differs.sum())
         correct[rows] = verdict
+        last = (x, y, x_adv, verdict)
+    if fosc is not None and last is not None:
+        fosc.append(_fosc_of_survivors(attack, backend, model, *last, setting.eps))
     return correct
+
+
+def _fosc_of_survivors(attack: Attack, backend: Backend, model: Model, x: Array, y: Array, x_adv: Array,
+                       verdict: np.ndarray, eps: float) -> np.ndarray:
+    """Normalised FOSC (m,) of the points x_adv that the attack's last restart left correct
+    (verdict), under the loss it maximises: one gradient evaluation each."""
+    if not verdict.any():
+        return np.zeros(0)
+    rows = backend.asarray(np.nonzero(verdict)[0])
+    x0, y0, points = backend.take(x, rows), backend.take(y, rows), backend.take(x_adv, rows)
+    return fosc_of_points(backend, model, points, x0, y0, eps, attack.stationary,
+                          stationary_target(attack, backend, model, x0))
+
+
+def _cascade_batch(attack: Attack, target, crafter, data, idx, batch, restarts, recount,
+                   setting: _Setting, stages: dict | None) -> np.ndarray:
+    """(len(idx),) bool: correct under the cascade `attack` (its stages in turn on the examples
+    still robust, each up to `restarts` times). The returned points are recounted like
+    `_attack_batch`'s, and a stage's own record of a misclassified point that its forward pass
+    contradicts counts too; white-box, appends each stage's (len(idx),) still-correct to `stages`."""
+    (backend, model), (crafter_backend, crafter_model) = target, crafter
+    x, y = to_backend(backend, data, idx)
+    x_crafter, y_crafter = (x, y) if crafter_backend is backend else to_backend(crafter_backend, data, idx)
+    result = cascade(crafter_backend, crafter_model, x_crafter, y_crafter,
+                     stages=[ATTACKS[s] for s in attack.stages], eps=setting.eps,
+                     rng=_start_rng(attack, crafter_backend, setting.seed, 0, batch),
+                     apgd_steps=setting.apgd_steps, restarts=restarts)
+    x_adv = _move(result.x_adv, crafter_backend, backend)
+    verdict = _verdicts(backend, model, x_adv, y)
+    differs = verdict != _recount(backend, model, x_adv, y)
+    if not setting.transfer:
+        differs |= crafter_backend.to_numpy(result.fooled) & verdict
+    recount[attack.name] += int(differs.sum()) + (0 if setting.transfer else result.contradicted)
+    if stages is not None:
+        for k, name in enumerate(("clean", *attack.stages)):
+            stages.setdefault(name, []).append(result.correct_after(k))
+    return verdict
 
 
 def _recount(backend: Backend, model: Model, x: Array, y: Array) -> np.ndarray:
@@ -307,6 +394,7 @@ def _orderings(result: EvalResult) -> list[tuple[str, str, str]]:
         out.append(("pgd20", "pgd10", "more steps should not help the model"))
         ref = "pgd20" if "pgd20" in present else "pgd10"
         out += [(a, ref, "APGD should be at least as strong as PGD") for a in ("apgd-ce", "apgd-dlr")]
+        out.append(("autoattack", "apgd-ce", "AutoAttack runs APGD-CE first, so it should be at least as strong"))
     return [(a, b, why) for a, b, why in out if a in present and b in present]
 
 
@@ -326,6 +414,8 @@ def sanity_flags(result: EvalResult, white_box: dict | None = None) -> list[str]
                          f"{label_a} but not under {label_b}, {k_ba} the reverse; {why}")
     if white_box is not None and result.source is not None:
         flags += _transfer_flags(result, white_box)
+    for name, accuracies in result.stage_accuracy().items():
+        flags += [flag for flag in [square_flag(accuracies, ATTACKS[name].label)] if flag]
     return flags + _check_flags(result.checks)
 
 
@@ -373,6 +463,8 @@ def _check_flags(checks: dict) -> list[str]:
                          "differs between the count and a second forward pass of the returned "
                          "points: the model is random or depends on the batch, so its accuracy is "
                          "not well defined")
+    for name, summary in (checks.get("fosc") or {}).items():
+        flags += [flag for flag in [convergence_flag(ATTACKS[name].label, summary)] if flag]
     return flags
 
 
@@ -395,6 +487,13 @@ def checks_applied(result: EvalResult, white_box: bool = False) -> list[str]:
         out.append(f"eps 0 leaves the predictions of the first {checks['eps0']['n']} examples unchanged")
     if checks.get("recount"):
         out.append("a second forward pass agrees with every verdict")
+    if result.stages:
+        out.append("Square does not lower AutoAttack's accuracy after the gradient attacks "
+                   f"(by more than {SQUARE_ALPHA:g} points)")
+    if checks.get("fosc"):
+        labels = ", ".join(ATTACKS[name].label for name in checks["fosc"])
+        out.append(f"the points {labels} left correct are near stationary (normalised FOSC above "
+                   f"{THRESHOLD:g} for at most {100 * SHARE:.0f}% of them)")
     return out
 
 
@@ -417,4 +516,31 @@ def format_table(result: EvalResult, header: str | None = None) -> str:
         mask = result.worst_case() if name == WORST else result.correct[name]
         label = WORST_LABEL if name == WORST else ATTACKS[name].label
         lines.append(f"{label:<12}{acc[name]:>9.2f}%{f'{int(mask.sum())}/{result.n}':>14}")
+    lines += _stage_lines(result) + _fosc_lines(result.checks.get("fosc") or {})
     return "\n".join(lines)
+
+
+def _stage_lines(result: EvalResult) -> list[str]:
+    """A cascade's robust accuracy after each stage (AutoAttack's log), below the table."""
+    lines = []
+    for name, stages in result.stages.items():
+        lines.append(f"{ATTACKS[name].label}, robust accuracy after each stage (each on the examples still robust):")
+        for stage, correct in stages.items():
+            label = "clean" if stage == "clean" else ATTACKS[stage].label
+            lines.append(f"  {label:<10}{100.0 * int(correct.sum()) / max(correct.size, 1):>9.2f}%"
+                         f"{f'{int(correct.sum())}/{correct.size}':>14}")
+    return lines
+
+
+def _fosc_lines(fosc: dict) -> list[str]:
+    """The FOSC summary of each attack checked (convergence=True), below the table."""
+    if not fosc:
+        return []
+    lines = [f"convergence (normalised FOSC of the points each attack left correct; 0 is stationary, "
+             f"> {THRESHOLD:g} not converged):"]
+    for name, s in fosc.items():
+        median = "-" if s["median"] is None else f"{s['median']:.3f}"
+        above = "-" if s["above"] is None else f"{100 * s['above']:.1f}%"
+        lines.append(f"  {ATTACKS[name].label:<10} median {median:>6}   above {THRESHOLD:g}: {above:>6}   "
+                     f"of {s['n']} points")
+    return lines

@@ -180,9 +180,9 @@ def attack_passes(name: str, apgd_steps: int, transfer: bool) -> tuple[float, bo
 
     if name not in ATTACKS:
         raise ConfigError(f"unknown attack {name!r}")
-    if name == "apgd-t":  # per target N + 1 gradients and at most as many deciding forwards
+    if name == "apgd-t":  # per target N + 1 gradients, each pass's logits deciding its verdict
         from minidyn.evaluation.attack_table import APGD_T_TARGETS
-        return APGD_T_TARGETS * (apgd_steps + 1) * (1 + FORWARD), True
+        return APGD_T_TARGETS * (apgd_steps + 1), True
     if name.startswith("apgd"):  # N + 1 gradients; CE: a forward where its loss cannot decide
         forwards = (apgd_steps + 1) * FORWARD if name == "apgd-ce" else 0
         return apgd_steps + 1 + forwards, not (transfer and name == "apgd-dlr")  # white-box stops

@@ -63,3 +63,40 @@ def test_eval_reports_bad_input_in_one_line(tmp_path, tiny_run):
     r = run("eval", tiny_run, "--attacks", "pgd7")
     assert r.exit_code == 1 and "unknown attack 'pgd7'" in r.output
     assert run("eval", tiny_run, "--eps", "2").exit_code == 2
+
+
+def test_eval_autoattack_prints_each_stage_and_writes_robustbench_json(tiny_run, tmp_path):
+    target = tmp_path / "model_info.json"
+    r = run("eval", tiny_run, "--attacks", "clean,autoattack", "--robustbench-json", target,
+            "--limit", "8", "--apgd-steps", "5")
+    assert r.exit_code == 0, r.output
+    assert "AutoAttack, robust accuracy after each stage" in r.stdout
+    lines = r.stdout.splitlines()
+    after = lines.index("AutoAttack, robust accuracy after each stage (each on the examples still robust):")
+    assert [ln.split()[0] for ln in lines[after + 1:after + 6]] == ["clean", "APGD-CE", "APGD-T", "FAB-T", "Square"]
+    info = json.loads(target.read_text())
+    out = json.loads(run("eval", tiny_run, "--attacks", "clean,autoattack", "--json", "--limit", "8",
+                         "--apgd-steps", "5").stdout)
+    assert info["autoattack_acc"] == f"{out['accuracy']['autoattack']:.2f}"
+    assert info["clean_acc"] == f"{out['accuracy']['clean']:.2f}" == f"{out['stages']['autoattack']['clean']:.2f}"
+    assert (info["eps"], info["n_examples"], info["threat_model"], info["dataset"]) == ("0.3", 8, "Linf", "mnist-sample")
+    assert info["architecture"] == "mlp" and info["additional_data"] is False
+    assert info["unreliable"] is bool(out["flags"])
+
+
+def test_eval_robustbench_json_needs_autoattack_and_says_so_at_once(tiny_run, tmp_path):
+    r = run("eval", tiny_run, "--attacks", "clean,pgd10", "--robustbench-json", tmp_path / "x.json")
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert "needs AutoAttack's number: add autoattack to --attacks" in r.output
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_eval_convergence_prints_and_saves_the_fosc_of_each_iterative_attack(tiny_run):
+    r = run("eval", tiny_run, "--attacks", "clean,fgsm,pgd10", "--convergence", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "convergence (normalised FOSC" in r.stdout and "PGD-10     median" in r.stdout
+    out = json.loads(run("eval", tiny_run, "--attacks", "clean,fgsm,pgd10", "--convergence", "--json", *FAST).stdout)
+    assert set(out["checks"]["fosc"]) == {"pgd10"}
+    assert set(out["checks"]["fosc"]["pgd10"]) == {"n", "median", "above", "threshold"}
+    plain = json.loads(run("eval", tiny_run, "--attacks", "clean,fgsm,pgd10", "--json", *FAST).stdout)
+    assert "fosc" not in plain["checks"] and plain["accuracy"] == out["accuracy"]

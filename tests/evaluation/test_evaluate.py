@@ -214,20 +214,25 @@ def test_the_attack_table_keeps_the_order_labels_and_seeds():
     from minidyn.evaluation.attack_table import DEFAULT_ATTACKS, TABLE, attack_seed
 
     assert [a.name for a in TABLE] == ["clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr",
-                                       "apgd-t", "square"]
+                                       "apgd-t", "square", "fab-t", "autoattack"]
     assert [a.label for a in TABLE] == ["clean", "FGSM", "PGD-10", "PGD-20", "CW-inf", "APGD-CE", "APGD-DLR",
-                                        "APGD-T", "Square"]
+                                        "APGD-T", "Square", "FAB-T", "AutoAttack"]
     assert DEFAULT_ATTACKS == ("clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce")
-    assert {a.name for a in TABLE if a.iterative} == {"pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr", "apgd-t"}
-    # Square draws random squares but follows no gradient: random, not held to the orderings
+    assert {a.name for a in TABLE if a.iterative} == {"pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr", "apgd-t",
+                                                      "fab-t", "autoattack"}
+    # Square draws random squares but follows no gradient: random, not held to the orderings;
+    # FAB-T's one run starts at x (no random start); AutoAttack's stages draw from one generator
     assert {a.name for a in TABLE if a.random_start} == {"pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr",
-                                                         "apgd-t", "square"}
+                                                         "apgd-t", "square", "autoattack"}
+    # the FOSC convergence check: the attacks that maximise a loss in the eps-ball, and which
+    assert {a.name: a.stationary for a in TABLE if a.stationary} == {
+        "pgd10": "ce", "pgd20": "ce", "cw": "cw", "apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}
     # the seeds of the random starts, as before the table: the order above numbers the attacks,
     # so rows added at the end leave the earlier attacks' seeds as they were
     assert {a.name: attack_seed(0, a.name, 0, 0) for a in TABLE} == {
         "clean": 1467326133, "fgsm": 1274208359, "pgd10": 669649219, "pgd20": 3447075012,
         "cw": 2309671971, "apgd-ce": 4170299732, "apgd-dlr": 198029697, "apgd-t": 1668045518,
-        "square": 1864532757}
+        "square": 1864532757, "fab-t": 508477665, "autoattack": 259513002}
     assert attack_seed(5, "apgd-dlr", 2, 7) == 1383877848
 
 
