@@ -1,4 +1,4 @@
-"""`minidyn study run|status|report|list`: the paper's experiments as multi-seed studies.
+"""`minidyn study run|slurm|status|report|list`: the paper's experiments as multi-seed studies.
 
 Registered on the `minidyn` group at the end of cli/main.py. The study machinery is in
 minidyn/studies/; this module is its command line: options, what is printed, exit codes
@@ -130,12 +130,77 @@ def train_command_line(options: dict, out: Path) -> list[str]:
     return line + ["--out", str(out), "--resume"]
 
 
+@study_command.command("slurm", context_settings={"ignore_unknown_options": True})
+@click.argument("spec")
+@click.argument("sbatch_options", nargs=-1, type=click.UNPROCESSED)
+@click.option("--out", type=click.Path(file_okay=False), help="Study directory, on a filesystem the cluster's nodes share.  [default: studies/<spec name>]")
+@click.option("--tasks", type=count("--tasks", 100_000), help="Array tasks, sharing the cells through the study's locks.  [default: one per pending cell]")
+@click.option("--array-parallel", type=count("--array-parallel", 100_000), help="At most this many array tasks at once (--array=0-N%P).")
+@click.option("--partition", help="Slurm partition.")
+@click.option("--gpus", type=Number(Bounds("--gpus", int, 0, 64)), default=0, show_default=True, help="GPUs per array task.")
+@click.option("--cpus", type=count("--cpus", 1024), default=1, show_default=True, help="CPUs per array task, also each worker's threads.")
+@click.option("--time", "time_limit", help="Time limit per array task (sbatch --time: 30, 4:00:00, 1-12:00:00).")
+@click.option("--signal-before", type=Number(Bounds("--signal-before", int, 10, 65535)), default=60, show_default=True,
+              help="Seconds before the time limit at which the cell checkpoints and the task is requeued.")
+@click.option("--stale-after", type=Number(Bounds("--stale-after", float, 1, 7 * 86400)), default=600.0, show_default=True,
+              help="Seconds without a heartbeat after which a killed task's lock is taken over from another node.")
+@click.option("--submit", is_flag=True, help="Submit the script with sbatch.")
+def slurm_command(spec, sbatch_options, out, tasks, array_parallel, partition, gpus, cpus, time_limit,
+                  signal_before, stale_after, submit):
+    """Write (and with --submit, sbatch) a Slurm job array that runs SPEC's study.
+
+    The script goes to OUT/logs/slurm.sbatch and is printed. Options that are not minidyn's
+    (--mem=16G, --account=x, -q high) become #SBATCH lines as given. Array task i trains the
+    i-th pending cell first, then any other task still free; before the time limit (and when
+    preempted) the cell saves a checkpoint and the task is requeued, resuming exactly.
+    """
+    from minidyn.files.fileio import atomic_write
+    from minidyn.studies import spec_path
+    from minidyn.studies.slurm import SCRIPT_NAME, SlurmOptions, check_path, script, submit as sbatch
+    from minidyn.studies.spec import check_study_name, load_spec
+    from minidyn.studies.tasks import StudyDir
+
+    parsed = load_spec(spec_path(spec))
+    if not out:
+        check_study_name(parsed.name, "the study's name (the spec's file name; give [study] name or --out)")
+    out = Path(out) if out else Path("studies") / parsed.name
+    refuse_reordered_grid(parsed, out)
+    options = SlurmOptions(tasks=tasks, parallel=array_parallel, partition=partition, gpus=gpus, cpus=cpus,
+                           time=time_limit, signal_before=signal_before, stale_after=stale_after,
+                           extra=_sbatch_lines(sbatch_options))
+    options.check()
+    check_path(out)
+    study = StudyDir(out)
+    study.prepare(parsed)  # study.toml written: the array tasks read it, not SPEC
+    text = script(study, parsed, options)
+    path = study.logs_dir / SCRIPT_NAME
+    atomic_write(path, lambda f: f.write(text))
+    path.chmod(0o755)
+    click.echo(text, nl=False)
+    click.echo(f"# written to {path}", err=True)
+    if submit:
+        click.echo(f"submitted job {sbatch(path)}; `minidyn study status {out}` shows its tasks")
+
+
+def _sbatch_lines(tokens: tuple[str, ...]) -> list[str]:
+    """The #SBATCH lines of pass-through options: each token starting with '-' begins one, the
+    tokens after it (a value given apart: `-A x`, `--mem 8G`) join it."""
+    lines: list[str] = []
+    for token in tokens:
+        if token.startswith("-") or not lines:
+            lines.append(token)
+        else:
+            lines[-1] += " " + token
+    return lines
+
+
 @study_command.command("status")
 @click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
 def status_command(study_dir):
     """Show each task of STUDY_DIR: done, running, failed or waiting.
 
-    A running task shows its host and pid, its last heartbeat and the epochs trained.
+    A running task shows its host and pid, its last heartbeat and the epochs trained; a task
+    an array of `study slurm` ran shows its Slurm job and the job's state (squeue).
     """
     from minidyn.studies.lock import check_locks
     from minidyn.studies.tasks import StudyDir
@@ -144,11 +209,24 @@ def status_command(study_dir):
     spec = study.spec()
     check_locks(study.locks_dir)  # a FIFO in locks/ would block a reader: refused in one line
     counts: dict[str, int] = {}
+    jobs = slurm_jobs(study, spec)
     for task in study.tasks(spec):
         state = task_state(study, spec, task)
         counts[state.split()[0]] = counts.get(state.split()[0], 0) + 1
-        click.echo(f"{task.name:<40} {state}")
+        click.echo(f"{task.name:<40} {state}{jobs.get(task.name, '')}")
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def slurm_jobs(study, spec) -> dict[str, str]:
+    """{task name: " [slurm JOB STATE]"} for the tasks an array task of `study slurm` ran: the
+    job and its state as squeue gives it ("not queued": ended and forgotten by Slurm)."""
+    from minidyn.studies.slurm import job_states, read_job_record
+
+    records = {t.name: r for t in study.tasks(spec) if (r := read_job_record(study, t)) is not None}
+    states = job_states([r["job"] for r in records.values()])
+    if states is None:
+        return {name: f" [slurm {r['job']}, state unknown: no squeue here]" for name, r in records.items()}
+    return {name: f" [slurm {r['job']} {states.get(r['job'], 'not queued')}]" for name, r in records.items()}
 
 
 def task_state(study, spec, task) -> str:

@@ -91,7 +91,7 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
             blocked = [t for t in pending if t.kind == "blackbox" and _depends_on_failed(spec, t, failed)]
             startable = [t for t in pending if t not in running and t not in blocked
                          and resting.get(t, 0) <= time.time()
-                         and study.ready(spec, t) and _free(study, t, stale_after)]
+                         and study.ready(spec, t) and claimable(study, t, stale_after)]
             for task in startable[: max(0, jobs - len(running) - _others_here(study, spec, running, stale_after))]:
                 running[task] = _start(study, spec, task, jobs, stale_after)
                 log(f"started {task.name} (log: {study.log(task)})")
@@ -127,7 +127,7 @@ def _finished(study: StudyDir, spec: Spec, task: Task, code: int, running: dict,
         log(f"{task.name} is being run by another process")
     else:  # 0 without the result this runner expects is a failure, not a task to start again
         failed.append(task)
-        _record_failure(study, task, code)
+        record_failure(study, task, code)
         why = "exit 0 but no result made with this spec" if code == 0 else f"exit {code}"
         log(f"FAILED {task.name} ({why}; log: {study.log(task)})")
 
@@ -162,7 +162,7 @@ def _others_here(study: StudyDir, spec: Spec, running: dict[Task, subprocess.Pop
                     or not process_alive(record.get("runner"), record.get("runner_started"))))
 
 
-def _free(study: StudyDir, task: Task, stale_after: float) -> bool:
+def claimable(study: StudyDir, task: Task, stale_after: float) -> bool:
     """Whether a worker may claim the task: no lock, or a stale one that no other claimer is
     taking over now (its worker would only find it busy)."""
     lock = study.lock(task)
@@ -183,7 +183,7 @@ def _start(study: StudyDir, spec: Spec, task: Task, jobs: int, stale_after: floa
                                 stdin=subprocess.DEVNULL, env=worker_env(jobs))
 
 
-def _record_failure(study: StudyDir, task: Task, code: int) -> None:
+def record_failure(study: StudyDir, task: Task, code: int) -> None:
     try:
         tail = study.log(task).read_text(errors="replace").splitlines()[-5:]
     except OSError:

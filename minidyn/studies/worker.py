@@ -12,13 +12,17 @@ killed at any moment has either its whole result or none.
 The runner starts each worker as a process of this module (`main`, the library's entry point):
 
     python -m minidyn.studies.worker STUDY_DIR CELL {train,blackbox} [--stale-after S]
-        [--spec-digest SHA256] [--runner-pid PID]
+        [--spec-digest SHA256] [--runner-pid PID] [--checkpoint-on-signal]
 
 Exit codes: 0 done; BUSY (75) another process holds the task, or took it over from this one
 (thought dead: suspended past --stale-after, e.g. Slurm suspend or a paused VM; this one then
 writes nothing more, and its runner does not count the task failed); SPEC_CHANGED (78)
 study.toml is not the runner's spec; 143 SIGTERM (the lock released, the last checkpoint kept); 1 another
-error, one line `Error: ...` on stderr, as `minidyn` prints it.
+error, one line `Error: ...` on stderr, as `minidyn` prints it. With --checkpoint-on-signal (a
+Slurm job: minidyn/studies/slurm.py) SIGUSR1 and SIGTERM ask the task to stop instead: a training
+stops after the SGD step in progress and saves a mid-epoch checkpoint there (train_run's `stop`),
+an evaluation stops at once (it is done again); the lock is released and the exit code is
+CHECKPOINTED (79): run the task again and it resumes from that step, exactly.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from minidyn.errors import ConfigError, MinidynError
 from minidyn.evaluation.checkpoints import load_checkpoint
 from minidyn.evaluation.evaluate import evaluate_attacks, sanity_flags
 from minidyn.runs import train_run
+from minidyn.runs.loop import RunStopped
 from minidyn.runs.reporter import Reporter
 from minidyn.runs.rundir import LOCK_NAME
 from minidyn.files.names import BEST_NAMES, CHECKPOINT_NAMES
@@ -49,6 +54,7 @@ from minidyn.studies.spec import Spec
 from minidyn.studies.tasks import SpecChanged, StudyDir, Task, digest, settings, write_result
 
 BUSY = 75  # exit code of a worker whose task another process holds (EX_TEMPFAIL)
+CHECKPOINTED = 79  # exit code of a worker stopped by a signal with --checkpoint-on-signal
 
 
 class TaskBusy(MinidynError):
@@ -60,18 +66,45 @@ class TaskLost(TaskBusy):
     --stale-after). It stops at once and writes no result; the new holder does the task."""
 
 
+class Checkpointed(Exception):
+    """The task stopped when a signal asked it to (StopRequest): its training's checkpoint
+    saved at the step it had reached, or its evaluation left to be done again."""
+
+
+class StopRequest:
+    """SIGUSR1 or SIGTERM asking a task to stop (--checkpoint-on-signal): while the task trains,
+    the training stops after the SGD step in progress with a mid-epoch checkpoint (train_run asks
+    this object after every step); anywhere else the task stops at once (Checkpointed)."""
+
+    def __init__(self):
+        self.asked: str | None = None  # the name of the signal that asked
+        self.training = False
+
+    def __call__(self) -> bool:
+        return self.asked is not None
+
+    def handle(self, signum, frame):
+        lost = [lock for lock in _HELD if lock.lost]
+        if lost:  # the heartbeat's SIGTERM: the task was taken over, nothing may be written
+            _on_sigterm(signum, frame)
+        self.asked = signal.Signals(signum).name
+        if not self.training:
+            raise Checkpointed(f"stopped by {self.asked} (not training: the task is done again when run again)")
+
+
 RUN_DIR_WAIT = 1.0  # seconds between looks at a cell's run directory another process still holds
 
 
 def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | None = None,
              stale_after: float = STALE_AFTER, heartbeat: float | None = None, *,
              spec: Spec | None = None, spec_digest: str | None = None,
-             runner: int | None = None) -> None:
+             runner: int | None = None, stop: StopRequest | None = None) -> None:
     """Claim the task (TaskBusy when another process holds it), do it, release it; the
     reporter is told when the task was claimed and hears the training. `spec`: the study's
     spec as read once for this task (default: read now), which the whole task uses;
     `spec_digest`: the sha256 of the runner's spec text (SpecChanged when `spec` is not it);
-    `runner`: the runner's pid, recorded in the lock."""
+    `runner`: the runner's pid, recorded in the lock; `stop`: asked during the training
+    (Checkpointed once it stopped it, the checkpoint saved)."""
     spec = spec if spec is not None else study.spec()
     if spec_digest is not None and digest(spec.text) != spec_digest:
         raise SpecChanged(f"{study.spec_file} is not the spec the runner runs (another `study run` "
@@ -97,7 +130,7 @@ def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | No
                           f"(host {socket.gethostname()}, pid {os.getpid()}, {threads()} threads)")
         if kind == "train":
             _wait_for_run_dir(study.cell_dir(task.cell), lock, reporter)
-            train_run(task.cell.config(), study.cell_dir(task.cell), resume=True, reporter=reporter)
+            _train(study, task, reporter, stop)
             results = white_box(study, spec, task)
         else:
             results = black_box(study, spec, task)
@@ -106,6 +139,23 @@ def run_task(study: StudyDir, cell_name: str, kind: str, reporter: Reporter | No
                                           "seconds": time.time() - started})
     finally:
         lock.release()
+
+
+def _train(study: StudyDir, task: Task, reporter: Reporter | None, stop: StopRequest | None) -> None:
+    """The cell's training (resumed from its last checkpoint); with `stop`, Checkpointed once a
+    signal stopped it (the checkpoint saved at that step, or the training over)."""
+    if stop is None:
+        train_run(task.cell.config(), study.cell_dir(task.cell), resume=True, reporter=reporter)
+        return
+    stop.training = True
+    try:
+        train_run(task.cell.config(), study.cell_dir(task.cell), resume=True, reporter=reporter, stop=stop)
+    except RunStopped as stopped:
+        raise Checkpointed(f"{stop.asked}: {task.name} {stopped}") from None
+    finally:
+        stop.training = False
+    if stop():
+        raise Checkpointed(f"{stop.asked}: {task.name} trained, its evaluation left for the next run")
 
 
 def threads() -> str:
@@ -211,19 +261,25 @@ def evaluate(backend, model, data, eps, settings, source=None, source_name=None)
 
 
 def work(study_dir: str | os.PathLike, cell: str, kind: str, *, stale_after: float = STALE_AFTER,
-         spec_digest: str | None = None, runner_pid: int | None = None) -> None:
+         spec_digest: str | None = None, runner_pid: int | None = None,
+         checkpoint_on_signal: bool = False) -> None:
     """One task as a worker process does it: run_task with the console reporter (what `minidyn
-    train` prints), SIGTERM ending it like Ctrl-C (exit 143), and a last line saying it is done."""
+    train` prints), SIGTERM ending it like Ctrl-C (exit 143), and a last line saying it is done.
+    `checkpoint_on_signal`: SIGUSR1 and SIGTERM stop it with a checkpoint (StopRequest)."""
     # SIGTERM ends the task like Ctrl-C: the lock is released, the last checkpoint kept; sent
     # by the heartbeat when the lock was taken over, it ends the task as lost (exit BUSY)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    stop = StopRequest() if checkpoint_on_signal else None
+    if stop is not None:
+        signal.signal(signal.SIGTERM, stop.handle)
+        signal.signal(signal.SIGUSR1, stop.handle)
     study = StudyDir(study_dir)
     spec = study.spec()  # read once: the task runs and stamps its results under this spec
     cells = {c.name: c for c in spec.cells()}
     reporter = ConsoleReporter(cells[cell].config()) if cell in cells else None
     try:
         run_task(study, cell, kind, reporter, stale_after=stale_after, spec=spec,
-                 spec_digest=spec_digest, runner=runner_pid)
+                 spec_digest=spec_digest, runner=runner_pid, stop=stop)
     finally:
         if reporter is not None:
             reporter.close()
@@ -250,6 +306,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stale-after", type=float, default=600.0)
     parser.add_argument("--spec-digest", help="sha256 of the runner's spec: refuse (exit 78) a study.toml that is not it.")
     parser.add_argument("--runner-pid", type=int, help="The runner's pid, recorded in the task's lock.")
+    parser.add_argument("--checkpoint-on-signal", action="store_true",
+                        help="SIGUSR1/SIGTERM: stop after the SGD step in progress with a checkpoint (exit 79).")
     args = parser.parse_args(argv)
     if not Path(args.study_dir).is_dir():
         parser.error(f"{args.study_dir} is not a study directory")
@@ -267,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     tune_glibc_malloc()
     try:
         work(args.study_dir, args.cell, args.kind, stale_after=args.stale_after,
-             spec_digest=args.spec_digest, runner_pid=args.runner_pid)
+             spec_digest=args.spec_digest, runner_pid=args.runner_pid,
+             checkpoint_on_signal=args.checkpoint_on_signal)
+    except Checkpointed as stopped:
+        click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stopped}", err=True)
+        return CHECKPOINTED
     except MinidynError as error:
         click.echo(f"Error: {error}", err=True)
         return error.exit_code
