@@ -231,3 +231,21 @@ def test_compare_reads_what_eval_save_wrote(real_run, tmp_path):
     assert cells[2:5] == [f"{saved['accuracy'][a]:.2f}" for a in ("clean", "fgsm", "pgd10")]
     assert cells[5:8] == ["-", "-", "-"]  # PGD-20, CW, APGD-CE were not in this eval.json
     assert f"from {real_run / 'eval.json'}; attacks clean, fgsm, pgd10" in r.stdout
+
+
+def test_compare_shows_the_family_s_methods_and_the_combinations_apart(tmp_path, tiny_mnist):
+    """Runs of FAT, TRADES and FOSC-stopped TRADES, trained here on numpy: compare groups them
+    by their settings, so TRADES with and without FOSC's stop are two groups."""
+    common = ["--backend", "numpy", "--model", "softmax", "--dataset", "mnist", "--data-dir", tiny_mnist,
+              "--epochs", "1", "--batch-size", "32", "--steps", "2", "--eval-limit", "8", "--eval-steps", "1"]
+    for name, extra in (("fat", []), ("trades", []), ("trades-fosc", ["--stop", "fosc", "--c-max", "0.01"])):
+        method = name.split("-")[0]
+        result = run("train", "--method", method, *common, *extra, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+    result = run("compare", tmp_path / "fat", tmp_path / "trades", tmp_path / "trades-fosc",
+                 "--limit", "16", "--apgd-steps", "2", "--json")
+    assert result.exit_code == 0, result.output
+    groups = json.loads(result.output)["groups"]
+    assert len(groups) == 3
+    assert sorted(g["settings"]["method"] for g in groups) == ["fat", "trades", "trades"]
+    assert sorted(str(g["settings"]["stop"]) for g in groups) == ["None", "None", "fosc"]

@@ -176,14 +176,15 @@ def test_a_report_sweep_that_is_not_a_grid_key_is_refused_when_the_spec_is_read(
 
 def test_the_frontier_puts_each_cell_at_its_cost_and_its_robust_accuracy(tmp_path, tiny_text):
     """frontier.png: a dot per cell at (gradient evaluations per example, accuracy under the
-    strongest [eval] attack, here APGD-CE over PGD-10), a diamond per setting at the means."""
-    text = tiny_text.replace("seed = [0, 1]", "seed = [0, 1, 2]").replace(
+    strongest [eval] attack, here APGD-CE over PGD-10), a diamond per setting at the means; a
+    method of Dynamic's family (FAT) is a setting like any other."""
+    text = tiny_text.replace('"dynamic"]', '"fat"]').replace("seed = [0, 1]", "seed = [0, 1, 2]").replace(
         'attacks = ["clean", "fgsm", "pgd10"]', 'attacks = ["clean", "pgd10", "apgd-ce"]')
     (tmp_path / "s.toml").write_text(text)
     spec = load_spec(tmp_path / "s.toml")
     study = StudyDir(tmp_path / "study")
     study.prepare(spec)
-    cost = {"standard": 3000, "dynamic": 1500}            # grad_evals per epoch: 20 and 10 per example
+    cost = {"standard": 3000, "fat": 1500}            # grad_evals per epoch: 20 and 10 per example
     for cell in spec.cells():
         directory = study.cell_dir(cell)
         (directory / "fosc").mkdir(parents=True)
@@ -206,4 +207,4 @@ def test_the_frontier_puts_each_cell_at_its_cost_and_its_robust_accuracy(tmp_pat
     means = sorted((float(l.get_xdata()[0]), float(l.get_ydata()[0])) for l in ax.get_lines()
                    if l.get_marker() == "D")
     assert means == [(20.0, 41.0), (40.0, 46.0)]
-    assert "dot: one seed" in _texts(fig) and "standard (n=3)" in _texts(fig)
+    assert "dot: one seed" in _texts(fig) and "standard (n=3)" in _texts(fig) and "fat (n=3)" in _texts(fig)
