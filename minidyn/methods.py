@@ -165,7 +165,7 @@ def attack_plan(method: Method, t: int) -> AttackPlan | None:
     stop_tau = FatTauSchedule(method.epochs, method.tau).tau(t) if recipe.stop == "tau" else None
     parts = dict(stop_fosc=stop_fosc, fosc_reference=method.fosc_reference, loss=recipe.inner,
                  start=recipe.start, stop_tau=stop_tau, kappa=recipe.weights == "gairat", omega=recipe.omega)
-    return dataclasses.replace(plan, **{k: v for k, v in parts.items() if v != getattr(plan, k)})
+    return dataclasses.replace(plan, **parts)
 
 
 def _steps_plan(m: Method, attack: str | None, t: int) -> AttackPlan | None:
@@ -193,7 +193,7 @@ def loss_plan(method: Method, t: int) -> LossPlan:
     weights = recipe.weights if recipe.weights != "ce" else loss_weights_at("ce", t)
     if weights == "gairat":
         begin = method.gairat_begin if method.gairat_begin is not None else max(1, round(method.epochs / 2))
-        weights = "gairat" if GairatSchedule(begin, method.gairat_lambda).weighted(t) else "none"
+        weights = "gairat" if GairatSchedule(begin).weighted(t) else "none"
     return LossPlan(recipe.outer, method.beta, weights, method.gairat_lambda)
 
 

@@ -97,7 +97,7 @@ class FatTauSchedule:
 @dataclass(frozen=True)
 class GairatSchedule:
     """GAIRAT's burn-in (Zhang et al., ICLR 2021): the plain mean loss until epoch `begin`
-    (counted from 1), the geometry-aware weights with Lambda from then on.
+    (counted from 1), the geometry-aware weights (runs/weights.py, with LossPlan.lam) from then on.
 
     zjfheart/Geometry-aware-Instance-reweighted-Adversarial-Training (commit 16813b5),
     GAIRAT.py line 141 (`(epoch + 1) >= args.begin_epoch`, begin_epoch 60 of 120 epochs, line 36)
@@ -106,7 +106,6 @@ class GairatSchedule:
     """
 
     begin: int
-    lam: float = -1.0
 
     def weighted(self, t: int) -> bool:
         return t + 1 >= self.begin

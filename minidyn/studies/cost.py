@@ -89,12 +89,12 @@ def counted_passes(run: Path) -> dict:
     n_train = len(np.load(files[0])) if files else cfg["limit"]
     if n_train is None:
         raise ConfigError(f"{run}: no fosc/ files and no --limit: the number of training examples is unknown")
-    steps = cfg["eval_steps"]
+    steps, recipe = cfg["eval_steps"], _recipe_of(cfg)
     work = {
         # TRADES' KL attack also takes the clean logits: a forward per example and attacked epoch
-        "attack": sum(e["grad_evals"] + (n_train * FORWARD if e["pgd_steps"] and _inner_of(cfg) == "kl" else 0)
+        "attack": sum(e["grad_evals"] + (n_train * FORWARD if e["pgd_steps"] and recipe.inner == "kl" else 0)
                       for e in epochs),
-        "sgd": n_train * len(epochs) * sgd_passes(_outer_of(cfg)),
+        "sgd": n_train * len(epochs) * sgd_passes(recipe.outer),
         # the monitor attacks the validation split with --val-size, the test set otherwise
         "monitor": sum(e.get("test_pgd_n", e.get("val_pgd_n", 0)) * (steps + FORWARD)
                        + e.get("test_clean_n", e.get("val_clean_n", summary.get("test_n", 0))) * FORWARD
@@ -113,20 +113,12 @@ def sgd_passes(outer: str) -> int:
     return 1 if outer == "ce" else 2
 
 
-def _outer_of(cfg: dict) -> str:
-    """The outer loss of a run's config.json (runs before Dynamic's family: "ce")."""
+def _recipe_of(cfg: dict):
+    """The method's parts (methods.Recipe) of a run's config.json; a run before Dynamic's family
+    trained one of the paper's methods, whose attack is on the cross-entropy and loss ce."""
     from minidyn.methods import METHODS
 
-    recipe = METHODS.get(cfg.get("method"))
-    return recipe.outer if recipe is not None else "ce"
-
-
-def _inner_of(cfg: dict) -> str:
-    """The attack's objective of a run's config.json ("ce" for runs before Dynamic's family)."""
-    from minidyn.methods import METHODS
-
-    recipe = METHODS.get(cfg.get("method"))
-    return recipe.inner if recipe is not None else "ce"
+    return METHODS.get(cfg.get("method"), METHODS["standard"])
 
 
 def equal_cost_steps(run: Path) -> int:
