@@ -37,7 +37,8 @@ def progress(label: str, total: int):
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
-@click.option("--attacks", help=f"Comma-separated: {', '.join(ATTACKS)}.  "
+@click.option("--attacks", help=f"Comma-separated: {', '.join(ATTACKS)}. pgd10 and pgd20 take steps "
+                                "of eps/4, pgd20-eps-over-2 and pgd20-eps-over-8 twenty steps of eps/2 and eps/8.  "
                                 f"[default: {','.join(DEFAULT_ATTACKS)}]")
 @click.option("--eps", type=Eps(), help="L_inf budget, e.g. 0.3 or 8/255.  [default: the checkpoint's]")
 @click.option("--dataset", help="Test set to use.  [default: the checkpoint's]")

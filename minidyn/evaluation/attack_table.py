@@ -19,6 +19,8 @@ Every attack is L_inf, in the eps-ball intersected with [0, 1]^d, and is the one
     fab-t     FAB-T (Croce & Hein 2020): targeted FAB, 9 targets x 100 iterations (minidyn.fab)
     autoattack  AutoAttack's standard suite: apgd-ce, apgd-t, fab-t, square in this order, each on
               the examples still robust (minidyn.evaluation.autoattack)
+    pgd20-eps-over-2  PGD, 20 steps of eps/2, random start  (with pgd20's eps/4: Fig. 2a's
+    pgd20-eps-over-8  PGD, 20 steps of eps/8, random start   cross-test of training step sizes)
 
 The evaluation (minidyn.evaluation.evaluate), its sanity checks, the CLI's columns and the analyses
 (minidyn.evaluation.analysis) all read this table. The order of TABLE is part of the results: it numbers
@@ -51,9 +53,9 @@ def _fgsm(backend, model, x, y, *, eps, **_) -> tuple[Array, None]:
     return fgsm(model, x, y, eps=eps, backend=backend).x_adv, None
 
 
-def _pgd(backend, model, x, y, *, eps, rng, steps, **_) -> tuple[Array, None]:
-    """PGD-`steps` with step eps/4 from a random start (Madry et al. 2018)."""
-    return pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, random_start=True,
+def _pgd(backend, model, x, y, *, eps, rng, steps, divisor=4, **_) -> tuple[Array, None]:
+    """PGD-`steps` with step eps/`divisor` from a random start (Madry et al. 2018)."""
+    return pgd(model, x, y, eps=eps, step_size=eps / divisor, steps=steps, random_start=True,
                final_stats=False, rng=rng, backend=backend).x_adv, None
 
 
@@ -161,6 +163,11 @@ TABLE = (
     Attack("fab-t", "FAB-T", random_start=False, iterative=True, run=_fab_t, default=False),
     Attack("autoattack", "AutoAttack", random_start=True, iterative=True, run=_autoattack,
            default=False, stages=AUTOATTACK_STAGES),
+    # Fig. 2a cross-tests every training step size: PGD-20 at eps/2 and eps/8 beside pgd20's eps/4
+    Attack("pgd20-eps-over-2", "PGD-20 eps/2", random_start=True, iterative=True,
+           run=partial(_pgd, steps=20, divisor=2), default=False, stationary="ce"),
+    Attack("pgd20-eps-over-8", "PGD-20 eps/8", random_start=True, iterative=True,
+           run=partial(_pgd, steps=20, divisor=8), default=False, stationary="ce"),
 )
 ATTACKS = {attack.name: attack for attack in TABLE}
 DEFAULT_ATTACKS = tuple(attack.name for attack in TABLE if attack.default)

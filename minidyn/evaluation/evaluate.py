@@ -8,9 +8,10 @@ black-box transfer, and checks for the usual signs of gradient masking.
     result.accuracy()        # {"clean": 98.1, "fgsm": ..., "worst-case": ...} in percent
     sanity_flags(result)     # [] when nothing looks like gradient masking
 
-The attacks (clean, fgsm, pgd10, pgd20, cw, apgd-ce, apgd-dlr, apgd-t, square, fab-t and the
-cascade autoattack, AutoAttack's standard suite; all L_inf, in the eps-ball intersected with
-[0, 1]^d) are the rows of `minidyn.evaluation.attack_table`.
+The attacks (clean, fgsm, pgd10, pgd20, cw, apgd-ce, apgd-dlr, apgd-t, square, fab-t, the
+cascade autoattack, AutoAttack's standard suite, and pgd20-eps-over-2/-8, PGD-20 at other step
+sizes; all L_inf, in the eps-ball intersected with [0, 1]^d) are the rows of
+`minidyn.evaluation.attack_table`.
 
 An example is correct under an attack when the model classifies its adversarial example
 correctly (the paper's accuracy); the worst case is correct under *every* attack evaluated.

@@ -187,7 +187,8 @@ def attack_passes(name: str, apgd_steps: int, transfer: bool) -> tuple[float, bo
     if name == "square":  # forward-only queries: the start's and at most N_QUERIES more
         from minidyn.square import N_QUERIES
         return (N_QUERIES + 1) * FORWARD, True
-    return {"clean": 0, "fgsm": 1, "pgd10": 10, "pgd20": 20, "cw": 30}[name], False
+    return {"clean": 0, "fgsm": 1, "pgd10": 10, "pgd20": 20, "cw": 30,
+            "pgd20-eps-over-2": 20, "pgd20-eps-over-8": 20}[name], False
 
 
 def evaluation_work(attacks, n: int, restarts: int, apgd_steps: int, transfer: bool) -> tuple[float, bool]:

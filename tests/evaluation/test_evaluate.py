@@ -214,26 +214,52 @@ def test_the_attack_table_keeps_the_order_labels_and_seeds():
     from minidyn.evaluation.attack_table import DEFAULT_ATTACKS, TABLE, attack_seed
 
     assert [a.name for a in TABLE] == ["clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr",
-                                       "apgd-t", "square", "fab-t", "autoattack"]
+                                       "apgd-t", "square", "fab-t", "autoattack", "pgd20-eps-over-2",
+                                       "pgd20-eps-over-8"]
     assert [a.label for a in TABLE] == ["clean", "FGSM", "PGD-10", "PGD-20", "CW-inf", "APGD-CE", "APGD-DLR",
-                                        "APGD-T", "Square", "FAB-T", "AutoAttack"]
+                                        "APGD-T", "Square", "FAB-T", "AutoAttack", "PGD-20 eps/2", "PGD-20 eps/8"]
     assert DEFAULT_ATTACKS == ("clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce")
     assert {a.name for a in TABLE if a.iterative} == {"pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr", "apgd-t",
-                                                      "fab-t", "autoattack"}
+                                                      "fab-t", "autoattack", "pgd20-eps-over-2", "pgd20-eps-over-8"}
     # Square draws random squares but follows no gradient: random, not held to the orderings;
     # FAB-T's one run starts at x (no random start); AutoAttack's stages draw from one generator
     assert {a.name for a in TABLE if a.random_start} == {"pgd10", "pgd20", "cw", "apgd-ce", "apgd-dlr",
-                                                         "apgd-t", "square", "autoattack"}
+                                                         "apgd-t", "square", "autoattack", "pgd20-eps-over-2",
+                                                         "pgd20-eps-over-8"}
     # the FOSC convergence check: the attacks that maximise a loss in the eps-ball, and which
     assert {a.name: a.stationary for a in TABLE if a.stationary} == {
-        "pgd10": "ce", "pgd20": "ce", "cw": "cw", "apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}
+        "pgd10": "ce", "pgd20": "ce", "cw": "cw", "apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted",
+        "pgd20-eps-over-2": "ce", "pgd20-eps-over-8": "ce"}
     # the seeds of the random starts, as before the table: the order above numbers the attacks,
     # so rows added at the end leave the earlier attacks' seeds as they were
     assert {a.name: attack_seed(0, a.name, 0, 0) for a in TABLE} == {
         "clean": 1467326133, "fgsm": 1274208359, "pgd10": 669649219, "pgd20": 3447075012,
         "cw": 2309671971, "apgd-ce": 4170299732, "apgd-dlr": 198029697, "apgd-t": 1668045518,
-        "square": 1864532757, "fab-t": 508477665, "autoattack": 259513002}
+        "square": 1864532757, "fab-t": 508477665, "autoattack": 259513002,
+        "pgd20-eps-over-2": 1088327860, "pgd20-eps-over-8": 1714922657}
     assert attack_seed(5, "apgd-dlr", 2, 7) == 1383877848
+
+
+def test_the_pgd_rows_are_pgd_from_a_random_start_with_their_step_sizes(setup):
+    """pgd10 and pgd20 step eps/4 (as before the eps/2 and eps/8 rows existed); the Fig. 2a rows
+    are the same 20 steps with eps/2 and eps/8: each row equals attacks.pgd at its step size
+    from the same generator, and the three PGD-20 rows differ from each other."""
+    from minidyn.attacks import pgd
+    from minidyn.evaluation.attack_table import TABLE
+
+    B, model, data = setup
+    x, y, eps = B.asarray(data.x / 255.0), B.asarray(data.y), 0.1
+    rows = {"pgd10": (10, 4), "pgd20": (20, 4), "pgd20-eps-over-2": (20, 2), "pgd20-eps-over-8": (20, 8)}
+    points = {}
+    for name, (steps, divisor) in rows.items():
+        points[name], fooled = ATTACKS[name].craft(B, model, x, y, eps=eps, rng=B.rng(4))
+        expected = pgd(model, x, y, eps=eps, step_size=eps / divisor, steps=steps, random_start=True,
+                       final_stats=False, rng=B.rng(4), backend=B).x_adv
+        np.testing.assert_array_equal(points[name], expected)
+        assert fooled is None
+    assert not np.array_equal(points["pgd20"], points["pgd20-eps-over-2"])
+    assert not np.array_equal(points["pgd20"], points["pgd20-eps-over-8"])
+    assert [a.name for a in TABLE if a.default] == ["clean", "fgsm", "pgd10", "pgd20", "cw", "apgd-ce"]
 
 
 def test_the_table_runs_each_attack_as_craft_does(setup):

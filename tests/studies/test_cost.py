@@ -205,6 +205,9 @@ def test_every_attack_of_the_table_has_a_cost_and_the_query_attacks_are_bounds()
     assert attack_passes("apgd-t", 100, False) == (APGD_T_TARGETS * 101, True)
     assert attack_passes("fab-t", 100, False)[1] and attack_passes("autoattack", 100, False)[1]
     assert attack_passes("square", 100, False) == ((N_QUERIES + 1) * FORWARD, True)
+    # Fig. 2a's PGD-20 at eps/2 and eps/8 cost what PGD-20 at eps/4 does: 20 gradients, exact
+    for name in ("pgd20", "pgd20-eps-over-2", "pgd20-eps-over-8"):
+        assert attack_passes(name, 100, False) == (20, False)
 
 
 def test_the_equal_cost_standard_of_a_standard_run_is_itself(tmp_path):

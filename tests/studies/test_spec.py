@@ -115,7 +115,7 @@ def test_study_list_names_the_shipped_specs():
     result = CliRunner().invoke(main, ["study", "list"], catch_exceptions=False)
     assert result.exit_code == 0
     for name in ("table1-mnist-sample", "table1-fashion", "fig2-step-size", "authors-code",
-                 "table1-cifar10-gpu"):
+                 "table1-cifar10-gpu", *DECISIVE):
         assert name in result.output
 
 
@@ -200,3 +200,66 @@ def test_eval_takes_the_bounds_of_minidyn_eval():
                         ("limit", params.LIMIT), ("seed", params.SEED)):
         bounds = option.bounds
         assert (EVAL_BOUNDS[key].lo, EVAL_BOUNDS[key].hi) == (bounds.lo, bounds.hi), key
+
+
+# --- the specs of issue "The decisive studies" ----------------------------------------------------
+DECISIVE = {"fig2a-mnist": 4, "authors-code-2": 5, "family-fashion-cpu": 5, "family-fashion-gpu": 5}
+
+
+@pytest.mark.parametrize("name, seeds", sorted(DECISIVE.items()))
+def test_a_decisive_study_declares_its_primaries_with_enough_seeds_and_test_images(name, seeds):
+    """Each primary comparison has `seeds` seeds on both sides (the issue: >= 5, >= 4 for Fig.
+    2a), at a checkpoint [eval] evaluates, and every evaluation is on >= 2,000 test images."""
+    from minidyn.studies.cost import split_sizes
+    from minidyn.studies.spec import primary_baseline
+
+    s = load_spec(spec_path(name))
+    assert s.report["primary"]
+    for item in s.report["primary"]:
+        for values in (item["setting"], primary_baseline(s, item)):
+            matching = [c for c in s.cells() if all(c.values[k] == v for k, v in values.items())]
+            assert len({c.values["seed"] for c in matching}) >= seeds, (name, values)
+        assert item["checkpoint"] in s.eval.checkpoints
+    for cell in s.cells():
+        n_test = split_sizes(cell.config())[2]
+        assert min(s.eval.limit or n_test, n_test) >= 2000
+
+
+def test_fig2a_cross_tests_every_training_step_size_on_all_training_and_test_digits():
+    from minidyn.studies.cost import split_sizes
+
+    s = load_spec(spec_path("fig2a-mnist"))
+    assert s.grid["step_size"] == ["eps/2", "eps/4", "eps/8"]
+    # PGD-20 at each training step size: eps/2, eps/4 (pgd20) and eps/8
+    assert {"pgd20-eps-over-2", "pgd20", "pgd20-eps-over-8"} <= set(s.eval.attacks)
+    for cell in s.cells():
+        cfg = cell.config()
+        assert (cfg.method, cfg.steps, cfg.limit) == ("standard", 20, None)
+        assert split_sizes(cfg) == (7000, 1000, 2000) and s.eval.limit == 2000  # the sample's test split
+
+
+def test_the_gpu_family_spec_dry_runs_on_cuda_with_the_full_training_set_without_a_gpu(tmp_path, monkeypatch):
+    """family-fashion-gpu's dry run on a machine without CUDA (forced, so that the test says
+    the same on a GPU machine): every cell's command names --device cuda and no --limit (all
+    59,000 training images after validation), and the work is printed with the throughput
+    "not measured here" rather than failing."""
+    import torch
+
+    from minidyn.studies.cost import split_sizes
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    s = load_spec(spec_path("family-fashion-gpu"))
+    result = CliRunner().invoke(main, ["study", "run", "family-fashion-gpu", "--dry-run", "--out",
+                                       str(tmp_path / "s")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [shlex.split(ln) for ln in result.stdout.splitlines() if ln.startswith("minidyn train")]
+    assert len(lines) == len(s.cells()) == 45
+    for args in lines:
+        assert args[args.index("--device") + 1] == "cuda" and "--limit" not in args
+        assert args[args.index("--dataset") + 1] == "fashion-mnist"
+    assert all(split_sizes(c.config()) == (59000, 1000, 10000) and c.config().epochs == 50 for c in s.cells())
+    assert s.eval.limit is None and "autoattack" in s.eval.attacks  # AutoAttack on all 10,000
+    assert "Not measured here: torch cnn4 on fashion-mnist (device cuda)" in result.stderr
+    assert "no CUDA GPU is available" in result.stderr
+    assert "# total (45 cells)" in result.stderr and "Wall time at that rate" not in result.stderr
+    assert not list(tmp_path.iterdir())  # a dry run writes nothing
