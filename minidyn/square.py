@@ -157,7 +157,9 @@ def _square_step(backend: Backend, model: Model, best: tuple[Array, Array], go_o
     accepted where it lowers the margin. best = (x_best, margin_best) of every attacked row,
     updated in place (`put`) and returned."""
     x_best, margin_best = best
-    x_cur = backend.take(x_best, go_on)
+    every = int(go_on.shape[0]) == int(x_best.shape[0])  # no row done yet: skip the gathers
+    rows = (lambda a: a) if every else (lambda a: backend.take(a, go_on))
+    x_cur = rows(x_best)
     _, c, h, w = (int(d) for d in x_cur.shape)
     m, side = int(go_on.shape[0]), square_side(p, h, w)
     top = _corner(backend, rng, m, h - side)
@@ -167,12 +169,16 @@ def _square_step(backend: Backend, model: Model, best: tuple[Array, Array], go_o
     in_rows = (r[None, :] >= top[:, None]) & (r[None, :] < top[:, None] + side)      # (m, H)
     in_cols = (col[None, :] >= left[:, None]) & (col[None, :] < left[:, None] + side)  # (m, W)
     in_square = in_rows[:, None, :, None] & in_cols[:, None, None, :]                 # (m, 1, H, W)
-    x_new = backend.clip(x_cur + (2.0 * eps) * signs * in_square,
-                         backend.take(lower, go_on), backend.take(upper, go_on))
-    margin_new = margin(backend, backend.logits(model, x_new), backend.take(y, go_on))
-    better = margin_new < backend.take(margin_best, go_on)
-    backend.put(x_best, go_on, backend.where(better[:, None, None, None], x_new, x_cur))
-    backend.put(margin_best, go_on, backend.where(better, margin_new, backend.take(margin_best, go_on)))
+    x_new = backend.clip(x_cur + (2.0 * eps) * signs * in_square, rows(lower), rows(upper))
+    margin_new = margin(backend, backend.logits(model, x_new), rows(y))
+    margin_cur = rows(margin_best)
+    better = margin_new < margin_cur
+    x_next = backend.where(better[:, None, None, None], x_new, x_cur)
+    margin_next = backend.where(better, margin_new, margin_cur)
+    if every:
+        return x_next, margin_next
+    backend.put(x_best, go_on, x_next)
+    backend.put(margin_best, go_on, margin_next)
     return x_best, margin_best
 
 
