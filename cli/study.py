@@ -1,4 +1,4 @@
-"""`minidyn study run|slurm|status|report|list`: the paper's experiments as multi-seed studies.
+"""`minidyn study run|slurm|status|report|claims|list`: the paper's experiments as multi-seed studies.
 
 Registered on the `minidyn` group at the end of cli/main.py. The study machinery is in
 minidyn/studies/; this module is its command line: options, what is printed, exit codes
@@ -285,6 +285,37 @@ def report_command(study_dir):
 
     for path in write_report(study_dir):
         click.echo(str(path))
+
+
+@study_command.command("claims")
+@click.argument("claims_file", type=click.Path(dir_okay=False))
+@click.option("--studies", "studies_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The folder holding the studies' directories, one per spec: STUDIES/<spec name>/.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the table to this Markdown file (else print it).")
+def claims_command(claims_file, studies_dir, out):
+    """The claims table of CLAIMS_FILE: each claim with our number and a verdict from its intervals.
+
+    Each [[claim]] of the TOML file names the paper's statement and numbers, a study (its
+    directory is STUDIES/<study>/), the setting, baseline, attack and checkpoint compared, the
+    direction the paper claims and how far our setting is from the paper's. Our number is the
+    paired difference in the study's report (report/results.json of `minidyn study report`)
+    with its two-way bootstrap interval over seeds and test examples and its t interval over
+    seeds; the verdict (shown / contradicted here / not shown / pending / not testable here)
+    follows the rule the output states. A study without a report is pending, with the command
+    that continues it. See docs/studies.md, "The claims table".
+    """
+    from minidyn.files.fileio import atomic_write
+    from minidyn.studies.claims import judge, load_claims, markdown
+
+    claims = load_claims(claims_file, studies_dir)
+    rows = [judge(claim, Path(studies_dir)) for claim in claims]
+    command = f"minidyn study claims {shlex.quote(claims_file)} --studies {shlex.quote(studies_dir)}"
+    text = markdown(rows, command)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    atomic_write(Path(out), lambda f: f.write(text))  # a failed write: one line naming the file
+    click.echo(str(out))
 
 
 @study_command.command("worker", hidden=True)
