@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -83,7 +84,8 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
     running: dict[Task, subprocess.Popen] = {}
     failed: list[Task] = []
     resting: dict[Task, float] = {}  # a task another process held when its worker tried: until when to leave it
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    signals = _Signals()
+    previous = signal.signal(signal.SIGTERM, signals.handler)
     try:
         while True:
             _check_spec(study, spec, running)
@@ -93,7 +95,8 @@ def run_study(spec: Spec, out: str | Path, jobs: int = 1, *, stale_after: float 
                          and resting.get(t, 0) <= time.time()
                          and study.ready(spec, t) and claimable(study, t, stale_after)]
             for task in startable[: max(0, jobs - len(running) - _others_here(study, spec, running, stale_after))]:
-                running[task] = _start(study, spec, task, jobs, stale_after)
+                with signals.starting():
+                    running[task] = _start(study, spec, task, jobs, stale_after)
                 log(f"started {task.name} (log: {study.log(task)})")
             if not running:
                 if not [t for t in pending if t not in blocked]:
@@ -144,8 +147,30 @@ def _check_spec(study: StudyDir, spec: Spec, running: dict[Task, subprocess.Pope
                            "with the spec you mean")
 
 
-def _raise_stopped(signum, frame):
-    raise Stopped(128 + signum)
+class _Signals:
+    """SIGTERM raises Stopped, except while a worker is started and recorded in `running`: raised
+    between its Popen and the record, it would leave that worker running on after the runner
+    stopped, holding its task. There the signal is held, and raised once the worker is recorded
+    (and so stopped with the others)."""
+
+    def __init__(self):
+        self.in_start, self.held = False, None
+
+    def handler(self, signum, frame):
+        if self.in_start:
+            self.held = signum
+        else:
+            raise Stopped(128 + signum)
+
+    @contextmanager
+    def starting(self):
+        self.in_start = True
+        try:
+            yield
+        finally:
+            self.in_start = False
+        if self.held is not None:
+            raise Stopped(128 + self.held)
 
 
 def _others_here(study: StudyDir, spec: Spec, running: dict[Task, subprocess.Popen],

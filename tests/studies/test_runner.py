@@ -397,3 +397,34 @@ def test_the_task_log_records_the_thread_count(reference):
     _, out = reference
     threads = max(1, cores() // 2)  # the reference ran with --jobs 2
     assert f", {threads} threads)" in (out / "logs" / "standard_seed-0.train.log").read_text()
+
+
+def test_sigterm_while_a_worker_starts_stops_that_worker_too(tiny_text, tmp_path, monkeypatch):
+    """SIGTERM between a worker's Popen and the runner's record of it once raised there and
+    left that worker running on, holding its task, after the runner stopped (an orphan; and,
+    now and then, a lock left behind in the SIGTERM test above). The signal is now held until the
+    worker is recorded, and the worker is stopped with the others."""
+    from minidyn.studies import runner
+    from minidyn.studies.spec import load_spec
+    started = []
+
+    def start_then_sigterm(*args, **kwargs):
+        proc = start(*args, **kwargs)
+        started.append(proc)
+        os.kill(os.getpid(), signal.SIGTERM)  # the runner's handler runs here, before the record
+        time.sleep(0.01)
+        return proc
+
+    start = runner._start
+    monkeypatch.setattr(runner, "_start", start_then_sigterm)
+    spec, out = load_spec(one_seed(tiny_text, tmp_path)), tmp_path / "study"
+    try:
+        with pytest.raises(runner.Stopped) as stopped:
+            runner.run_study(spec, out, jobs=1, log=lambda m: None)
+        assert stopped.value.exit_code == 143
+        assert len(started) == 1 and started[0].poll() is not None  # stopped, not left running
+        assert not list((out / "locks").glob("*.lock"))
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
