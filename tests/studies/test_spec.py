@@ -203,7 +203,8 @@ def test_eval_takes_the_bounds_of_minidyn_eval():
 
 
 # --- the specs of issue "The decisive studies" ----------------------------------------------------
-DECISIVE = {"fig2a-mnist": 4, "authors-code-2": 5, "family-fashion-cpu": 5, "family-fashion-gpu": 5}
+DECISIVE = {"cmax-fashion": 5, "budget-fashion": 4, "family-fashion-cpu": 5, "fig2a-mnist": 4,
+            "authors-code-2": 5, "table1-mnist-2": 5, "family-fashion-gpu": 5}
 
 
 @pytest.mark.parametrize("name, seeds", sorted(DECISIVE.items()))
