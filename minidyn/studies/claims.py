@@ -254,7 +254,7 @@ def _pending(claim: Claim, directory: Path) -> str | None:
         if claim.not_testable:
             return f"not testable here: {claim.not_testable}"
         return (f"pending: no study directory {directory}; `minidyn study run {claim.study} --out "
-                f"{directory}` starts it")
+                f"{directory}` starts it (or `minidyn study publish` copies one finished elsewhere there)")
     if (directory / "report" / "results.json").is_file():
         return None
     study = StudyDir(directory)

@@ -115,7 +115,8 @@ def test_a_report_with_cells_left_out_is_pending_with_its_interim_number(tmp_pat
 
 def test_a_study_without_a_report_or_a_directory_is_pending_or_not_testable(tmp_path, tiny_text):
     assert judge(claim(), tmp_path).verdict == (f"pending: no study directory {tmp_path / 'tiny'}; "
-                                                f"`minidyn study run tiny --out {tmp_path / 'tiny'}` starts it")
+                                                f"`minidyn study run tiny --out {tmp_path / 'tiny'}` starts it "
+                                                "(or `minidyn study publish` copies one finished elsewhere there)")
     assert judge(claim(not_testable="CIFAR-10 needs a GPU"), tmp_path).verdict == "not testable here: CIFAR-10 needs a GPU"
     study = tmp_path / "tiny"
     study.mkdir()
