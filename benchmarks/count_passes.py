@@ -19,6 +19,7 @@ pass as 1/3 of a forward+backward pass:
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -27,26 +28,31 @@ from minidyn.studies.cost import counted_passes, equal_cost_steps  # `study run 
 
 
 def passes(run: Path) -> dict:
-    """The counts of one run directory (minidyn.studies.cost.counted_passes); exits with its
-    message when the number of training examples is unknown."""
+    """The counts of one run directory (minidyn.studies.cost.counted_passes); exits with one
+    line when it is not a run directory or the number of training examples is unknown."""
+    if not (run / "config.json").is_file() or not (run / "metrics.jsonl").is_file():
+        sys.exit(f"error: {run} is not a run directory (no config.json and metrics.jsonl)")
     try:
         return counted_passes(run)
     except ConfigError as error:
-        sys.exit(str(error))
+        sys.exit(f"error: {error}")
 
 
 def main() -> None:
-    if len(sys.argv) < 2:
-        sys.exit(__doc__.split("\n\n")[1])
-    if sys.argv[1] == "--equal-cost":
-        for name in sys.argv[2:]:
-            passes(Path(name))  # its one-line error where the run cannot be counted
-            print(f"{name}: equal-cost Standard K = {equal_cost_steps(Path(name))}")
-        return
-    for name in sys.argv[1:]:
-        p = passes(Path(name))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="a run directory (minidyn train --out)")
+    parser.add_argument("--equal-cost", action="store_true",
+                        help="print K of the Standard that costs what each run's training attack cost")
+    args = parser.parse_args()
+    for run in args.runs:
+        p = passes(run)
+        if args.equal_cost:
+            print(f"{run}: equal-cost Standard K = {equal_cost_steps(run)}")
+            continue
         parts = ", ".join(f"{k} {p[k] / 1e6:.3f} M" for k in ("attack", "sgd", "monitor", "final"))
-        print(f"{name}: {p['total'] / 1e6:.3f} M image forward+backward passes ({parts}); "
+        print(f"{run}: {p['total'] / 1e6:.3f} M image forward+backward passes ({parts}); "
               f"{p['epochs']} epochs on {p['train_examples']} training examples, "
               f"{p['seconds']:.0f} s of epochs")
 

@@ -81,6 +81,16 @@ def test_the_script_prints_what_the_library_counts(tmp_path):
                           f"3 epochs on 40 training examples, ")
 
 
+def test_the_script_refuses_a_folder_that_is_no_run_in_one_line(tmp_path):
+    for args in (["--help"], [str(tmp_path)], ["--equal-cost", str(tmp_path)]):
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "count_passes.py"), *args],
+                             capture_output=True, text=True)
+        if args == ["--help"]:
+            assert run.returncode == 0 and run.stdout.startswith("usage: count_passes.py")
+        else:
+            assert run.returncode == 1 and run.stderr == f"error: {tmp_path} is not a run directory (no config.json and metrics.jsonl)\n"
+
+
 class PassCounter:
     """Counts the passes a backend spends: a gradient is 1 per example, a forward 1/3."""
 
