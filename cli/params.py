@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from minidyn.files.config import ALL, FIELD_BOUNDS, MAX_BATCH, MAX_EXAMPLES, MAX_SEED, MAX_STEPS, Bounds, parse_eps
+from minidyn.files.config import ALL, FIELD_BOUNDS, MAX_BATCH, MAX_EXAMPLES, MAX_STEPS, Bounds, parse_eps
 from minidyn.errors import ConfigError
 
 # Longer option text is refused unread: int() and float() of it are linear, but no number is this long.

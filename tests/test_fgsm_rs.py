@@ -1,7 +1,6 @@
 """FGSM-RS ("fast is better than free", Wong et al., ICLR 2020) against a transcription of the
 authors' MNIST training attack: locuslab/fast_adversarial 54f7287, MNIST/train_mnist.py lines
 73-82, given the same uniform draw."""
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

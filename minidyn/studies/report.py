@@ -29,7 +29,7 @@ from minidyn.evaluation.significance import holm, mcnemar_exact, paired_t_p
 from minidyn.files.fileio import atomic_write
 from minidyn.studies import figures
 from minidyn.studies.results import (CHECKPOINT_WORDS, CellResult, accuracy, baseline_setting,  # noqa: F401
-                                     baseline_words, collect, columns, eps_keys, label, per_example,
+                                     baseline_words, collect, columns, eps_keys, label,
                                      settings_of, stacked)
 from minidyn.studies.spec import Spec, cell_name, primary_baseline
 from minidyn.studies.tasks import StudyDir

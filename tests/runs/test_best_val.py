@@ -4,7 +4,6 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from minidyn.backend import get_backend
 from minidyn.cli.main import main
 from minidyn.data import load_dataset
 from minidyn.data.validation import split_validation

@@ -9,13 +9,11 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 from minidyn.errors import ConfigError
-from minidyn.evaluation.evaluate import EvalResult
 from minidyn.studies import claims as claims_module
 from minidyn.studies.claims import Claim, judge, load_claims, markdown, parse_claim
-from minidyn.studies.examples import write_examples
 from minidyn.studies.report import write_report
 from minidyn.studies.spec import load_spec
-from minidyn.studies.tasks import StudyDir, Task, settings, write_result
+from minidyn.studies.tasks import StudyDir
 
 CLAIM = {"id": "T1", "statement": "Dynamic beats Standard", "distance": "tiny", "direction": "greater",
          "study": "tiny", "setting": {"method": "dynamic"}, "attack": "pgd10", "checkpoint": "best"}
@@ -135,23 +133,7 @@ def test_a_claim_by_reading_points_where_to_read(tmp_path, tiny_text):
     assert row.verdict == f"by reading: fosc_epochs.png (report: {tmp_path / 'tiny' / 'report'})"
 
 
-def _done_cells(study: StudyDir, spec, correct):
-    """Every cell of `spec` done with per-example results: correct(cell) -> bool (40,) for every attack."""
-    for cell in spec.cells():
-        directory = study.cell_dir(cell)
-        directory.mkdir(parents=True)
-        (directory / "config.json").write_text(json.dumps(cell.config().to_dict()))
-        (directory / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "grad_evals": 300, "seconds": 1.0}) + "\n")
-        by_attack = {a: correct(cell) for a in ("clean", "fgsm", "pgd10")}
-        evaluations = {(w, "0.1"): EvalResult(list(by_attack), by_attack, 0.1, 40) for w in ("last", "best")}
-        task = Task(cell, "train")
-        reference = write_examples(study.result(task), evaluations)
-        write_result(study.result(task), {"settings": settings(spec, task), "results": {
-            w: {"epoch": 1, "seconds": 1.0, "examples": reference, "eps": {"0.1": evaluations[w, "0.1"].to_dict()}}
-            for w in ("last", "best")}})
-
-
-def test_the_real_reports_numbers_are_read_back(tmp_path, tiny_text, monkeypatch):
+def test_the_real_reports_numbers_are_read_back(tmp_path, tiny_text, monkeypatch, done_cells):
     """A study written as the workers write it and reported by `minidyn study report`: Dynamic
     right on 10, 11 and 12 more of the 40 test examples than Standard by seed (+27.5 points) is
     shown, and the claim's number is the report's."""
@@ -162,7 +144,7 @@ def test_the_real_reports_numbers_are_read_back(tmp_path, tiny_text, monkeypatch
     study = StudyDir(tmp_path / "studies" / "tiny")
     spec = load_spec(spec_file)
     study.prepare(spec)
-    _done_cells(study, spec, lambda cell: np.arange(40) < (30 + 2 * cell.values["seed"]
+    done_cells(study, spec, lambda cell: np.arange(40) < (30 + 2 * cell.values["seed"]
                                                            if cell.values["method"] == "dynamic" else 20 + cell.values["seed"]))
     write_report(study.path)
     row = judge(claim(), tmp_path / "studies")

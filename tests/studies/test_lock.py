@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from minidyn.studies.lock import claim, holder, is_stale
 

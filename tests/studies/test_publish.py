@@ -9,17 +9,15 @@ from click.testing import CliRunner
 
 from minidyn.cli.main import main
 from minidyn.errors import ConfigError
-from minidyn.evaluation.evaluate import EvalResult
 from minidyn.studies.claims import judge, parse_claim
-from minidyn.studies.examples import write_examples
 from minidyn.studies.publish import publish
 from minidyn.studies.report import write_report
 from minidyn.studies.spec import load_spec
-from minidyn.studies.tasks import StudyDir, Task, settings, write_result
+from minidyn.studies.tasks import StudyDir
 
 
 @pytest.fixture
-def study(tmp_path, tiny_text, monkeypatch):
+def study(tmp_path, tiny_text, monkeypatch, done_cells):
     """tiny with 3 seeds, every cell done with per-example results (Dynamic right on 2 + seed
     more of the 40 examples than Standard), the heavy files a real cell has, and its report."""
     monkeypatch.setattr("minidyn.studies.figures.available", lambda: False)
@@ -28,22 +26,14 @@ def study(tmp_path, tiny_text, monkeypatch):
     spec = load_spec(spec_file)
     study = StudyDir(tmp_path / "runs" / "tiny")
     study.prepare(spec)
+    done_cells(study, spec, lambda cell: np.arange(40) < 20 + cell.values["seed"]
+               + (2 + cell.values["seed"]) * (cell.values["method"] == "dynamic"))
     for cell in spec.cells():
         directory = study.cell_dir(cell)
-        (directory / "fosc").mkdir(parents=True)
-        (directory / "config.json").write_text(json.dumps(cell.config().to_dict()))
+        (directory / "fosc").mkdir()
         (directory / "summary.json").write_text("{}")
-        (directory / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "grad_evals": 300, "seconds": 1.0}) + "\n")
         for name in ("checkpoint.pt", "best-val.pt", "fosc/epoch_000.npy", "fosc/epoch_001.npy"):
             (directory / name).write_bytes(b"x" * 100)
-        right = 20 + cell.values["seed"] + (2 + cell.values["seed"]) * (cell.values["method"] == "dynamic")
-        by_attack = {a: np.arange(40) < right for a in ("clean", "fgsm", "pgd10")}
-        evaluations = {(w, "0.1"): EvalResult(list(by_attack), by_attack, 0.1, 40) for w in ("last", "best")}
-        task = Task(cell, "train")
-        reference = write_examples(study.result(task), evaluations)
-        write_result(study.result(task), {"settings": settings(spec, task), "results": {
-            w: {"epoch": 1, "seconds": 1.0, "examples": reference, "eps": {"0.1": evaluations[w, "0.1"].to_dict()}}
-            for w in ("last", "best")}})
     (study.logs_dir / "a.log").write_text("log")
     write_report(study.path)
     return study

@@ -205,7 +205,7 @@ def test_one_seed_per_side_gets_the_exact_mcnemar_test(tmp_path, tiny_text):
     test = mcnemar_exact(by_method["dynamic"], by_method["standard"])
     assert (test.k_ab, test.k_ba) == (8, 2)
     assert row["mcnemar"]["pgd10"] == vars(test) and row["mcnemar"]["clean"]["p"] == 1.0
-    assert f"+12.00 (n=1); boot [" in (study.path / "report" / "report.md").read_text()
+    assert "+12.00 (n=1); boot [" in (study.path / "report" / "report.md").read_text()
     assert f"McNemar p {test.p:.3g} (8:2)" in (study.path / "report" / "report.md").read_text()
 
 
