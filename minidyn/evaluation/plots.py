@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from minidyn.evaluation.analysis import FIG_ATTACK, describe_corr
-from minidyn.evaluation.drawing import PAPER, figure, line_colours, save
+from minidyn.evaluation.drawing import PAPER, available, figure, line_colours, save  # noqa: F401  (available: used as plots.available)
 
 MISSING = ("matplotlib is not installed (pip install 'minidyn[plot]'): "
            "wrote the numbers (CSV/JSON) but no PNGs")
