@@ -290,20 +290,18 @@ def report_command(study_dir):
 @study_command.command("publish")
 @click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
 @click.argument("dest", type=click.Path())
-@click.option("--fosc", is_flag=True, help="Also copy the FOSC arrays of the epochs [report] fosc_epochs names "
-              "(4 bytes per training example and epoch), which the FOSC figure draws.")
-def publish_command(study_dir, dest, fosc):
+def publish_command(study_dir, dest):
     """Copy the finished study at STUDY_DIR, without its checkpoints, to DEST (e.g. docs/results/NAME).
 
     DEST gets study.toml, report/ and, per cell, its config, summary, per-epoch metrics, result
-    files and per-example records: a study directory that `minidyn study report DEST` and
+    files, per-example records and the FOSC arrays of [report] fosc_epochs: a study directory that `minidyn study report DEST` and
     `minidyn study claims ... --studies` read, with the same numbers. An earlier copy of the
     same study at DEST is replaced; a study with a task not done, or without a report newer than
     its results, is refused.
     """
     from minidyn.studies.publish import publish
 
-    files = publish(study_dir, dest, fosc=fosc)
+    files = publish(study_dir, dest)
     size = sum(p.stat().st_size for p in files)
     click.echo(f"{dest}: {len(files)} files, {size / 1e6:.2f} MB")
 

@@ -17,6 +17,9 @@ so what the seed and the test example share between methods cancels, as in a pai
 The generators are numpy's default_rng([SEED, 0]) (examples) and ([SEED, 1]) (seeds): the same
 inputs give the same interval.
 
+Where each seed has its own examples (the training set differs by seed), nested_bootstrap
+resamples the seeds and then, for each seed drawn, that seed's own examples.
+
 With few seeds the seed resampling understates the seed-to-seed variance (by the factor
 (S - 1) / S, and S = 3 cannot show much of a distribution): read the t interval beside it.
 """
@@ -96,15 +99,53 @@ def two_way_bootstrap(values, resamples: int = RESAMPLES, level: float = LEVEL,
     p = min(1, 2 min(#{m* <= 0} + 1, #{m* >= 0} + 1) / (resamples + 1)): its smallest value is
     2 / (resamples + 1), about 0.001 for 2,000 resamples.
     """
-    if not 0 < level < 1 or resamples < 1:
-        raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
+    _check(resamples, level)
     values = _matrix(values)
     means = resampled_means(values, resamples, seed)
+    return _percentile(means, float(100.0 * values.mean()), values.shape, resamples, level)
+
+
+def nested_bootstrap(groups, resamples: int = RESAMPLES, level: float = LEVEL,
+                     seed: int = SEED) -> Bootstrap:
+    """The bootstrap of a mean over seeds whose examples differ by seed (each seed's own training
+    set, say): `groups` holds S 1-D arrays, seed s's values on its own n_s examples (bool, or a
+    paired difference in {-1, 0, 1} between two runs of seed s on the same examples).
+
+    Each resample draws S seeds with replacement and, for each seed drawn, n_s of that seed's
+    examples with replacement (a multinomial draw of its value counts: the same distribution);
+    its mean is the mean over the drawn seeds of their resampled means, in percent. The point
+    estimate is the mean over seeds of each seed's mean; the interval and p are two_way_bootstrap's.
+    `examples` in the result is the smallest n_s. Generators: default_rng([seed, 2]) (examples)
+    and ([seed, 3]) (seeds).
+    """
+    _check(resamples, level)
+    groups = [np.asarray(g, dtype=float).ravel() for g in groups]
+    if not groups or any(g.size == 0 or not np.isfinite(g).all() for g in groups):
+        raise ValueError("the nested bootstrap needs one non-empty finite array per seed")
+    examples, seeds = np.random.default_rng([seed, 2]), np.random.default_rng([seed, 3])
+    drawn = seeds.integers(0, len(groups), size=(resamples, len(groups)))
+    slot_means = np.empty(drawn.shape)
+    for s, g in enumerate(groups):
+        slots = drawn == s
+        values, counts = np.unique(g, return_counts=True)
+        resampled = examples.multinomial(g.size, counts / g.size, size=int(slots.sum()))
+        slot_means[slots] = resampled @ values / g.size
+    means = 100.0 * slot_means.mean(axis=1)
+    estimate = float(100.0 * np.mean([g.mean() for g in groups]))
+    return _percentile(means, estimate, (len(groups), min(g.size for g in groups)), resamples, level)
+
+
+def _check(resamples: int, level: float) -> None:
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
+
+
+def _percentile(means: np.ndarray, estimate: float, shape: tuple, resamples: int, level: float) -> Bootstrap:
+    """The Bootstrap of resampled `means`: percentile interval at `level`, p-value of 0."""
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     below, above = int((means <= 0).sum()), int((means >= 0).sum())
     p = min(1.0, 2 * (min(below, above) + 1) / (resamples + 1))
-    return Bootstrap(float(100.0 * values.mean()), float(low), float(high), p,
-                     values.shape[0], values.shape[1], resamples, level)
+    return Bootstrap(estimate, float(low), float(high), p, shape[0], shape[1], resamples, level)
 
 
 def _matrix(values) -> np.ndarray:

@@ -36,13 +36,14 @@ from minidyn.errors import ConfigError
 from minidyn.evaluation import table1
 from minidyn.evaluation.attack_table import WORST
 from minidyn.files.config import parse_eps
+from minidyn.studies.fosc_share import COLUMN as FOSC_SHARE
 from minidyn.studies.spec import CHECKPOINTS, KINDS_OF_EVALUATION, Spec, cell_name, load_spec
 from minidyn.studies.tasks import StudyDir
 
 DIRECTIONS = ("greater", "less", "equal-or-better", "either", "reading")
 REQUIRED = {"id", "statement", "distance", "direction"}
 OPTIONAL = {"paper", "study", "setting", "baseline", "attack", "checkpoint", "eps", "kind",
-            "margin", "not_testable", "reading", "note"}
+            "margin", "not_testable", "reading", "note", "fosc_epoch"}
 SIGNIFICANCE = 0.05
 VERDICT_RULE = (
     "Verdict rule: **shown** where the 95% two-way bootstrap interval (seeds and test examples "
@@ -50,7 +51,9 @@ VERDICT_RULE = (
     "claims (for *equal-or-better*: both lie above -margin) and, for a comparison the study "
     "declared primary, the Holm-adjusted p is at most 0.05; **contradicted here** where both "
     "exclude 0 on the other side; **not shown** otherwise (the effects the two-way interval still "
-    "allows are named; an interval of zero width excludes nothing). Without per-example results "
+    "allows are named; an interval of zero width excludes nothing). For a share of training "
+    "examples with FOSC in [0, 0.1] the two-way interval is the nested bootstrap (seeds, then each "
+    "seed's own training examples). Without per-example results "
     "the t interval decides alone, with one seed the two-way interval. **pending**: the study has "
     "not finished or has no report yet (the command that continues it is named); **not testable "
     "here**: it cannot run on this machine (why is said); **by reading**: a figure's shape, read "
@@ -69,7 +72,7 @@ class Claim:
     study: str | None = None       # a spec's name: its directory is STUDIES/<study>
     setting: dict = field(default_factory=dict)
     baseline: dict | None = None   # grid values over [report] baseline's
-    attack: str | None = None      # an [eval] attack or "worst-case"
+    attack: str | None = None      # an [eval] attack, "worst-case", or "fosc-share" (with fosc_epoch)
     checkpoint: str | None = None  # "last" / "best"; None: the spec's only one
     eps: float | None = None       # the test eps; None: the report's only one
     kind: str = "white-box"
@@ -77,6 +80,7 @@ class Claim:
     not_testable: str | None = None  # why the study cannot run here (used while it has no directory)
     reading: str | None = None     # where to read a "reading" claim
     note: str | None = None
+    fosc_epoch: int | None = None  # with attack "fosc-share": a [report] fosc_epochs epoch (from 1)
 
     @property
     def paper_difference(self) -> float | None:
@@ -153,6 +157,11 @@ def parse_claim(item: dict, number: int) -> Claim:
     for key in ("margin", "eps"):
         if key in values and not _number(values[key]):
             raise ConfigError(f"{where}: {key} must be a number")
+    if "fosc_epoch" in values and (isinstance(values["fosc_epoch"], bool) or not isinstance(values["fosc_epoch"], int)
+                                   or values["fosc_epoch"] < 1):
+        raise ConfigError(f"{where}: fosc_epoch must be an epoch counted from 1")
+    if ("fosc_epoch" in values) != (values.get("attack") == FOSC_SHARE):
+        raise ConfigError(f"{where}: attack = \"{FOSC_SHARE}\" and fosc_epoch go together")
     if "paper" in values:
         if not isinstance(values["paper"], list) or len(values["paper"]) != 2 or not all(map(_number, values["paper"])):
             raise ConfigError(f"{where}: paper must be [setting's %, baseline's %], e.g. [91.27, 90.62]")
@@ -184,8 +193,11 @@ def study_spec(study: str, studies: str | Path | None) -> Spec | None:
 
 def check_against_spec(claim: Claim, spec: Spec) -> None:
     """ConfigError unless the claim's setting and baseline are grid values of the spec (not the
-    seed), its attack one of [eval] attacks or worst-case, its checkpoint and eps the spec's."""
+    seed), its attack one of [eval] attacks or worst-case, its checkpoint and eps the spec's; a
+    fosc-share claim's fosc_epoch one of [report] fosc_epochs."""
     where = f"claim {claim.id}"
+    if claim.attack == FOSC_SHARE and claim.fosc_epoch not in (spec.report.get("fosc_epochs") or [1]):
+        raise ConfigError(f"{where}: fosc_epoch {claim.fosc_epoch} is not one of {spec.name}'s [report] fosc_epochs")
     for name, values in (("setting", claim.setting), ("baseline", claim.baseline or {})):
         for key, value in values.items():
             if key == "seed" or key not in spec.grid:
@@ -194,9 +206,11 @@ def check_against_spec(claim: Claim, spec: Spec) -> None:
             if value not in spec.grid[key]:
                 raise ConfigError(f"{where}: {name} {key} = {value!r} is not a grid value of {spec.name} "
                                   f"({', '.join(map(repr, spec.grid[key]))})")
-    attacks = [*spec.eval.attacks, WORST]
+    attacks = [*spec.eval.attacks, WORST, FOSC_SHARE]
     if claim.attack not in attacks:
         raise ConfigError(f"{where}: attack {claim.attack!r} is not one of {spec.name}'s ({', '.join(attacks)})")
+    if claim.attack == FOSC_SHARE:  # the training examples' FOSC: no checkpoint, no test eps
+        return
     if claim.checkpoint is None and len(spec.eval.checkpoints) > 1:
         raise ConfigError(f"{where}: give checkpoint ({' or '.join(spec.eval.checkpoints)})")
     if claim.checkpoint is not None and claim.checkpoint not in spec.eval.checkpoints:
@@ -282,6 +296,8 @@ def read_numbers(directory: Path) -> dict:
 def _table_key(claim: Claim, spec: Spec, numbers: dict) -> str | None:
     """The results.json table the claim reads (None: several test eps and the claim gives none)."""
     which = claim.checkpoint or spec.eval.checkpoints[0]
+    if claim.fosc_epoch is not None:
+        return f"fosc/epoch={claim.fosc_epoch}"
     if claim.kind == "black-box":
         return f"blackbox/{which}"
     if claim.eps is not None:
@@ -318,7 +334,8 @@ def find_difference(claim: Claim, spec: Spec, numbers: dict) -> dict | str:
     means = tuple(None if r is None else r["columns"][claim.attack]["mean"] for r in (row, base_row))
     return {"difference": d, "bootstrap": boot, "primary": entry is not None,
             "holm": None if entry is None else entry.get("holm"), "means": means,
-            "left_out": _left_out(numbers, (row["setting"], base))}
+            "left_out": _left_out(numbers, (row["setting"], base)),
+            "examples": "training examples" if key.startswith("fosc/") else "test examples"}
 
 
 def _baseline_name(spec: Spec, values: dict, claim: Claim) -> str | None:
@@ -348,7 +365,8 @@ def ours_words(found: dict) -> str:
     parts[0] += "" if t is None else f", t [{t[0]:+.2f}, {t[1]:+.2f}]"
     if None not in found["means"]:
         parts.append(f"{found['means'][0]:.2f} vs {found['means'][1]:.2f}")
-    examples = "no per-example results" if boot is None else f"{boot['examples']:,} test examples"
+    examples = ("no per-example results" if boot is None
+                else f"{boot['examples']:,} {found.get('examples', 'test examples')}")
     parts.append(f"{d['n']} seed{'s' if d['n'] != 1 else ''} x {examples}")
     if found["primary"]:
         parts.append("primary, Holm p " + ("n/a" if found["holm"] is None else f"{found['holm']:.3g}"))

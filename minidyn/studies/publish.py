@@ -6,11 +6,10 @@ The copy is itself a study directory that `minidyn study report` and `minidyn st
 study.toml, report/ (report.md, results.csv, results.json, the PNGs) and, per cell, what the
 report reads: config.json, summary.json, metrics.jsonl, each result file (study-eval.json,
 study-eval-blackbox.json) and its per-example records (*.examples.npz, a bit per test example
-and attack). Left behind: the checkpoints (*.pt), the logs, the locks and, unless `fosc` is
-set, the per-epoch FOSC arrays (4 bytes per training example and epoch); with `fosc`, those of
-the epochs [report] fosc_epochs names, which the FOSC figure draws. So the copy's
-`minidyn study report` gives the same numbers as the original's, and the same figures but the
-FOSC one where the arrays were left.
+and attack), and the FOSC arrays of the epochs [report] fosc_epochs names (4 bytes per training
+example), which the FOSC shares and figure read. Left behind: the checkpoints (*.pt), the logs,
+the locks and the FOSC arrays of the other epochs. So the copy's `minidyn study report` gives the
+same numbers and figures as the original's.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from minidyn.studies.tasks import StudyDir
 CELL_FILES = ("config.json", "summary.json", "metrics.jsonl")
 
 
-def publish(study_dir: str | Path, dest: str | Path, *, fosc: bool = False) -> list[Path]:
+def publish(study_dir: str | Path, dest: str | Path) -> list[Path]:
     """Copy the finished study at `study_dir` to `dest` (replacing an earlier copy of the same
     study there) and return the files written. ConfigError, naming what is missing, if a task is
     not done, the report is missing or older than a result, or `dest` holds anything else."""
@@ -48,9 +47,8 @@ def publish(study_dir: str | Path, dest: str | Path, *, fosc: bool = False) -> l
         files += [result, *[p for p in (examples_path(result),) if p.is_file()]]
         if task.kind == "train":
             files += [cell / name for name in CELL_FILES if (cell / name).is_file()]
-            if fosc:
-                files += [p for e in spec.report.get("fosc_epochs", [1])
-                          if (p := cell / "fosc" / f"epoch_{e - 1:03d}.npy").is_file()]
+            files += [p for e in spec.report.get("fosc_epochs") or [1]
+                      if (p := cell / "fosc" / f"epoch_{e - 1:03d}.npy").is_file()]
     return _copy(study.path, sorted(set(files)), dest)
 
 

@@ -27,7 +27,7 @@ from minidyn.evaluation.aggregate import paired_difference, summarize
 from minidyn.errors import MinidynError
 from minidyn.evaluation.significance import holm, mcnemar_exact, paired_t_p
 from minidyn.files.fileio import atomic_write
-from minidyn.studies import figures
+from minidyn.studies import figures, fosc_share
 from minidyn.studies.results import (CHECKPOINT_WORDS, CellResult, accuracy, baseline_setting,  # noqa: F401
                                      baseline_words, collect, columns, eps_keys, label,
                                      settings_of, stacked)
@@ -194,6 +194,10 @@ def write_report(study_dir: str | Path) -> list[Path]:
     tables = _table_sections(spec, cells, numbers, tally, {(t["table"], t["setting"], t["column"])
                                                            for t in targets if not t["own_baseline"]})
     primary = numbers["primary"] = primary_results(targets, numbers["tables"], spec, cells)
+    shares = fosc_share.fosc_tables(study, spec, cells)
+    numbers["tables"].update(shares)
+    for key, rows in shares.items():
+        tables += fosc_share.markdown(rows, int(key.split("=")[1]), tally)
     numbers["intervals"] = {"t": tally.t, "bootstrap": tally.bootstrap}
     sections = [f"# Study {spec.name}", "", f"Made by `minidyn study report {study.path}` from "
                 f"`{study.spec_file}`.", "", *_state_lines(cells), "", *_reading_lines(spec, cells, tally), "",

@@ -5,7 +5,8 @@ import pytest
 
 from minidyn.evaluation.evaluate import EvalResult
 from minidyn.studies.examples import write_examples
-from minidyn.studies.tasks import Task, settings, write_result
+from minidyn.studies.spec import load_spec
+from minidyn.studies.tasks import StudyDir, Task, settings, write_result
 
 
 def _done_cells(study, spec, correct):
@@ -29,3 +30,19 @@ def _done_cells(study, spec, correct):
 def done_cells():
     """The function that writes a study's cells as done (see _done_cells)."""
     return _done_cells
+
+
+@pytest.fixture
+def three_seed_study(tmp_path, tiny_text, monkeypatch):
+    """make(where) -> (StudyDir, spec): tiny with seeds 0-2 and [report] fosc_epochs = [2],
+    prepared at `where` (no figures drawn: matplotlib's time is not what these tests test)."""
+    monkeypatch.setattr("minidyn.studies.figures.available", lambda: False)
+
+    def make(where):
+        spec_file = tmp_path / "tiny.toml"
+        spec_file.write_text(tiny_text.replace("seed = [0, 1]", "seed = [0, 1, 2]") + "[report]\nfosc_epochs = [2]\n")
+        spec = load_spec(spec_file)
+        study = StudyDir(where)
+        study.prepare(spec)
+        return study, spec
+    return make

@@ -12,28 +12,23 @@ from minidyn.errors import ConfigError
 from minidyn.studies.claims import judge, parse_claim
 from minidyn.studies.publish import publish
 from minidyn.studies.report import write_report
-from minidyn.studies.spec import load_spec
-from minidyn.studies.tasks import StudyDir
 
 
 @pytest.fixture
-def study(tmp_path, tiny_text, monkeypatch, done_cells):
+def study(tmp_path, three_seed_study, done_cells):
     """tiny with 3 seeds, every cell done with per-example results (Dynamic right on 2 + seed
     more of the 40 examples than Standard), the heavy files a real cell has, and its report."""
-    monkeypatch.setattr("minidyn.studies.figures.available", lambda: False)
-    spec_file = tmp_path / "tiny.toml"
-    spec_file.write_text(tiny_text.replace("seed = [0, 1]", "seed = [0, 1, 2]") + "[report]\nfosc_epochs = [2]\n")
-    spec = load_spec(spec_file)
-    study = StudyDir(tmp_path / "runs" / "tiny")
-    study.prepare(spec)
+    study, spec = three_seed_study(tmp_path / "runs" / "tiny")
     done_cells(study, spec, lambda cell: np.arange(40) < 20 + cell.values["seed"]
                + (2 + cell.values["seed"]) * (cell.values["method"] == "dynamic"))
     for cell in spec.cells():
         directory = study.cell_dir(cell)
         (directory / "fosc").mkdir()
         (directory / "summary.json").write_text("{}")
-        for name in ("checkpoint.pt", "best-val.pt", "fosc/epoch_000.npy", "fosc/epoch_001.npy"):
+        for name in ("checkpoint.pt", "best-val.pt"):
             (directory / name).write_bytes(b"x" * 100)
+        for epoch in (0, 1):
+            np.save(directory / "fosc" / f"epoch_{epoch:03d}.npy", np.linspace(0, 0.2, 50, dtype=np.float32))
     (study.logs_dir / "a.log").write_text("log")
     write_report(study.path)
     return study
@@ -49,7 +44,7 @@ def test_the_copy_holds_what_the_report_reads_and_reports_the_same_numbers(study
     files = files_under(dest)
     assert sorted(str(p.relative_to(dest)) for p in written) == files
     assert "study.toml" in files and "report/results.json" in files and "report/report.md" in files
-    assert not [f for f in files if f.endswith(".pt") or "fosc/" in f or f.startswith(("logs", "locks"))]
+    assert not [f for f in files if f.endswith(".pt") or f.startswith(("logs", "locks"))]
     cell = "cells/dynamic_seed-1/"
     assert {cell + n for n in ("config.json", "summary.json", "metrics.jsonl", "study-eval.json",
                                "study-eval.examples.npz")} <= set(files)
@@ -61,8 +56,8 @@ def test_the_copy_holds_what_the_report_reads_and_reports_the_same_numbers(study
     assert judge(claim, dest.parent).ours == judge(claim, study.path.parent).ours  # +8.33 points, 3 seeds x 40
 
 
-def test_with_fosc_only_the_reports_fosc_epochs_are_copied(study, tmp_path):
-    publish(study.path, tmp_path / "d", fosc=True)
+def test_only_the_reports_fosc_epochs_are_copied(study, tmp_path):
+    publish(study.path, tmp_path / "d")
     files = files_under(tmp_path / "d")
     assert [f for f in files if "fosc/" in f] == [f"cells/{c}/fosc/epoch_001.npy" for c in
                                                     sorted(p.name for p in study.cells_dir.iterdir())]
