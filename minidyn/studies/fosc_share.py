@@ -36,12 +36,13 @@ def inside(cell_dir, epoch: int) -> np.ndarray | None:
 
 
 def fosc_tables(study, spec, cells: list[CellResult]) -> dict[str, list[dict]]:
-    """{"fosc/epoch=E": rows} for each [report] fosc_epochs epoch some done cell has a file for."""
+    """{"fosc/epoch=E": rows} for each [report] fosc_epochs epoch some done cell has a file for
+    (with some FOSC recorded)."""
     cell_of = {c.name: c for c in spec.cells()}
     tables = {}
     for epoch in spec.report.get("fosc_epochs") or [1]:
-        arrays = {c.name: a for c in cells if c.state == "done"
-                  and (a := inside(study.cell_dir(cell_of[c.name]), epoch)) is not None}
+        arrays = {c.name: a for c in cells if c.state == "done"  # a run without FOSC recorded: left out
+                  and (a := inside(study.cell_dir(cell_of[c.name]), epoch)) is not None and np.isfinite(a).any()}
         if arrays:
             tables[f"fosc/epoch={epoch}"] = _rows(spec, cells, arrays)
     return tables

@@ -92,3 +92,11 @@ def test_a_claim_on_the_share_is_judged_on_training_examples(study, tmp_path):
 def test_a_share_claim_without_its_epoch_is_refused_in_one_line(study, tmp_path, epoch, attack, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_claims(claims_file(tmp_path, epoch, attack), tmp_path / "studies")
+
+
+def test_a_run_without_fosc_recorded_is_left_out(study):
+    spec = study.spec()
+    cell = next(c for c in spec.cells() if c.name == "dynamic_seed-0")
+    np.save(study.cell_dir(cell) / "fosc" / "epoch_001.npy", np.full(N, np.nan, dtype=np.float32))
+    rows = {r["setting"]: r for r in fosc_tables(study, spec, collect(study, spec))["fosc/epoch=2"]}
+    assert rows["dynamic"]["seeds"] == [1, 2] and rows["dynamic"]["difference"][COLUMN]["n"] == 2
