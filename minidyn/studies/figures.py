@@ -123,10 +123,11 @@ def val_curves_figure(spec, cells):
 
 # --- FOSC of the training examples -------------------------------------------------------------
 def _fosc(cell_dir: Path, epoch: int) -> np.ndarray | None:
+    from minidyn.evaluation.analysis import fosc_files
     from minidyn.files.npyfile import read_fosc
 
-    path = cell_dir / "fosc" / f"epoch_{epoch - 1:03d}.npy"
-    if not path.is_file():
+    path = fosc_files(cell_dir).get(epoch)
+    if path is None:
         return None
     values = read_fosc(path)
     return values[np.isfinite(values)]

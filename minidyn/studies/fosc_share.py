@@ -4,8 +4,8 @@ examples converge best"), per setting and [report] fosc_epochs epoch.
 
     tables = fosc_tables(study, spec, cells)   # {"fosc/epoch=30": [row per setting], ...}
 
-A seed's share is 100 x the fraction of its training examples with FOSC <= 0.1 (FOSC >= 0; an
-example whose FOSC was not recorded is left out). Each seed holds out its own validation split,
+A seed's share is 100 x the fraction of its training examples with FOSC in [0, 0.1] (figures'
+SHARE_RANGE, the figure legend's share; an example whose FOSC was not recorded is left out). Each seed holds out its own validation split,
 so the training examples differ by seed: the interval of a setting's mean is the nested bootstrap
 (seeds, then each seed's own examples; evaluation.bootstrap.nested_bootstrap), and a difference
 to the baseline pairs the two settings' runs of one seed on that seed's examples, example by
@@ -17,22 +17,24 @@ from __future__ import annotations
 import numpy as np
 
 from minidyn.evaluation.aggregate import paired_difference, summarize
+from minidyn.evaluation.analysis import fosc_files
 from minidyn.evaluation.bootstrap import nested_bootstrap
 from minidyn.files.npyfile import read_fosc
+from minidyn.studies.figures import SHARE_RANGE
 from minidyn.studies.results import CellResult, baseline_setting, settings_of
 
 COLUMN = "fosc-share"
-SHARE_HIGH = 0.1   # the paper's range [0, 0.1] (Figs. 1a, 5)
 
 
 def inside(cell_dir, epoch: int) -> np.ndarray | None:
-    """float (n,) of one cell at `epoch` (from 1): 1 where FOSC <= SHARE_HIGH, 0 above, NaN where
-    not recorded; None without the file."""
-    path = cell_dir / "fosc" / f"epoch_{epoch - 1:03d}.npy"
-    if not path.is_file():
+    """float (n,) of one cell at `epoch` (from 1): 1 where FOSC is in SHARE_RANGE, 0 outside,
+    NaN where not recorded; None without the file."""
+    path = fosc_files(cell_dir).get(epoch)
+    if path is None:
         return None
     values = read_fosc(path)
-    return np.where(np.isfinite(values), (values <= SHARE_HIGH).astype(float), np.nan)
+    lo, hi = SHARE_RANGE
+    return np.where(np.isfinite(values), ((values >= lo) & (values <= hi)).astype(float), np.nan)
 
 
 def fosc_tables(study, spec, cells: list[CellResult]) -> dict[str, list[dict]]:
@@ -90,7 +92,8 @@ def markdown(rows: list[dict], epoch: int, tally=None) -> list[str]:
     def interval(b):
         return "n/a" if b is None else f"[{b['low']:+.2f}, {b['high']:+.2f}]"
 
-    lines = [f"## FOSC of the training examples' adversarial points, epoch {epoch}: share in [0, {SHARE_HIGH:g}] (%)",
+    lines = [f"## FOSC of the training examples' adversarial points, epoch {epoch}: share in "
+             f"[{SHARE_RANGE[0]:g}, {SHARE_RANGE[1]:g}] (%)",
              "", "A seed's share of its training examples (cf. Fig. 5); mean ± sample std over seeds "
              "[95% nested bootstrap: seeds, then each seed's own training examples]; the difference to the "
              "baseline pairs each seed's two runs on that seed's examples: t [95% t interval over seeds], "

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from minidyn.errors import ConfigError, MinidynError
+from minidyn.evaluation.analysis import fosc_files
 from minidyn.studies.examples import examples_path
 from minidyn.studies.tasks import StudyDir
 
@@ -47,8 +48,8 @@ def publish(study_dir: str | Path, dest: str | Path) -> list[Path]:
         files += [result, *[p for p in (examples_path(result),) if p.is_file()]]
         if task.kind == "train":
             files += [cell / name for name in CELL_FILES if (cell / name).is_file()]
-            files += [p for e in spec.report.get("fosc_epochs") or [1]
-                      if (p := cell / "fosc" / f"epoch_{e - 1:03d}.npy").is_file()]
+            fosc = fosc_files(cell)
+            files += [fosc[e] for e in spec.report.get("fosc_epochs") or [1] if e in fosc]
     return _copy(study.path, sorted(set(files)), dest)
 
 
