@@ -1,4 +1,4 @@
-"""`minidyn study run|slurm|status|report|publish|claims|list`: the paper's experiments as multi-seed studies.
+"""`minidyn study run|slurm|status|report|fig1a|publish|claims|list`: the paper's experiments as multi-seed studies.
 
 Registered on the `minidyn` group at the end of cli/main.py. The study machinery is in
 minidyn/studies/; this module is its command line: options, what is printed, exit codes
@@ -285,6 +285,42 @@ def report_command(study_dir):
 
     for path in write_report(study_dir):
         click.echo(str(path))
+
+
+@study_command.command("fig1a")
+@click.argument("study_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--setting", "words", multiple=True, metavar="KEY=VALUE",
+              help="Measure the cells with this grid value (repeat for more keys).  [default: the [report] baseline's]")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]),
+              help="Checkpoint to attack.  [default: the spec's first [eval] checkpoint]")
+def fig1a_command(study_dir, words, checkpoint):
+    """Measure Fig. 1a on the trained cells of one setting of STUDY_DIR.
+
+    Each cell's checkpoint is attacked with PGD-10 (step eps/4, the paper's Fig. 1a) on the
+    [eval] test examples; its per-example FOSC, loss and correctness go to
+    cells/CELL/study-fig1a-CHECKPOINT.npz. Cells measured since their checkpoint was written are
+    skipped. `minidyn study report STUDY_DIR` then tables, per setting, the accuracy of the
+    test examples above the median FOSC minus below it, with intervals (docs/studies.md).
+    """
+    from minidyn.studies.fig1a import matching, measure, parse_setting, pending
+    from minidyn.studies.spec import cell_name
+    from minidyn.studies.tasks import StudyDir
+
+    study = StudyDir(study_dir)
+    spec = study.spec()
+    setting = parse_setting(spec, words)
+    checkpoint = checkpoint or spec.eval.checkpoints[0]
+    chosen = matching(spec, setting)
+    if not chosen:
+        raise ConfigError(f"no cell of {spec.name} has {cell_name(setting)} (its [[exclude]] removes them)")
+    cells = pending(study, chosen, checkpoint)
+    click.echo(f"{cell_name(setting)}: {len(chosen)} cells, {len(cells)} trained and not yet measured "
+               f"at the {checkpoint} checkpoint")
+    for cell in cells:
+        started = time.time()
+        path = measure(study, spec, cell, checkpoint)
+        click.echo(f"{path} ({time.time() - started:.0f} s)")
+    click.echo(f"then: minidyn study report {study_dir}")
 
 
 @study_command.command("publish")

@@ -36,6 +36,7 @@ from minidyn.errors import ConfigError
 from minidyn.evaluation import table1
 from minidyn.evaluation.attack_table import WORST
 from minidyn.files.config import parse_eps
+from minidyn.studies.fig1a import COLUMN as FOSC_ACCURACY
 from minidyn.studies.fosc_share import COLUMN as FOSC_SHARE
 from minidyn.studies.spec import CHECKPOINTS, KINDS_OF_EVALUATION, Spec, cell_name, load_spec
 from minidyn.studies.tasks import StudyDir
@@ -72,7 +73,8 @@ class Claim:
     study: str | None = None       # a spec's name: its directory is STUDIES/<study>
     setting: dict = field(default_factory=dict)
     baseline: dict | None = None   # grid values over [report] baseline's
-    attack: str | None = None      # an [eval] attack, "worst-case", or "fosc-share" (with fosc_epoch)
+    attack: str | None = None      # an [eval] attack, "worst-case", "fosc-share" (with fosc_epoch) or
+    #                                "fosc-accuracy" (Fig. 1a: the high-FOSC half - the low, no baseline)
     checkpoint: str | None = None  # "last" / "best"; None: the spec's only one
     eps: float | None = None       # the test eps; None: the report's only one
     kind: str = "white-box"
@@ -162,6 +164,9 @@ def parse_claim(item: dict, number: int) -> Claim:
         raise ConfigError(f"{where}: fosc_epoch must be an epoch counted from 1")
     if ("fosc_epoch" in values) != (values.get("attack") == FOSC_SHARE):
         raise ConfigError(f"{where}: attack = \"{FOSC_SHARE}\" and fosc_epoch go together")
+    if values.get("attack") == FOSC_ACCURACY and "baseline" in values:
+        raise ConfigError(f"{where}: attack = \"{FOSC_ACCURACY}\" compares a setting's high-FOSC half with its "
+                          "low-FOSC half; it takes no baseline")
     if "paper" in values:
         if not isinstance(values["paper"], list) or len(values["paper"]) != 2 or not all(map(_number, values["paper"])):
             raise ConfigError(f"{where}: paper must be [setting's %, baseline's %], e.g. [91.27, 90.62]")
@@ -206,7 +211,7 @@ def check_against_spec(claim: Claim, spec: Spec) -> None:
             if value not in spec.grid[key]:
                 raise ConfigError(f"{where}: {name} {key} = {value!r} is not a grid value of {spec.name} "
                                   f"({', '.join(map(repr, spec.grid[key]))})")
-    attacks = [*spec.eval.attacks, WORST, FOSC_SHARE]
+    attacks = [*spec.eval.attacks, WORST, FOSC_SHARE, FOSC_ACCURACY]
     if claim.attack not in attacks:
         raise ConfigError(f"{where}: attack {claim.attack!r} is not one of {spec.name}'s ({', '.join(attacks)})")
     if claim.attack == FOSC_SHARE:  # the training examples' FOSC: no checkpoint, no test eps
@@ -298,6 +303,8 @@ def _table_key(claim: Claim, spec: Spec, numbers: dict) -> str | None:
     which = claim.checkpoint or spec.eval.checkpoints[0]
     if claim.fosc_epoch is not None:
         return f"fosc/epoch={claim.fosc_epoch}"
+    if claim.attack == FOSC_ACCURACY:
+        return f"fig1a/{which}"
     if claim.kind == "black-box":
         return f"blackbox/{which}"
     if claim.eps is not None:
@@ -313,6 +320,8 @@ def find_difference(claim: Claim, spec: Spec, numbers: dict) -> dict | str:
     if key is None or key not in numbers["tables"]:
         return f"not in the report: no table {key or '(several test eps: give eps)'}"
     rows = numbers["tables"][key]
+    if claim.attack == FOSC_ACCURACY:
+        return _halves_difference(claim, rows, numbers)
     matches = [r for r in rows if all(r["values"].get(k) == v for k, v in claim.setting.items())
                and _baseline_name(spec, r["values"], claim) is not None]
     if len(matches) != 1:
@@ -336,6 +345,22 @@ def find_difference(claim: Claim, spec: Spec, numbers: dict) -> dict | str:
             "holm": None if entry is None else entry.get("holm"), "means": means,
             "left_out": _left_out(numbers, (row["setting"], base)),
             "examples": "training examples" if key.startswith("fosc/") else "test examples"}
+
+
+def _halves_difference(claim: Claim, rows: list[dict], numbers: dict) -> dict | str:
+    """find_difference's dict for a Fig. 1a claim: the setting's high-FOSC half - its low half."""
+    matches = [r for r in rows if all(r["values"].get(k) == v for k, v in claim.setting.items())]
+    if len(matches) != 1:
+        return (f"not in the report: the setting matches {len(matches)} settings measured with `minidyn study fig1a`"
+                + (f" ({', '.join(r['setting'] for r in matches)}): give more grid values" if matches else ""))
+    row = matches[0]
+    cells = sum(c.get("setting") == row["setting"] for c in numbers.get("cells", []))
+    if cells > len(row["seeds"]):
+        return (f"pending: {cells - len(row['seeds'])} of the {cells} cells of {row['setting']} not measured or not "
+                f"done; `minidyn study fig1a` on {claim.study} measures the trained ones, then `minidyn study report`")
+    return {"difference": row["difference"][FOSC_ACCURACY], "bootstrap": row["difference_bootstrap"][FOSC_ACCURACY],
+            "primary": False, "holm": None, "means": (row["halves"]["high"]["mean"], row["halves"]["low"]["mean"]),
+            "left_out": 0, "examples": "test examples"}
 
 
 def _baseline_name(spec: Spec, values: dict, claim: Claim) -> str | None:

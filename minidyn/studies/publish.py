@@ -6,8 +6,9 @@ The copy is itself a study directory that `minidyn study report` and `minidyn st
 study.toml, report/ (report.md, results.csv, results.json, the PNGs) and, per cell, what the
 report reads: config.json, summary.json, metrics.jsonl, each result file (study-eval.json,
 study-eval-blackbox.json) and its per-example records (*.examples.npz, a bit per test example
-and attack), and the FOSC arrays of the epochs [report] fosc_epochs names (4 bytes per training
-example), which the FOSC shares and figure read. Left behind: the checkpoints (*.pt), the logs,
+and attack), the FOSC arrays of the epochs [report] fosc_epochs names (4 bytes per training
+example), which the FOSC shares and figure read, and the Fig. 1a files `minidyn study fig1a`
+wrote (FOSC, loss and correctness per test example). Left behind: the checkpoints (*.pt), the logs,
 the locks and the FOSC arrays of the other epochs. So the copy's `minidyn study report` gives the
 same numbers and figures as the original's.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from minidyn.errors import ConfigError, MinidynError
 from minidyn.evaluation.analysis import fosc_files
 from minidyn.studies.examples import examples_path
+from minidyn.studies.fig1a import file_name as fig1a_file
 from minidyn.studies.tasks import StudyDir
 
 CELL_FILES = ("config.json", "summary.json", "metrics.jsonl")
@@ -36,12 +38,15 @@ def publish(study_dir: str | Path, dest: str | Path) -> list[Path]:
         raise ConfigError(f"{study.path}: {len(waiting)} of {len(tasks)} tasks not done ({waiting[0]}); "
                           f"`minidyn study run {spec.name} --out {study.path}` finishes them")
     numbers = study.path / "report" / "results.json"
-    newest = max(study.result(t).stat().st_mtime for t in tasks)
+    measured = [p for t in tasks if t.kind == "train" for w in spec.eval.checkpoints
+                if (p := study.cell_dir(t.cell) / fig1a_file(w)).is_file()]
+    newest = max(p.stat().st_mtime for p in [*(study.result(t) for t in tasks), *measured])
     if not numbers.is_file() or numbers.stat().st_mtime < newest:
-        raise ConfigError(f"{study.path}: {'no report' if not numbers.is_file() else 'its report is older than a result'}; "
+        raise ConfigError(f"{study.path}: {'no report' if not numbers.is_file() else 'its report is older than a result or a Fig. 1a file'}; "
                           f"`minidyn study report {study.path}` writes it")
     _check_dest(dest, study)
     files = [study.spec_file, *sorted(p for p in (study.path / "report").iterdir() if p.is_file())]
+    files += measured
     for task in tasks:
         cell = study.cell_dir(task.cell)
         result = study.result(task)

@@ -27,7 +27,7 @@ from minidyn.evaluation.aggregate import paired_difference, summarize
 from minidyn.errors import MinidynError
 from minidyn.evaluation.significance import holm, mcnemar_exact, paired_t_p
 from minidyn.files.fileio import atomic_write
-from minidyn.studies import figures, fosc_share
+from minidyn.studies import fig1a, figures, fosc_share
 from minidyn.studies.results import (CHECKPOINT_WORDS, CellResult, accuracy, baseline_setting,  # noqa: F401
                                      baseline_words, collect, columns, eps_keys, label,
                                      settings_of, stacked)
@@ -198,6 +198,10 @@ def write_report(study_dir: str | Path) -> list[Path]:
     numbers["tables"].update(shares)
     for key, rows in shares.items():
         tables += fosc_share.markdown(rows, int(key.split("=")[1]), tally)
+    bins = fig1a.fig1a_tables(study, spec, cells)
+    numbers["tables"].update(bins)
+    for key, rows in bins.items():
+        tables += fig1a.markdown(rows, key.split("/")[1], tally)
     numbers["intervals"] = {"t": tally.t, "bootstrap": tally.bootstrap}
     sections = [f"# Study {spec.name}", "", f"Made by `minidyn study report {study.path}` from "
                 f"`{study.spec_file}`.", "", *_state_lines(cells), "", *_reading_lines(spec, cells, tally), "",

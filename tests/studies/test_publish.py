@@ -76,7 +76,7 @@ def test_an_unfinished_study_or_a_stale_report_is_refused(study, tmp_path):
     result = study.path / "cells" / "dynamic_seed-2" / "study-eval.json"
     later = result.stat().st_mtime + 10
     os.utime(result, (later, later))
-    with pytest.raises(ConfigError, match="report is older than a result; `minidyn study report"):
+    with pytest.raises(ConfigError, match="report is older than a result or a Fig. 1a file; `minidyn study report"):
         publish(study.path, tmp_path / "d")
     (study.path / "report" / "results.json").unlink()
     with pytest.raises(ConfigError, match="no report"):
