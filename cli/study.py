@@ -310,10 +310,13 @@ def fig1a_command(study_dir, words, checkpoint):
     spec = study.spec()
     setting = parse_setting(spec, words)
     checkpoint = checkpoint or spec.eval.checkpoints[0]
+    if checkpoint not in spec.eval.checkpoints:
+        raise ConfigError(f"--checkpoint {checkpoint}: {spec.name} evaluates only the {' and '.join(spec.eval.checkpoints)} "
+                          "checkpoint, which the report reads")
     chosen = matching(spec, setting)
     if not chosen:
         raise ConfigError(f"no cell of {spec.name} has {cell_name(setting)} (its [[exclude]] removes them)")
-    cells = pending(study, chosen, checkpoint)
+    cells = pending(study, spec, chosen, checkpoint)
     click.echo(f"{cell_name(setting)}: {len(chosen)} cells, {len(cells)} trained and not yet measured "
                f"at the {checkpoint} checkpoint")
     for cell in cells:

@@ -18,7 +18,10 @@ The generators are numpy's default_rng([SEED, 0]) (examples) and ([SEED, 1]) (se
 inputs give the same interval.
 
 Where each seed has its own examples (the training set differs by seed), nested_bootstrap
-resamples the seeds and then, for each seed drawn, that seed's own examples.
+resamples the seeds and then, for each seed drawn, that seed's own examples. Where the number is
+a difference between two groups of each seed's test examples (the high- and low-FOSC halves of
+Fig. 1a), split_bootstrap resamples them as two_way_bootstrap does and takes each group's mean
+as a ratio of resampled sums.
 
 With few seeds the seed resampling understates the seed-to-seed variance (by the factor
 (S - 1) / S, and S = 3 cannot show much of a distribution): read the t interval beside it.
@@ -103,6 +106,40 @@ def two_way_bootstrap(values, resamples: int = RESAMPLES, level: float = LEVEL,
     values = _matrix(values)
     means = resampled_means(values, resamples, seed)
     return _percentile(means, float(100.0 * values.mean()), values.shape, resamples, level)
+
+
+def split_bootstrap(values, inside, resamples: int = RESAMPLES, level: float = LEVEL,
+                    seed: int = SEED) -> Bootstrap:
+    """The two-way bootstrap of the mean over seeds of a within-seed difference of group means:
+    seed s's mean of values[s] where inside[s] minus its mean where not (percent points).
+
+    values: (S, n) numbers on the same n test examples; inside: (S, n) bool, each seed's own
+    split of them (both groups non-empty). Each resample draws the seeds and examples as
+    two_way_bootstrap does (the same draws), and a drawn seed's difference is the ratio of
+    counts-weighted sums in each group, so the groups' sizes are resampled with the examples (a
+    difference of means is not a fixed-weight mean: weights fixed at the sample's group sizes
+    would count the size's noise as the values'). A resample in which some drawn seed's group
+    is empty is left out (at n = 2,000 split in halves: never).
+    """
+    _check(resamples, level)
+    values = _matrix(values)
+    inside = np.asarray(inside, dtype=bool)
+    if inside.shape != values.shape or not (inside.any(axis=1) & (~inside).any(axis=1)).all():
+        raise ValueError("the split bootstrap needs an (S, n) split with both groups non-empty in every seed")
+    n_seeds, n = values.shape
+    counts = _example_counts(n, resamples, seed)
+    per_seed = np.empty((resamples, n_seeds))
+    chunk = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, resamples, chunk):
+        c = counts[start:start + chunk].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_seed[start:start + chunk] = ((c @ (values * inside).T) / (c @ inside.T)
+                                             - (c @ (values * ~inside).T) / (c @ (~inside).T))
+    seeds = np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(resamples, n_seeds))
+    means = 100.0 * np.take_along_axis(per_seed, seeds, axis=1).mean(axis=1)
+    means = means[np.isfinite(means)]
+    estimate = float(100.0 * np.mean([v[m].mean() - v[~m].mean() for v, m in zip(values, inside)]))
+    return _percentile(means, estimate, values.shape, means.size, level)
 
 
 def nested_bootstrap(groups, resamples: int = RESAMPLES, level: float = LEVEL,

@@ -164,9 +164,9 @@ def parse_claim(item: dict, number: int) -> Claim:
         raise ConfigError(f"{where}: fosc_epoch must be an epoch counted from 1")
     if ("fosc_epoch" in values) != (values.get("attack") == FOSC_SHARE):
         raise ConfigError(f"{where}: attack = \"{FOSC_SHARE}\" and fosc_epoch go together")
-    if values.get("attack") == FOSC_ACCURACY and "baseline" in values:
+    if values.get("attack") == FOSC_ACCURACY and {"baseline", "eps", "kind"} & set(values):
         raise ConfigError(f"{where}: attack = \"{FOSC_ACCURACY}\" compares a setting's high-FOSC half with its "
-                          "low-FOSC half; it takes no baseline")
+                          "low-FOSC half, white-box at the training eps; it takes no baseline, eps or kind")
     if "paper" in values:
         if not isinstance(values["paper"], list) or len(values["paper"]) != 2 or not all(map(_number, values["paper"])):
             raise ConfigError(f"{where}: paper must be [setting's %, baseline's %], e.g. [91.27, 90.62]")
@@ -317,6 +317,8 @@ def find_difference(claim: Claim, spec: Spec, numbers: dict) -> dict | str:
     """{"difference", "bootstrap" (or None), "primary", "holm", "means", "left_out"} of the
     claim's comparison in the report; a verdict line where the report does not have it."""
     key = _table_key(claim, spec, numbers)
+    if claim.attack == FOSC_ACCURACY and key not in numbers["tables"]:
+        return f"pending: no cell measured; `minidyn study fig1a` on {claim.study}, then `minidyn study report`"
     if key is None or key not in numbers["tables"]:
         return f"not in the report: no table {key or '(several test eps: give eps)'}"
     rows = numbers["tables"][key]
@@ -354,13 +356,14 @@ def _halves_difference(claim: Claim, rows: list[dict], numbers: dict) -> dict | 
         return (f"not in the report: the setting matches {len(matches)} settings measured with `minidyn study fig1a`"
                 + (f" ({', '.join(r['setting'] for r in matches)}): give more grid values" if matches else ""))
     row = matches[0]
-    cells = sum(c.get("setting") == row["setting"] for c in numbers.get("cells", []))
-    if cells > len(row["seeds"]):
-        return (f"pending: {cells - len(row['seeds'])} of the {cells} cells of {row['setting']} not measured or not "
-                f"done; `minidyn study fig1a` on {claim.study} measures the trained ones, then `minidyn study report`")
+    states = [c.get("state") for c in numbers.get("cells", []) if c.get("setting") == row["setting"]]
+    unmeasured = states.count("done") - len(row["seeds"])
+    if unmeasured > 0:
+        return (f"pending: {unmeasured} of the {len(states)} cells of {row['setting']} done but not measured "
+                f"(or measured on another checkpoint); `minidyn study fig1a` on {claim.study}, then `minidyn study report`")
     return {"difference": row["difference"][FOSC_ACCURACY], "bootstrap": row["difference_bootstrap"][FOSC_ACCURACY],
             "primary": False, "holm": None, "means": (row["halves"]["high"]["mean"], row["halves"]["low"]["mean"]),
-            "left_out": 0, "examples": "test examples"}
+            "left_out": len(states) - states.count("done"), "examples": "test examples"}
 
 
 def _baseline_name(spec: Spec, values: dict, claim: Claim) -> str | None:

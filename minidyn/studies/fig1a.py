@@ -15,14 +15,15 @@ the PGD-10 accuracy of the test examples whose FOSC (the paper's Eq. 4, at the a
 point) lies above the seed's median minus that of the examples below it: positive where the
 paper's reading holds. Split at the median, not in [0, 0.1], because the range of FOSC depends
 on the data and eps (docs/fosc.md; `minidyn analyze --fosc-range`), and a split of each model's
-own points has no range to choose. As a mean over the same test examples, d_s is
-(1/n) sum_j v_sj with v_sj = correct_sj * n * (+1/n_high | -1/n_low): the two-way bootstrap
-(seeds and test examples, evaluation.bootstrap) resamples that mean with each seed's halves held
-fixed, beside the t interval over the seeds' d_s. The mean loss of each half is tabled too,
-without an interval.
+own points has no range to choose. The interval of the mean over seeds is the two-way bootstrap
+of a split (evaluation.bootstrap.split_bootstrap: seeds and test examples resampled, each
+half's accuracy a ratio of resampled sums; each example keeps the half the seed's median put it
+in, the median itself is not re-estimated), beside the t interval over the seeds' d_s. The mean
+loss of each half is tabled too, without an interval.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +32,29 @@ from minidyn.data import load_dataset
 from minidyn.errors import ConfigError, DataError
 from minidyn.evaluation.aggregate import paired_difference, summarize
 from minidyn.evaluation.analysis import pgd_examples
-from minidyn.evaluation.bootstrap import two_way_bootstrap
+from minidyn.evaluation.bootstrap import split_bootstrap
 from minidyn.evaluation.checkpoints import load_checkpoint
 from minidyn.files.fileio import atomic_write
 from minidyn.files.names import BEST_NAMES, CHECKPOINT_NAMES
 from minidyn.studies.results import CellResult, settings_of
+from minidyn.studies.tasks import Task
 
 COLUMN = "fosc-accuracy"
 STEPS = 10  # the paper's PGD-10, step eps/4
 
 
 def file_name(checkpoint: str) -> str:
+    """The cell's Fig. 1a file of `checkpoint` ("best" or "last")."""
     return f"study-fig1a-{checkpoint}.npz"
 
 
 def checkpoint_path(study, cell, checkpoint: str) -> Path:
+    """The cell's checkpoint file of `checkpoint` ("best" or "last") for its backend."""
     names = {"last": CHECKPOINT_NAMES, "best": BEST_NAMES}[checkpoint]
     return study.cell_dir(cell) / names[cell.config().backend]
 
 
+# --- measuring ---------------------------------------------------------------------------------
 def parse_setting(spec, words: tuple[str, ...]) -> dict:
     """{key: grid value} of KEY=VALUE words (none: the [report] baseline's); ConfigError naming a
     key or value that is not the spec's grid's."""
@@ -74,13 +79,14 @@ def matching(spec, setting: dict) -> list:
     return [c for c in spec.cells() if all(c.values.get(k) == v for k, v in setting.items())]
 
 
-def pending(study, cells: list, checkpoint: str) -> list:
-    """Those of `cells` whose checkpoint exists and is newer than their Fig. 1a file."""
-    def stale(cell) -> bool:
-        source = checkpoint_path(study, cell, checkpoint)
-        target = study.cell_dir(cell) / file_name(checkpoint)
-        return source.is_file() and (not target.is_file() or target.stat().st_mtime < source.stat().st_mtime)
-    return [c for c in cells if stale(c)]
+def pending(study, spec, cells: list, checkpoint: str) -> list:
+    """Those of `cells` whose training task is done and whose checkpoint is newer than their
+    Fig. 1a file (or that have none)."""
+    def due(cell) -> bool:
+        source, target = checkpoint_path(study, cell, checkpoint), study.cell_dir(cell) / file_name(checkpoint)
+        return study.done(spec, Task(cell, "train")) and source.is_file() and (
+            not target.is_file() or target.stat().st_mtime < source.stat().st_mtime)
+    return [c for c in cells if due(c)]
 
 
 def measure(study, spec, cell, checkpoint: str = "best", on_batch=None) -> Path:
@@ -98,25 +104,63 @@ def measure(study, spec, cell, checkpoint: str = "best", on_batch=None) -> Path:
                        on_batch=on_batch)
     arrays = {"indices": np.arange(out["fosc"].size), "fosc": out["fosc"], "loss": out["loss"],
               "correct": out["correct"], "eps": np.array(float(cfg.eps)),
-              "epoch": np.array(meta.get("epoch") or -1)}
+              "epoch": np.array(-1 if meta.get("epoch") is None else meta["epoch"])}
     path = study.cell_dir(cell) / file_name(checkpoint)
     atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
     return path
 
 
+# --- reading -----------------------------------------------------------------------------------
 def read(path: Path) -> dict | None:
-    """The arrays of one measured cell (None without the file); DataError if it is not ours."""
+    """{"fosc": float (n,), "loss": float (n,), "correct": bool (n,), "epoch": int} of one
+    measured cell (n >= 2 test examples), None without the file; DataError if it is not one."""
     if not path.is_file():
         return None
+    again = "delete it and run `minidyn study fig1a` again"
     try:
         with np.load(path, allow_pickle=False) as f:
-            out = {k: f[k] for k in ("fosc", "loss", "correct")}
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"{path} is not a Fig. 1a file of `minidyn study fig1a` ({error}); delete it and measure again") from None
+            out = {k: f[k] for k in ("fosc", "loss", "correct", "epoch")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path} is not a Fig. 1a file of `minidyn study fig1a` ({error}); {again}") from None
     n = out["fosc"].shape
-    if len(n) != 1 or out["loss"].shape != n or out["correct"].shape != n or not np.isfinite(out["fosc"]).all():
-        raise DataError(f"{path}: its arrays are not one finite value per test example; delete it and measure again")
+    if (len(n) != 1 or n[0] < 2 or out["loss"].shape != n or out["correct"].shape != n
+            or out["correct"].dtype != bool or not (np.isfinite(out["fosc"]).all() and np.isfinite(out["loss"]).all())):
+        raise DataError(f"{path}: its arrays are not one finite FOSC, loss and bool per test example "
+                        f"(at least 2); {again}")
+    out["epoch"] = int(out["epoch"])
     return out
+
+
+def measured_cells(study, spec, cells: list[CellResult], checkpoint: str) -> tuple[dict, list[str]]:
+    """({cell name: read()} of the done cells whose file was measured on the checkpoint their
+    evaluation used (the same epoch), [one line per cell left out because it was not])."""
+    cell_of = {c.name: c for c in spec.cells()}
+    found, stale = {}, []
+    for c in cells:
+        if c.state != "done" or (arrays := read(study.cell_dir(cell_of[c.name]) / file_name(checkpoint))) is None:
+            continue
+        evaluated = (c.white.get(checkpoint) or {}).get("epoch")
+        if evaluated is not None and arrays["epoch"] != evaluated:
+            stale.append(f"{c.name}: measured at epoch {arrays['epoch']}, its {checkpoint} checkpoint is epoch "
+                         f"{evaluated}; `minidyn study fig1a` measures it again")
+            continue
+        found[c.name] = arrays
+    return found, stale
+
+
+# --- the table ---------------------------------------------------------------------------------
+def fig1a_tables(study, spec, cells: list[CellResult]) -> dict[str, list[dict]]:
+    """{"fig1a/<checkpoint>": rows} for each [eval] checkpoint at which some done cell was
+    measured; a row per setting (report.table's shape, the column COLUMN) and "stale", the
+    cells left out."""
+    tables = {}
+    for checkpoint in spec.eval.checkpoints:
+        measured, stale = measured_cells(study, spec, cells, checkpoint)
+        rows = [_row(setting, members, measured) for setting in settings_of(cells)
+                if (members := [c for c in cells if c.setting == setting and c.name in measured])]
+        if rows:
+            tables[f"fig1a/{checkpoint}"] = [{**r, "stale": stale} for r in rows]
+    return tables
 
 
 def high_half(fosc) -> np.ndarray:
@@ -126,47 +170,30 @@ def high_half(fosc) -> np.ndarray:
     return high
 
 
-def split_values(fosc, correct) -> tuple[np.ndarray, float, float]:
-    """(v (n,), acc_high, acc_low) of one seed: v's mean is acc_high - acc_low, in fractions."""
-    n, high = fosc.size, high_half(fosc)
-    c = np.asarray(correct, float)
-    v = np.where(high, c * n / high.sum(), -c * n / (~high).sum())
-    return v, c[high].mean(), c[~high].mean()
-
-
-def fig1a_tables(study, spec, cells: list[CellResult]) -> dict[str, list[dict]]:
-    """{"fig1a/<checkpoint>": rows}, for each [eval] checkpoint some done cell was measured at."""
-    cell_of = {c.name: c for c in spec.cells()}
-    tables = {}
-    for checkpoint in spec.eval.checkpoints:
-        measured = {c.name: a for c in cells if c.state == "done"
-                    and (a := read(study.cell_dir(cell_of[c.name]) / file_name(checkpoint))) is not None}
-        rows = [row for setting in settings_of(cells)
-                if (row := _row(setting, [c for c in cells if c.setting == setting and c.name in measured], measured))]
-        if rows:
-            tables[f"fig1a/{checkpoint}"] = rows
-    return tables
-
-
-def _row(setting: str, members: list[CellResult], measured: dict) -> dict | None:
-    if not members:
-        return None
-    sizes = {measured[c.name]["fosc"].size for c in members}
+def _row(setting: str, members: list[CellResult], measured: dict) -> dict:
+    """One setting's row: per seed the accuracy (%) and mean loss of each FOSC half, and the
+    difference high - low with its t interval over seeds and its split bootstrap."""
+    arrays = [measured[c.name] for c in members]
+    sizes = sorted({a["fosc"].size for a in arrays})
     if len(sizes) != 1:
-        raise DataError(f"{setting}: its Fig. 1a files hold different test examples ({sorted(sizes)}); measure them again")
-    split = {c.seed: split_values(measured[c.name]["fosc"], measured[c.name]["correct"]) for c in members}
-    high = {c.name: high_half(measured[c.name]["fosc"]) for c in members}
-    loss = {half: summarize(float(measured[c.name]["loss"][high[c.name] == (half == "high")].mean()) for c in members)
-            for half in ("high", "low")}
-    d = paired_difference({s: 100 * h for s, (_, h, _) in split.items()}, {s: 100 * lo for s, (_, _, lo) in split.items()})
+        raise DataError(f"{setting}: its Fig. 1a files hold different numbers of test examples ({sizes}); "
+                        "delete them and run `minidyn study fig1a` again")
+    high = np.stack([high_half(a["fosc"]) for a in arrays])
+    correct = np.stack([a["correct"] for a in arrays])
+    loss = np.stack([a["loss"] for a in arrays])
+
+    def per_seed(values, inside, scale=1.0):
+        return {c.seed: scale * float(v[m].mean()) for c, v, m in zip(members, values, inside)}
+
+    acc_high, acc_low = per_seed(correct, high, 100.0), per_seed(correct, ~high, 100.0)
     return {"setting": setting, "values": {k: v for k, v in members[0].values.items() if k != "seed"},
-            "seeds": [c.seed for c in members], "examples": sizes.pop(), "baseline": "the low-FOSC half",
-            "columns": {COLUMN: vars(summarize(100 * (h - lo) for _, h, lo in split.values()))},
-            "halves": {"high": vars(summarize(100 * h for _, h, _ in split.values())),
-                       "low": vars(summarize(100 * lo for _, _, lo in split.values())),
-                       "loss_high": vars(loss["high"]), "loss_low": vars(loss["low"])},
-            "difference": {COLUMN: vars(d)},
-            "difference_bootstrap": {COLUMN: vars(two_way_bootstrap(np.stack([v for v, _, _ in split.values()])))},
+            "seeds": [c.seed for c in members], "examples": sizes[0],
+            "columns": {COLUMN: vars(summarize(acc_high[s] - acc_low[s] for s in acc_high))},
+            "halves": {"high": vars(summarize(acc_high.values())), "low": vars(summarize(acc_low.values())),
+                       "loss_high": vars(summarize(per_seed(loss, high).values())),
+                       "loss_low": vars(summarize(per_seed(loss, ~high).values()))},
+            "difference": {COLUMN: vars(paired_difference(acc_high, acc_low))},
+            "difference_bootstrap": {COLUMN: vars(split_bootstrap(correct, high))},
             "mcnemar": {COLUMN: None}}
 
 
@@ -176,20 +203,22 @@ def markdown(rows: list[dict], checkpoint: str, tally=None) -> list[str]:
              "", "Each seed's PGD-10 (step eps/4) test points split at that seed's median FOSC (the paper's Eq. 4 "
              "at the adversarial point); accuracy (%) and mean loss of each half, mean ± sample std over seeds. "
              "high - low: t [95% t interval over seeds], boot [95% two-way bootstrap, seeds and test examples, "
-             "each seed's halves held fixed]. The paper reads: the lower the FOSC, the lower the accuracy "
-             "(high - low > 0) and the higher the loss. Exploratory unless a claim names it.", "",
+             "each half's accuracy a ratio of resampled sums]. The paper reads: the lower the FOSC, the lower the "
+             "accuracy (high - low > 0) and the higher the loss. Exploratory unless a claim names it.", "",
              "| setting | accuracy, high half | accuracy, low half | high - low | loss, high half | loss, low half "
              "| seeds x test examples |", "|---|---|---|---|---|---|---|"]
-
-    def mean(s, digits=2):
-        return f"{s['mean']:.{digits}f}" + ("" if s["std"] is None else f" ± {s['std']:.{digits}f}")
-
     for r in rows:
         d, b, h = r["difference"][COLUMN], r["difference_bootstrap"][COLUMN], r["halves"]
         t = "" if d["low"] is None else f"; t [{d['low']:+.2f}, {d['high']:+.2f}]"
         if tally is not None:
             tally.t, tally.bootstrap = tally.t + bool(t), tally.bootstrap + 1
-        lines.append(f"| {r['setting']} | {mean(h['high'])} | {mean(h['low'])} | {d['mean']:+.2f}{t}; boot "
-                     f"[{b['low']:+.2f}, {b['high']:+.2f}] | {mean(h['loss_high'], 3)} | {mean(h['loss_low'], 3)} "
+        lines.append(f"| {r['setting']} | {_mean(h['high'])} | {_mean(h['low'])} | {d['mean']:+.2f}{t}; boot "
+                     f"[{b['low']:+.2f}, {b['high']:+.2f}] | {_mean(h['loss_high'], 3)} | {_mean(h['loss_low'], 3)} "
                      f"| {len(r['seeds'])} x {r['examples']:,} |")
-    return lines + [""]
+    stale = rows[0]["stale"] if rows else []
+    return lines + [""] + ([f"Left out: {line}." for line in stale] + [""] if stale else [])
+
+
+def _mean(summary: dict, digits: int = 2) -> str:
+    std = "" if summary["std"] is None else f" ± {summary['std']:.{digits}f}"
+    return f"{summary['mean']:.{digits}f}{std}"

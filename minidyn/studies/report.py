@@ -198,9 +198,9 @@ def write_report(study_dir: str | Path) -> list[Path]:
     numbers["tables"].update(shares)
     for key, rows in shares.items():
         tables += fosc_share.markdown(rows, int(key.split("=")[1]), tally)
-    bins = fig1a.fig1a_tables(study, spec, cells)
-    numbers["tables"].update(bins)
-    for key, rows in bins.items():
+    halves = fig1a.fig1a_tables(study, spec, cells)
+    numbers["tables"].update(halves)
+    for key, rows in halves.items():
         tables += fig1a.markdown(rows, key.split("/")[1], tally)
     numbers["intervals"] = {"t": tally.t, "bootstrap": tally.bootstrap}
     sections = [f"# Study {spec.name}", "", f"Made by `minidyn study report {study.path}` from "

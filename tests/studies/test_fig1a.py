@@ -3,6 +3,7 @@ its median FOSC, the report's table, the claims table's row, publishing, and the
 trained cell, whose PGD-10 points are the study evaluation's own."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -14,32 +15,28 @@ from minidyn.cli.main import main
 from minidyn.errors import ConfigError, DataError
 from minidyn.studies.claims import judge, load_claims, parse_claim
 from minidyn.studies.examples import read_cell_examples
-from minidyn.studies.fig1a import COLUMN, fig1a_tables, file_name, split_values
+from minidyn.studies.fig1a import COLUMN, fig1a_tables, file_name, high_half
 from minidyn.studies.publish import publish
 from minidyn.studies.report import write_report
 from minidyn.studies.results import collect
+from minidyn.studies.spec import load_spec
 from minidyn.studies.tasks import StudyDir, Task, read_result
 
 N = 40
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(2, 60).flatmap(lambda n: st.tuples(
-    hnp.arrays(np.float64, n, elements=st.floats(0, 1)), hnp.arrays(np.bool_, n))))
-def test_the_mean_of_v_is_the_high_halfs_accuracy_minus_the_low_halfs(arrays):
-    """mean_j v_j = acc(the n - n//2 largest FOSC) - acc(the rest), for any n >= 2, ties included."""
-    fosc, correct = arrays
-    v, high, low = split_values(fosc, correct)
-    order = np.argsort(fosc, kind="stable")
-    c = correct.astype(float)
-    assert high == pytest.approx(c[order[len(c) // 2:]].mean())
-    assert low == pytest.approx(c[order[:len(c) // 2]].mean())
-    assert v.mean() == pytest.approx(high - low)
+@given(hnp.arrays(np.float64, st.integers(2, 60), elements=st.floats(0, 1)))
+def test_the_high_half_holds_the_larger_fosc_values(fosc):
+    """n - n // 2 examples, none with a FOSC below any example outside it (ties included)."""
+    high = high_half(fosc)
+    assert high.sum() == fosc.size - fosc.size // 2
+    assert fosc[high].min() >= fosc[~high].max()
 
 
 def write_measured(study, cell, fosc, correct, loss=None, checkpoint="best"):
     np.savez(study.cell_dir(cell) / file_name(checkpoint), indices=np.arange(fosc.size), fosc=fosc,
-             loss=np.ones(fosc.size) if loss is None else loss, correct=correct, eps=np.array(0.1), epoch=np.array(2))
+             loss=np.ones(fosc.size) if loss is None else loss, correct=correct, eps=np.array(0.1), epoch=np.array(1))  # done_cells' epoch
 
 
 def standard_points(seed):
@@ -96,15 +93,44 @@ def test_a_claim_waits_for_every_seed_and_takes_no_baseline(study, tmp_path):
     write_report(study.path)
     claim = parse_claim({"id": "Fig. 1a", "statement": "s", "distance": "d", "study": "tiny", "checkpoint": "best",
                          "setting": {"method": "standard"}, "attack": COLUMN, "direction": "greater"}, 1)
-    assert judge(claim, tmp_path / "studies").verdict.startswith("pending: 1 of the 3 cells of standard not measured")
+    assert judge(claim, tmp_path / "studies").verdict.startswith("pending: 1 of the 3 cells of standard done but not measured")
     with pytest.raises(ConfigError, match="takes no baseline"):
         parse_claim({"id": "x", "statement": "s", "distance": "d", "study": "tiny", "setting": {"method": "dynamic"},
                      "baseline": {"method": "standard"}, "attack": COLUMN, "direction": "greater"}, 1)
 
 
-def test_a_file_that_is_not_ours_stops_the_report_in_one_line(study):
-    (study.cell_dir(study.spec().cells()[0]) / file_name("best")).write_bytes(b"not an npz")
-    with pytest.raises(DataError, match="is not a Fig. 1a file"):
+def test_a_file_measured_on_another_epochs_checkpoint_is_left_out_and_said(study, tmp_path):
+    """The checkpoint was rewritten after the measurement (the cell trained again): its points
+    are not the evaluated model's; the report says so and the claim waits."""
+    write_measured(study, study.spec().cells()[0], *standard_points(0))
+    np.savez(study.cell_dir(study.spec().cells()[0]) / file_name("best"), fosc=np.linspace(0, 1, N),
+             loss=np.ones(N), correct=np.ones(N, bool), epoch=np.array(7))
+    write_report(study.path)
+    text = (study.path / "report" / "report.md").read_text()
+    assert "Left out: standard_seed-0: measured at epoch 7, its best checkpoint is epoch 1" in text
+    claim = parse_claim({"id": "Fig. 1a", "statement": "s", "distance": "d", "study": "tiny", "checkpoint": "best",
+                         "setting": {"method": "standard"}, "attack": COLUMN, "direction": "greater"}, 1)
+    assert judge(claim, tmp_path / "studies").verdict.startswith("pending: 1 of the 3 cells")
+
+
+def cut(path):
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def too_few(path):
+    np.savez(path, fosc=np.zeros(1), loss=np.zeros(1), correct=np.ones(1, bool), epoch=np.array(1))
+
+
+def not_bool(path):
+    np.savez(path, fosc=np.zeros(N), loss=np.zeros(N), correct=np.ones(N), epoch=np.array(1))
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda p: p.write_bytes(b"not an npz"), "is not a Fig. 1a file"), (cut, "is not a Fig. 1a file"),
+    (too_few, "(at least 2)"), (not_bool, "bool per test example")])
+def test_a_file_that_is_not_ours_stops_the_report_in_one_line(study, spoil, message):
+    spoil(study.cell_dir(study.spec().cells()[0]) / file_name("best"))
+    with pytest.raises(DataError, match=re.escape(message)):
         write_report(study.path)
 
 
@@ -147,6 +173,15 @@ def test_the_command_measures_the_trained_cells_with_the_evaluations_own_pgd10(t
     assert reported.exit_code == 0
     numbers = json.loads((out / "report" / "results.json").read_text())
     assert numbers["tables"]["fig1a/last"][0]["examples"] == 40
+
+
+def test_a_checkpoint_the_study_does_not_evaluate_is_refused(tiny_text, tmp_path):
+    spec_file = tmp_path / "tiny.toml"
+    spec_file.write_text(tiny_text.replace("batch_size = 40\n", 'batch_size = 40\ncheckpoints = ["last"]\n'))
+    out = tmp_path / "study"
+    StudyDir(out).prepare(load_spec(spec_file))
+    result = CliRunner().invoke(main, ["study", "fig1a", str(out), "--checkpoint", "best"])
+    assert result.exit_code == 1 and "--checkpoint best: study evaluates only the last checkpoint" in result.output
 
 
 @pytest.mark.parametrize("words, message", [
