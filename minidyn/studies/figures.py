@@ -15,6 +15,10 @@ seeds. Each figure says in its title or legend what its bands and bars are.
                       95% t interval (aggregate.paired_difference). The paper's figure is cited
                       only for the key it sweeps: step_size Fig. 2a, steps Fig. 2b, eps Fig. 4b
     eps_curve.png     accuracy against the test eps: mean, bars ±1 sample std over seeds (cf. Fig. 4a)
+    fig1a_SETTING.png Fig. 1a on the setting's PGD-10 test points measured by `minidyn study
+                      fig1a` (the first [eval] checkpoint measured), seeds pooled: accuracy and
+                      mean loss per FOSC bin, 20 bins over the paper's [0, 0.1] (another range
+                      where fewer than half the points lie in it: analysis.choose_range), counts below
     frontier.png      the accuracy-cost frontier: robust accuracy (the strongest [eval] attack:
                       AutoAttack, else APGD-CE, else PGD-20) against the training attack's
                       gradient evaluations per example, a point per cell (setting and seed), the
@@ -53,6 +57,7 @@ def plot_all(spec, cells, out: Path) -> list[tuple[str, str]]:
         drawn.append(eps_curve_figure(spec, done))
     if len(_settings(done)) > 1 and not spec.eval.eps:
         drawn.append(frontier_figure(spec, done))
+    drawn += fig1a_figures(spec, done, StudyDir(out.parent))
     return [(save(fig, out / name), caption) for name, fig, caption in filter(None, drawn)]
 
 
@@ -170,6 +175,38 @@ def fosc_epochs_figure(spec, cells, study):
             f"FOSC of the training examples at epochs {', '.join(map(str, epochs))}, by setting, seeds "
             f"pooled, % of examples per bin: top the paper's range [{lo:g}, {hi:g}] (legend: the share "
             f"in it), bottom up to the 99th percentile (legend: the tail not drawn); dashed: Dynamic's c_t")
+
+
+def fig1a_figures(spec, cells, study) -> list[tuple]:
+    """A Fig. 1a per setting measured by `minidyn study fig1a` at the first [eval] checkpoint
+    with measurements: its seeds' PGD-10 test points pooled, binned as `minidyn analyze` bins one
+    run's (analysis.bin_by_fosc, drawn by plots.fosc_bins_figure)."""
+    from minidyn.evaluation.analysis import bin_by_fosc, choose_range
+    from minidyn.evaluation.plots import fosc_bins_figure
+    from minidyn.studies.fig1a import measured_cells
+
+    for checkpoint in spec.eval.checkpoints:
+        measured, _ = measured_cells(study, spec, cells, checkpoint)
+        if measured:
+            break
+    else:
+        return []
+    out = []
+    for setting in _settings(cells):
+        members = [measured[c.name] for c in cells if c.setting == setting and c.name in measured]
+        if not members:
+            continue
+        pooled = {k: np.concatenate([m[k] for m in members]) for k in ("fosc", "loss", "correct")}
+        fosc_range, source = choose_range(pooled["fosc"])
+        bins = {**bin_by_fosc(pooled["fosc"], pooled["loss"], pooled["correct"], ZOOM_BINS, fosc_range),
+                "fosc_range": fosc_range, "range_source": source,
+                "n_in_paper_range": int(((pooled["fosc"] >= 0) & (pooled["fosc"] <= 0.1)).sum())}
+        title = f"{spec.name}, {setting}, {checkpoint} checkpoint, {len(members)} seeds pooled"
+        out.append((f"fig1a_{setting}.png", fosc_bins_figure(bins, title),
+                    f"Fig. 1a on {setting}'s PGD-10 test points ({checkpoint} checkpoint, {len(members)} seeds "
+                    f"pooled, `minidyn study fig1a`): accuracy and mean loss per FOSC bin over "
+                    f"[{fosc_range[0]:g}, {fosc_range[1]:g}], examples per bin below"))
+    return out
 
 
 def fosc_range(pooled: np.ndarray, c_ts: list[float]) -> tuple[float, float]:

@@ -191,3 +191,21 @@ def test_a_checkpoint_the_study_does_not_evaluate_is_refused(tiny_text, tmp_path
 def test_a_setting_that_is_not_the_grids_is_one_line(study, words, message):
     result = CliRunner().invoke(main, ["study", "fig1a", str(study.path), *words])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_the_figure_pools_the_seeds_points_into_the_papers_bins(study):
+    """fig1a_standard.png from the 3 seeds' 40 points each (120 pooled): FOSC 0..1 puts fewer
+    than half in [0, 0.1], so the range is chosen automatically, and the bins count every point
+    in it."""
+    pytest.importorskip("matplotlib")
+    from minidyn.studies.figures import fig1a_figures
+
+    spec = study.spec()
+    [(name, fig, caption)] = fig1a_figures(spec, collect(study, spec), study)
+    assert name == "fig1a_standard.png" and "3 seeds pooled" in caption
+    below = fig.axes[1]  # the counts under the accuracy axes (fig.axes[2]: the loss's twin)
+    fosc = np.concatenate([standard_points(s)[0] for s in range(3)])
+    lo, hi = below.get_xlim()
+    assert lo == 0 and 0.1 < hi < 1
+    counts = below.patches
+    assert sum(bar.get_height() for bar in counts) == ((fosc >= lo) & (fosc <= hi)).sum()
