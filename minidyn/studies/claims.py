@@ -39,6 +39,7 @@ from minidyn.files.config import parse_eps
 from minidyn.studies.fig1a import COLUMN as FOSC_ACCURACY
 from minidyn.studies.fosc_share import COLUMN as FOSC_SHARE
 from minidyn.studies.spec import CHECKPOINTS, KINDS_OF_EVALUATION, Spec, cell_name, load_spec
+from minidyn.studies.report import other_baseline_key
 from minidyn.studies.tasks import StudyDir
 
 DIRECTIONS = ("greater", "less", "equal-or-better", "either", "reading")
@@ -309,7 +310,7 @@ def _table_key(claim: Claim, spec: Spec, numbers: dict) -> str | None:
         return f"blackbox/{which}"
     if claim.eps is not None:
         return f"{which}/eps={float(claim.eps)!r}"
-    keys = [k for k in numbers["tables"] if k.startswith(f"{which}/eps=")]
+    keys = [k for k in numbers["tables"] if k.startswith(f"{which}/eps=") and k.count("/") == 1]  # not /baseline=...
     return keys[0] if len(keys) == 1 else None
 
 
@@ -334,13 +335,17 @@ def find_difference(claim: Claim, spec: Spec, numbers: dict) -> dict | str:
         return f"not in the report: no column {claim.attack} (the study's: {', '.join(row['columns'])})"
     entry = next((p for p in numbers.get("primary", []) if p["setting"] == row["setting"] and p["table"] == key
                   and p["column"] == claim.attack and p.get("baseline") == base), None)
+    other = next((r for r in numbers["tables"].get(other_baseline_key(key, claim.baseline or {}), [])
+                  if r["setting"] == row["setting"] and r.get("baseline") == base), None) if claim.baseline else None
     if row.get("baseline") == base and row.get("difference"):
         d, boot = row["difference"][claim.attack], row["difference_bootstrap"][claim.attack]
     elif entry is not None and entry.get("difference"):
         d, boot = entry["difference"], entry["bootstrap"]
+    elif other is not None and other.get("difference"):
+        d, boot = other["difference"][claim.attack], other["difference_bootstrap"][claim.attack]
     else:
         return (f"not in the report: {row['setting']} - {base} is neither a table's difference nor a "
-                "[report] primary comparison of the study")
+                "[report] primary comparison of the study, nor against a primary's baseline")
     base_row = next((r for r in rows if r["setting"] == base), None)
     means = tuple(None if r is None else r["columns"][claim.attack]["mean"] for r in (row, base_row))
     return {"difference": d, "bootstrap": boot, "primary": entry is not None,

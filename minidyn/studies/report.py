@@ -16,6 +16,7 @@ silently: each mean says its n.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -246,6 +247,7 @@ def _table_sections(spec: Spec, cells: list[CellResult], numbers: dict, tally: T
             diffs = markdown_differences(spec, rows, tally=tally, primary=_of_table(primary, key))
             if diffs:
                 sections += [_differences_words(spec, rows), "", diffs, ""]
+            sections += _other_baselines(spec, cells, numbers, tally, key, which, eps_key)
     if any(c.black for c in cells):
         for which in spec.eval.checkpoints:
             key = f"blackbox/{which}"
@@ -257,6 +259,37 @@ def _table_sections(spec: Spec, cells: list[CellResult], numbers: dict, tally: T
             diffs = markdown_differences(spec, rows, black=True, tally=tally, primary=_of_table(primary, key))
             if diffs:
                 sections += [_differences_words(spec, rows), "", diffs, ""]
+    return sections
+
+
+def other_baselines(spec: Spec) -> list[dict]:
+    """The `baseline` values of [report] primary comparisons that name their own (the equal-cost
+    Standard's {steps = 5, step_size = "eps/2"}, say), each once, in spec order."""
+    found = [item["baseline"] for item in spec.report.get("primary", []) if item.get("baseline")]
+    return [dict(b) for b in dict.fromkeys(tuple(sorted(b.items())) for b in found)]
+
+
+def other_baseline_key(key: str, baseline: dict) -> str:
+    """The results.json key of table `key`'s differences to another baseline: KEY/baseline=NAME."""
+    return f"{key}/baseline={cell_name(baseline)}"
+
+
+def _other_baselines(spec: Spec, cells: list[CellResult], numbers: dict, tally: Tally, key: str,
+                     which: str, eps_key: str | None) -> list[str]:
+    """For each other_baselines(spec) value, every setting's paired differences to it (the
+    table's rows with [report] baseline replaced; exploratory unless a primary names them) as a
+    section, and numbers["tables"][other_baseline_key(...)] = those rows."""
+    sections = []
+    for values in other_baselines(spec):
+        other = dataclasses.replace(spec, report={**spec.report, "baseline": primary_baseline(spec, {"baseline": values})})
+        rows = numbers["tables"][other_baseline_key(key, values)] = table(other, cells, which, eps_key)
+        marked = {(t["setting"], t["column"]) for t in primary_targets(spec, cells)
+                  if t["own_baseline"] and t["table"] == key and any(r["setting"] == t["setting"]
+                  and r.get("baseline") == t["baseline"] for r in rows)}
+        diffs = markdown_differences(other, rows, tally=tally, primary=marked)
+        if diffs:
+            sections += [f"{_differences_words(other, rows)}. Another baseline, named by a [report] primary "
+                         "comparison: every other row is exploratory", "", diffs, ""]
     return sections
 
 
