@@ -32,6 +32,8 @@ def passes(run: Path) -> dict:
     line when it is not a run directory or the number of training examples is unknown."""
     if not (run / "config.json").is_file() or not (run / "metrics.jsonl").is_file():
         sys.exit(f"error: {run} is not a run directory (no config.json and metrics.jsonl)")
+    if not (run / "summary.json").is_file():
+        sys.exit(f"error: {run} has not finished (no summary.json); count it when its training is done")
     try:
         return counted_passes(run)
     except ConfigError as error:

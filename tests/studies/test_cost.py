@@ -81,7 +81,7 @@ def test_the_script_prints_what_the_library_counts(tmp_path):
                           f"3 epochs on 40 training examples, ")
 
 
-def test_the_script_refuses_a_folder_that_is_no_run_in_one_line(tmp_path):
+def test_the_script_refuses_a_folder_that_is_no_run_or_an_unfinished_one_in_one_line(tmp_path):
     for args in (["--help"], [str(tmp_path)], ["--equal-cost", str(tmp_path)]):
         run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "count_passes.py"), *args],
                              capture_output=True, text=True)
@@ -89,6 +89,11 @@ def test_the_script_refuses_a_folder_that_is_no_run_in_one_line(tmp_path):
             assert run.returncode == 0 and run.stdout.startswith("usage: count_passes.py")
         else:
             assert run.returncode == 1 and run.stderr == f"error: {tmp_path} is not a run directory (no config.json and metrics.jsonl)\n"
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").write_text("")
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "count_passes.py"), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr == f"error: {tmp_path} has not finished (no summary.json); count it when its training is done\n"
 
 
 class PassCounter:
