@@ -335,7 +335,8 @@ def find_difference(claim: Claim, spec: Spec, numbers: dict) -> dict | str:
         return f"not in the report: no column {claim.attack} (the study's: {', '.join(row['columns'])})"
     entry = next((p for p in numbers.get("primary", []) if p["setting"] == row["setting"] and p["table"] == key
                   and p["column"] == claim.attack and p.get("baseline") == base), None)
-    other = next((r for r in numbers["tables"].get(other_baseline_key(key, claim.baseline or {}), [])
+    merged = {**spec.report["baseline"], **(claim.baseline or {})}
+    other = next((r for r in numbers["tables"].get(other_baseline_key(key, merged), [])
                   if r["setting"] == row["setting"] and r.get("baseline") == base), None) if claim.baseline else None
     if row.get("baseline") == base and row.get("difference"):
         d, boot = row["difference"][claim.attack], row["difference_bootstrap"][claim.attack]

@@ -270,8 +270,10 @@ def other_baselines(spec: Spec) -> list[dict]:
 
 
 def other_baseline_key(key: str, baseline: dict) -> str:
-    """The results.json key of table `key`'s differences to another baseline: KEY/baseline=NAME."""
-    return f"{key}/baseline={cell_name(baseline)}"
+    """The results.json key of table `key`'s differences to another baseline: KEY/baseline=NAME,
+    NAME the whole baseline's values ([report] baseline's with the primary's over them) in key
+    order, so that any way of naming the same baseline finds it."""
+    return f"{key}/baseline={cell_name(dict(sorted(baseline.items())))}"
 
 
 def _other_baselines(spec: Spec, cells: list[CellResult], numbers: dict, tally: Tally, key: str,
@@ -281,8 +283,9 @@ def _other_baselines(spec: Spec, cells: list[CellResult], numbers: dict, tally: 
     section, and numbers["tables"][other_baseline_key(...)] = those rows."""
     sections = []
     for values in other_baselines(spec):
-        other = dataclasses.replace(spec, report={**spec.report, "baseline": primary_baseline(spec, {"baseline": values})})
-        rows = numbers["tables"][other_baseline_key(key, values)] = table(other, cells, which, eps_key)
+        merged = primary_baseline(spec, {"baseline": values})
+        other = dataclasses.replace(spec, report={**spec.report, "baseline": merged})
+        rows = numbers["tables"][other_baseline_key(key, merged)] = table(other, cells, which, eps_key)
         marked = {(t["setting"], t["column"]) for t in primary_targets(spec, cells)
                   if t["own_baseline"] and t["table"] == key and any(r["setting"] == t["setting"]
                   and r.get("baseline") == t["baseline"] for r in rows)}

@@ -362,7 +362,7 @@ def test_a_primary_comparison_may_name_its_own_baseline(tmp_path, tiny_text):
     text = (study.path / "report" / "report.md").read_text()
     assert "| dynamic_steps-2 - standard_steps-1 |" in text
     # every setting against the primary's own baseline: a table of its own, exploratory but the primary
-    rows = {r["setting"]: r for r in read_numbers(study)["tables"]["best/eps=0.1/baseline=steps-1"]}
+    rows = {r["setting"]: r for r in read_numbers(study)["tables"]["best/eps=0.1/baseline=standard_steps-1"]}
     assert rows["standard_steps-2"]["difference"]["pgd10"]["mean"] == pytest.approx(6.0)
     assert rows["dynamic_steps-2"]["difference"]["pgd10"]["mean"] == pytest.approx(16.0)
     assert rows["standard_steps-1"]["difference"] is None
@@ -370,7 +370,7 @@ def test_a_primary_comparison_may_name_its_own_baseline(tmp_path, tiny_text):
     assert "| standard_steps-2 - standard_steps-1 | " in text
     from minidyn.studies.claims import judge, parse_claim
     claim = parse_claim({"id": "c", "statement": "s", "distance": "d", "study": "study", "checkpoint": "best",
-                         "setting": {"method": "standard", "steps": 2}, "baseline": {"steps": 1},
+                         "setting": {"method": "standard", "steps": 2}, "baseline": {"steps": 1, "method": "standard"},
                          "attack": "pgd10", "direction": "greater"}, 1)
     row = judge(claim, tmp_path)
     assert row.ours.startswith("+6.00 [") and "primary" not in row.ours
