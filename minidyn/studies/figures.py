@@ -201,7 +201,7 @@ def fig1a_figures(spec, cells, study) -> list[tuple]:
         bins = {**bin_by_fosc(pooled["fosc"], pooled["loss"], pooled["correct"], ZOOM_BINS, fosc_range),
                 "fosc_range": fosc_range, "range_source": source,
                 "n_in_paper_range": int(((pooled["fosc"] >= 0) & (pooled["fosc"] <= 0.1)).sum())}
-        title = f"{spec.name}, {setting}, {checkpoint} checkpoint, {len(members)} seeds pooled"
+        title = f"{spec.name}: {setting}\n{checkpoint} checkpoint, {len(members)} seeds pooled"  # two lines fit 7 inches
         out.append((f"fig1a_{setting}.png", fosc_bins_figure(bins, title),
                     f"Fig. 1a on {setting}'s PGD-10 test points ({checkpoint} checkpoint, {len(members)} seeds "
                     f"pooled, `minidyn study fig1a`): accuracy and mean loss per FOSC bin over "
