@@ -29,15 +29,21 @@ from minidyn.studies.cost import counted_passes, equal_cost_steps  # `study run 
 
 def passes(run: Path) -> dict:
     """The counts of one run directory (minidyn.studies.cost.counted_passes); exits with one
-    line when it is not a run directory or the number of training examples is unknown."""
+    line when it is not a run directory, has not finished (no summary.json), holds files minidyn did
+    not write, or the number of training examples is unknown."""
     if not (run / "config.json").is_file() or not (run / "metrics.jsonl").is_file():
         sys.exit(f"error: {run} is not a run directory (no config.json and metrics.jsonl)")
     if not (run / "summary.json").is_file():
         sys.exit(f"error: {run} has not finished (no summary.json); count it when its training is done")
     try:
-        return counted_passes(run)
+        counts = counted_passes(run)
     except ConfigError as error:
         sys.exit(f"error: {error}")
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as error:  # a hand-edited or foreign file
+        sys.exit(f"error: {run} is not a run directory minidyn wrote ({type(error).__name__}: {error})")
+    if counts["epochs"] == 0:
+        sys.exit(f"error: {run}: its metrics.jsonl records no epoch")
+    return counts
 
 
 def main() -> None:

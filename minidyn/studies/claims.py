@@ -38,8 +38,8 @@ from minidyn.evaluation.attack_table import WORST
 from minidyn.files.config import parse_eps
 from minidyn.studies.fig1a import COLUMN as FOSC_ACCURACY
 from minidyn.studies.fosc_share import COLUMN as FOSC_SHARE
-from minidyn.studies.spec import CHECKPOINTS, KINDS_OF_EVALUATION, Spec, cell_name, load_spec
-from minidyn.studies.report import other_baseline_key
+from minidyn.studies.results import other_baseline_key
+from minidyn.studies.spec import CHECKPOINTS, KINDS_OF_EVALUATION, Spec, cell_name, load_spec, primary_baseline
 from minidyn.studies.tasks import StudyDir
 
 DIRECTIONS = ("greater", "less", "equal-or-better", "either", "reading")
@@ -310,7 +310,7 @@ def _table_key(claim: Claim, spec: Spec, numbers: dict) -> str | None:
         return f"blackbox/{which}"
     if claim.eps is not None:
         return f"{which}/eps={float(claim.eps)!r}"
-    keys = [k for k in numbers["tables"] if k.startswith(f"{which}/eps=") and k.count("/") == 1]  # not /baseline=...
+    keys = [k for k in numbers["tables"] if k.startswith(f"{which}/eps=") and "/baseline=" not in k]
     return keys[0] if len(keys) == 1 else None
 
 
@@ -335,7 +335,7 @@ def find_difference(claim: Claim, spec: Spec, numbers: dict) -> dict | str:
         return f"not in the report: no column {claim.attack} (the study's: {', '.join(row['columns'])})"
     entry = next((p for p in numbers.get("primary", []) if p["setting"] == row["setting"] and p["table"] == key
                   and p["column"] == claim.attack and p.get("baseline") == base), None)
-    merged = {**spec.report["baseline"], **(claim.baseline or {})}
+    merged = primary_baseline(spec, {"baseline": claim.baseline})
     other = next((r for r in numbers["tables"].get(other_baseline_key(key, merged), [])
                   if r["setting"] == row["setting"] and r.get("baseline") == base), None) if claim.baseline else None
     if row.get("baseline") == base and row.get("difference"):
@@ -346,7 +346,7 @@ def find_difference(claim: Claim, spec: Spec, numbers: dict) -> dict | str:
         d, boot = other["difference"][claim.attack], other["difference_bootstrap"][claim.attack]
     else:
         return (f"not in the report: {row['setting']} - {base} is neither a table's difference nor a "
-                "[report] primary comparison of the study, nor against a primary's baseline")
+                "[report] primary comparison of the study, nor a white-box table against a primary's baseline")
     base_row = next((r for r in rows if r["setting"] == base), None)
     means = tuple(None if r is None else r["columns"][claim.attack]["mean"] for r in (row, base_row))
     return {"difference": d, "bootstrap": boot, "primary": entry is not None,
@@ -375,7 +375,7 @@ def _halves_difference(claim: Claim, rows: list[dict], numbers: dict) -> dict | 
 def _baseline_name(spec: Spec, values: dict, claim: Claim) -> str | None:
     """The setting a row with grid `values` is compared with: its values with the baseline's
     (spec's [report] baseline, the claim's over it) put in; None where that is itself."""
-    wanted_values = {**spec.report["baseline"], **(claim.baseline or {})}
+    wanted_values = primary_baseline(spec, {"baseline": claim.baseline})
     wanted = {**values, **{k: v for k, v in wanted_values.items() if k in values}}
     return None if wanted == values else (cell_name(wanted) or spec.name)
 

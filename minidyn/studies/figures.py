@@ -51,13 +51,14 @@ def plot_all(spec, cells, out: Path) -> list[tuple[str, str]]:
     done = [c for c in cells if c.state == "done"]
     if not done:
         return []
-    drawn = [val_curves_figure(spec, done), fosc_epochs_figure(spec, done, StudyDir(out.parent))]
+    study = StudyDir(out.parent)
+    drawn = [val_curves_figure(spec, done), fosc_epochs_figure(spec, done, study)]
     drawn += [sweep_figure(spec, done, key) for key in swept_keys(spec)]
     if len(spec.eval.eps or ()) > 1:
         drawn.append(eps_curve_figure(spec, done))
     if len(_settings(done)) > 1 and not spec.eval.eps:
         drawn.append(frontier_figure(spec, done))
-    drawn += fig1a_figures(spec, done, StudyDir(out.parent))
+    drawn += fig1a_figures(spec, done, study)
     return [(save(fig, out / name), caption) for name, fig, caption in filter(None, drawn)]
 
 
@@ -178,33 +179,30 @@ def fosc_epochs_figure(spec, cells, study):
 
 
 def fig1a_figures(spec, cells, study) -> list[tuple]:
-    """A Fig. 1a per setting measured by `minidyn study fig1a` at the first [eval] checkpoint
-    with measurements: its seeds' PGD-10 test points pooled, binned as `minidyn analyze` bins one
-    run's (analysis.bin_by_fosc, drawn by plots.fosc_bins_figure)."""
-    from minidyn.evaluation.analysis import bin_by_fosc, choose_range
+    """[(file name, Figure, caption)]: a Fig. 1a per setting measured by `minidyn study fig1a`,
+    at the first [eval] checkpoint it was measured at: its seeds' PGD-10 test points pooled and
+    binned as `minidyn analyze` bins one run's (analysis.bin_by_fosc, plots.fosc_bins_figure)."""
+    from minidyn.evaluation.analysis import PAPER_RANGE, bin_by_fosc, choose_range, n_in_range
     from minidyn.evaluation.plots import fosc_bins_figure
     from minidyn.studies.fig1a import measured_cells
 
-    for checkpoint in spec.eval.checkpoints:
-        measured, _ = measured_cells(study, spec, cells, checkpoint)
-        if measured:
-            break
-    else:
-        return []
+    measured = {w: measured_cells(study, spec, cells, w)[0] for w in spec.eval.checkpoints}
     out = []
     for setting in _settings(cells):
-        members = [measured[c.name] for c in cells if c.setting == setting and c.name in measured]
+        found = [(w, [m[c.name] for c in cells if c.setting == setting and c.name in m]) for w, m in measured.items()]
+        checkpoint, members = next(((w, ms) for w, ms in found if ms), (None, []))
         if not members:
             continue
         pooled = {k: np.concatenate([m[k] for m in members]) for k in ("fosc", "loss", "correct")}
         fosc_range, source = choose_range(pooled["fosc"])
         bins = {**bin_by_fosc(pooled["fosc"], pooled["loss"], pooled["correct"], ZOOM_BINS, fosc_range),
                 "fosc_range": fosc_range, "range_source": source,
-                "n_in_paper_range": int(((pooled["fosc"] >= 0) & (pooled["fosc"] <= 0.1)).sum())}
-        title = f"{spec.name}: {setting}\n{checkpoint} checkpoint, {len(members)} seeds pooled"  # two lines fit 7 inches
+                "n_in_paper_range": n_in_range(pooled["fosc"], PAPER_RANGE)}
+        seeds = f"{len(members)} seed{'s' if len(members) != 1 else ''} pooled"
+        title = f"{spec.name}: {setting}\n{checkpoint} checkpoint, {seeds}"  # two lines fit 7 inches
         out.append((f"fig1a_{setting}.png", fosc_bins_figure(bins, title),
-                    f"Fig. 1a on {setting}'s PGD-10 test points ({checkpoint} checkpoint, {len(members)} seeds "
-                    f"pooled, `minidyn study fig1a`): accuracy and mean loss per FOSC bin over "
+                    f"Fig. 1a on {setting}'s PGD-10 test points ({checkpoint} checkpoint, {seeds}, "
+                    f"`minidyn study fig1a`): accuracy and mean loss per FOSC bin over "
                     f"[{fosc_range[0]:g}, {fosc_range[1]:g}], examples per bin below"))
     return out
 

@@ -30,6 +30,7 @@ from minidyn.evaluation.significance import holm, mcnemar_exact, paired_t_p
 from minidyn.files.fileio import atomic_write
 from minidyn.studies import fig1a, figures, fosc_share
 from minidyn.studies.results import (CHECKPOINT_WORDS, CellResult, accuracy, baseline_setting,  # noqa: F401
+                                     other_baseline_key,
                                      baseline_words, collect, columns, eps_keys, label,
                                      settings_of, stacked)
 from minidyn.studies.spec import Spec, cell_name, primary_baseline
@@ -192,8 +193,7 @@ def write_report(study_dir: str | Path) -> list[Path]:
                              "level": bootstrap.LEVEL, "seed": bootstrap.SEED}}
     tally = Tally()
     targets = primary_targets(spec, cells)
-    tables = _table_sections(spec, cells, numbers, tally, {(t["table"], t["setting"], t["column"])
-                                                           for t in targets if not t["own_baseline"]})
+    tables = _table_sections(spec, cells, numbers, tally, targets)
     primary = numbers["primary"] = primary_results(targets, numbers["tables"], spec, cells)
     shares = fosc_share.fosc_tables(study, spec, cells)
     numbers["tables"].update(shares)
@@ -233,9 +233,11 @@ def _cell_numbers(cell: CellResult) -> dict:
                          "black_examples": cell.black_examples is not None}
 
 
-def _table_sections(spec: Spec, cells: list[CellResult], numbers: dict, tally: Tally, primary: set) -> list[str]:
+def _table_sections(spec: Spec, cells: list[CellResult], numbers: dict, tally: Tally, targets: list[dict]) -> list[str]:
     """The markdown of every white-box and black-box table (numbers["tables"] gets their rows);
-    `primary`: the (table key, setting, column) triples the spec declares primary."""
+    `targets`: the primary comparisons (primary_targets), marked in the table of their baseline."""
+    primary = {(t["table"], t["setting"], t["column"]) for t in targets
+               if t["baseline"] == baseline_setting(spec, cells, t["setting"])}
     sections = []
     for which in spec.eval.checkpoints:
         for eps_key in eps_keys(cells, which) or [None]:
@@ -247,7 +249,7 @@ def _table_sections(spec: Spec, cells: list[CellResult], numbers: dict, tally: T
             diffs = markdown_differences(spec, rows, tally=tally, primary=_of_table(primary, key))
             if diffs:
                 sections += [_differences_words(spec, rows), "", diffs, ""]
-            sections += _other_baselines(spec, cells, numbers, tally, key, which, eps_key)
+            sections += _other_baselines(spec, cells, numbers, tally, key, which, eps_key, targets)
     if any(c.black for c in cells):
         for which in spec.eval.checkpoints:
             key = f"blackbox/{which}"
@@ -263,32 +265,31 @@ def _table_sections(spec: Spec, cells: list[CellResult], numbers: dict, tally: T
 
 
 def other_baselines(spec: Spec) -> list[dict]:
-    """The `baseline` values of [report] primary comparisons that name their own (the equal-cost
-    Standard's {steps = 5, step_size = "eps/2"}, say), each once, in spec order."""
-    found = [item["baseline"] for item in spec.report.get("primary", []) if item.get("baseline")]
-    return [dict(b) for b in dict.fromkeys(tuple(sorted(b.items())) for b in found)]
-
-
-def other_baseline_key(key: str, baseline: dict) -> str:
-    """The results.json key of table `key`'s differences to another baseline: KEY/baseline=NAME,
-    NAME the whole baseline's values ([report] baseline's with the primary's over them) in key
-    order, so that any way of naming the same baseline finds it."""
-    return f"{key}/baseline={cell_name(dict(sorted(baseline.items())))}"
+    """The whole baselines ([report] baseline's values with the primary's own over them,
+    spec.primary_baseline) of the [report] primary comparisons that name their own and differ
+    from [report] baseline (the equal-cost Standard's, say): each once, by name, in spec order."""
+    found = {}
+    for item in spec.report.get("primary", []):
+        merged = primary_baseline(spec, item)
+        if item.get("baseline") and merged != spec.report["baseline"]:
+            found.setdefault(other_baseline_key("", merged), merged)
+    return list(found.values())
 
 
 def _other_baselines(spec: Spec, cells: list[CellResult], numbers: dict, tally: Tally, key: str,
-                     which: str, eps_key: str | None) -> list[str]:
-    """For each other_baselines(spec) value, every setting's paired differences to it (the
-    table's rows with [report] baseline replaced; exploratory unless a primary names them) as a
-    section, and numbers["tables"][other_baseline_key(...)] = those rows."""
+                     which: str, eps_key: str | None, targets: list[dict]) -> list[str]:
+    """For each other_baselines(spec), every setting's paired differences to it in the white-box
+    table `key` (each checkpoint and test eps gets one, so that claims find any of them; the
+    black-box tables have none): a section, and numbers["tables"][other_baseline_key(key, ...)]
+    = the rows. The primary `targets` compared with that baseline are marked; every other row
+    is exploratory."""
     sections = []
-    for values in other_baselines(spec):
-        merged = primary_baseline(spec, {"baseline": values})
+    for merged in other_baselines(spec):
         other = dataclasses.replace(spec, report={**spec.report, "baseline": merged})
         rows = numbers["tables"][other_baseline_key(key, merged)] = table(other, cells, which, eps_key)
-        marked = {(t["setting"], t["column"]) for t in primary_targets(spec, cells)
-                  if t["own_baseline"] and t["table"] == key and any(r["setting"] == t["setting"]
-                  and r.get("baseline") == t["baseline"] for r in rows)}
+        baseline_of = {r["setting"]: r.get("baseline") for r in rows}
+        marked = {(t["setting"], t["column"]) for t in targets
+                  if t["table"] == key and baseline_of.get(t["setting"]) == t["baseline"]}
         diffs = markdown_differences(other, rows, tally=tally, primary=marked)
         if diffs:
             sections += [f"{_differences_words(other, rows)}. Another baseline, named by a [report] primary "

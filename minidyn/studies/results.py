@@ -155,6 +155,13 @@ def baseline_setting(spec: Spec, cells: list[CellResult], setting: str) -> str |
     return None
 
 
+def other_baseline_key(key: str, baseline: dict) -> str:
+    """The results.json key of table `key`'s differences to another baseline: KEY/baseline=NAME,
+    NAME the whole baseline's values ([report] baseline's with a primary's own over them) in key
+    order, so that any way of naming the same baseline finds it."""
+    return f"{key}/baseline={cell_name(dict(sorted(baseline.items())))}"
+
+
 def baseline_words(spec: Spec) -> str:
     return ", ".join(f"{k} {v}" for k, v in spec.report["baseline"].items())
 

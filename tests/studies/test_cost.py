@@ -94,6 +94,12 @@ def test_the_script_refuses_a_folder_that_is_no_run_or_an_unfinished_one_in_one_
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "count_passes.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr == f"error: {tmp_path} has not finished (no summary.json); count it when its training is done\n"
+    (tmp_path / "summary.json").write_text("not json")
+    for args in ([str(tmp_path)], ["--equal-cost", str(tmp_path)]):
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "count_passes.py"), *args],
+                             capture_output=True, text=True)
+        assert run.returncode == 1 and run.stderr.startswith(f"error: {tmp_path} is not a run directory minidyn wrote")
+        assert "Traceback" not in run.stderr
 
 
 class PassCounter:

@@ -366,14 +366,29 @@ def test_a_primary_comparison_may_name_its_own_baseline(tmp_path, tiny_text):
     assert rows["standard_steps-2"]["difference"]["pgd10"]["mean"] == pytest.approx(6.0)
     assert rows["dynamic_steps-2"]["difference"]["pgd10"]["mean"] == pytest.approx(16.0)
     assert rows["standard_steps-1"]["difference"] is None
-    assert "Another baseline, named by a [report] primary comparison" in text
-    assert "| standard_steps-2 - standard_steps-1 | " in text
+    extra = text.split("Another baseline, named by a [report] primary comparison")[-1].split("\n\n")[1]  # best
+    lines = {line.split(" | ")[0].strip("| "): line for line in extra.splitlines() if " - " in line}
+    assert "**primary**" not in lines["standard_steps-2 - standard_steps-1"]
+    assert lines["dynamic_steps-2 - standard_steps-1"].count("**primary**") == 1   # pgd10 only
+    assert text.count("Another baseline, named by") == 2                        # last, best
     from minidyn.studies.claims import judge, parse_claim
     claim = parse_claim({"id": "c", "statement": "s", "distance": "d", "study": "study", "checkpoint": "best",
                          "setting": {"method": "standard", "steps": 2}, "baseline": {"steps": 1, "method": "standard"},
                          "attack": "pgd10", "direction": "greater"}, 1)
     row = judge(claim, tmp_path)
     assert row.ours.startswith("+6.00 [") and "primary" not in row.ours
+    # the same baseline named twice, and a primary's own baseline that is [report] baseline's
+    same = report.replace("baseline = {steps = 1}}]", "baseline = {steps = 1}},\n  {setting = {method = \"dynamic\"}, "
+                          "attack = \"fgsm\", checkpoint = \"best\", baseline = {steps = 1, method = \"standard\"}},\n"
+                          "  {setting = {method = \"dynamic\"}, attack = \"clean\", checkpoint = \"best\", baseline = {steps = 2}}]")
+    spec_file.write_text(spec_text + same)
+    (study.path / "study.toml").write_text(spec_text + same)
+    write_report(study.path)
+    text = (study.path / "report" / "report.md").read_text()
+    assert text.count("Another baseline, named by") == 2
+    main_table = text.split("## White-box accuracy (%), best on validation")[1].split("Another baseline")[0]
+    [dynamic] = [line for line in main_table.splitlines() if line.startswith("| dynamic_steps-2 - standard_steps-2 |")]
+    assert dynamic.split(" | ")[1].endswith("**primary**")   # clean, against [report] baseline's own
     import tomllib
     with pytest.raises(ConfigError, match="baseline must be a table of grid values"):
         parse_spec(tomllib.loads((spec_text + report).replace("baseline = {steps = 1}", 'baseline = "x"')))
