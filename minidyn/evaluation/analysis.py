@@ -114,18 +114,21 @@ def pgd_examples(backend: Backend, model: Model, data: Dataset, *, eps: float, l
                  seed: int = 0, fosc_bounds=None,
                  on_batch: Callable[[int, int], None] | None = None) -> dict:
     """PGD-`steps` (step eps/4, random start) on the first `limit` test examples: numpy arrays
-    fosc, loss (at the adversarial example) and correct (classified correctly there).
+    (n,) fosc, loss (at the adversarial example), correct (classified correctly there) and
+    grad_l1, the L1 norm of the loss's input gradient there (eps * grad_l1 bounds the paper's
+    FOSC: FOSC / (eps grad_l1) lies in [0, 2] whatever the gradient's scale).
     fosc_bounds: None (the paper's FOSC) or (0, 1) (FOSC over the ball and the pixel box)."""
     n = len(data) if limit is None else min(limit, len(data))
-    out = {"fosc": np.empty(n), "loss": np.empty(n), "correct": np.empty(n, bool)}
+    out = {"fosc": np.empty(n), "loss": np.empty(n), "correct": np.empty(n, bool), "grad_l1": np.empty(n)}
     for batch, idx in enumerate(batch_indices(np.arange(n), batch_size)):
         x, y = to_backend(backend, data, idx)
         x_adv = pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps,
                     rng=backend.rng(attack_seed(seed, FIG_ATTACK.name, 0, batch)), final_stats=False,
                     backend=backend).x_adv
-        fosc_values, losses = _fosc_at(backend, model, x_adv, x, y, eps, fosc_bounds)
-        out["fosc"][idx] = backend.to_numpy(fosc_values)
+        losses, grad = backend.loss_and_grad(model, x_adv, y)
+        out["fosc"][idx] = backend.to_numpy(fosc(x_adv, x, grad, eps, bounds=fosc_bounds))
         out["loss"][idx] = backend.to_numpy(losses)
+        out["grad_l1"][idx] = backend.to_numpy(backend.sum_per_example(backend.abs(grad)))
         out["correct"][idx] = backend.to_numpy(backend.argmax(backend.logits(model, x_adv)) == y)
         if on_batch:
             on_batch(int(idx[-1]) + 1, n)

@@ -103,7 +103,7 @@ def measure(study, spec, cell, checkpoint: str = "best", on_batch=None) -> Path:
                        step_size=cfg.eps / 4, batch_size=spec.eval.batch_size, seed=spec.eval.seed,
                        on_batch=on_batch)
     arrays = {"indices": np.arange(out["fosc"].size), "fosc": out["fosc"], "loss": out["loss"],
-              "correct": out["correct"], "eps": np.array(float(cfg.eps)),
+              "correct": out["correct"], "grad_l1": out["grad_l1"], "eps": np.array(float(cfg.eps)),
               "epoch": np.array(-1 if meta.get("epoch") is None else meta["epoch"])}
     path = study.cell_dir(cell) / file_name(checkpoint)
     atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
@@ -112,19 +112,23 @@ def measure(study, spec, cell, checkpoint: str = "best", on_batch=None) -> Path:
 
 # --- reading -----------------------------------------------------------------------------------
 def read(path: Path) -> dict | None:
-    """{"fosc": float (n,), "loss": float (n,), "correct": bool (n,), "epoch": int} of one
-    measured cell (n >= 2 test examples), None without the file; DataError if it is not one."""
+    """{"fosc": float (n,), "loss": float (n,), "correct": bool (n,), "epoch": int, "eps": float,
+    "grad_l1": float (n,) or None (files measured before it was recorded)} of one measured cell
+    (n >= 2 test examples), None without the file; DataError if it is not one."""
     if not path.is_file():
         return None
     again = "delete it and run `minidyn study fig1a` again"
     try:
         with np.load(path, allow_pickle=False) as f:
             out = {k: f[k] for k in ("fosc", "loss", "correct", "epoch")}
+            out["eps"] = float(f["eps"]) if "eps" in f.files else None
+            out["grad_l1"] = f["grad_l1"] if "grad_l1" in f.files else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path} is not a Fig. 1a file of `minidyn study fig1a` ({error}); {again}") from None
     n = out["fosc"].shape
     if (len(n) != 1 or n[0] < 2 or out["loss"].shape != n or out["correct"].shape != n
-            or out["correct"].dtype != bool or not (np.isfinite(out["fosc"]).all() and np.isfinite(out["loss"]).all())):
+            or out["correct"].dtype != bool or not (np.isfinite(out["fosc"]).all() and np.isfinite(out["loss"]).all())
+            or (out["grad_l1"] is not None and (out["grad_l1"].shape != n or not (out["grad_l1"] >= 0).all()))):
         raise DataError(f"{path}: its arrays are not one finite FOSC, loss and bool per test example "
                         f"(at least 2); {again}")
     out["epoch"] = int(out["epoch"])
@@ -194,7 +198,23 @@ def _row(setting: str, members: list[CellResult], measured: dict) -> dict:
                        "loss_low": vars(summarize(per_seed(loss, ~high).values()))},
             "difference": {COLUMN: vars(paired_difference(acc_high, acc_low))},
             "difference_bootstrap": {COLUMN: vars(split_bootstrap(correct, high))},
-            "mcnemar": {COLUMN: None}}
+            "mcnemar": {COLUMN: None}, "scaled": _scaled(members, arrays, correct, high)}
+
+
+def _scaled(members: list[CellResult], arrays: list[dict], correct: np.ndarray, high: np.ndarray) -> dict | None:
+    """The same split by FOSC / (eps ||g||_1), FOSC with the gradient's scale taken out (in [0, 2]:
+    0 at the maximising vertex, 1 for a step orthogonal to g), and the mean ||g||_1 of each FOSC
+    half (`high`: bool (S, n)); None where a file has no gradient norms or one is 0."""
+    if any(a["grad_l1"] is None or a["eps"] is None or not (a["grad_l1"] > 0).all() for a in arrays):
+        return None
+    by_ratio = np.stack([high_half(a["fosc"] / (a["eps"] * a["grad_l1"])) for a in arrays])
+    acc = {half: {c.seed: 100.0 * float(v[m].mean()) for c, v, m in zip(members, correct, inside)}
+           for half, inside in (("high", by_ratio), ("low", ~by_ratio))}
+    norms = {half: summarize(float(a["grad_l1"][m].mean()) for a, m in zip(arrays, inside))
+             for half, inside in (("high", high), ("low", ~high))}
+    return {"difference": vars(paired_difference(acc["high"], acc["low"])),
+            "bootstrap": vars(split_bootstrap(correct, by_ratio)),
+            "grad_l1_high": vars(norms["high"]), "grad_l1_low": vars(norms["low"])}
 
 
 def markdown(rows: list[dict], checkpoint: str, tally=None) -> list[str]:
@@ -216,7 +236,29 @@ def markdown(rows: list[dict], checkpoint: str, tally=None) -> list[str]:
                      f"[{b['low']:+.2f}, {b['high']:+.2f}] | {_mean(h['loss_high'], 3)} | {_mean(h['loss_low'], 3)} "
                      f"| {len(r['seeds'])} x {r['examples']:,} |")
     stale = rows[0]["stale"] if rows else []
-    return lines + [""] + ([f"Left out: {line}." for line in stale] + [""] if stale else [])
+    return (lines + [""] + _scaled_markdown(rows, tally)
+            + ([f"Left out: {line}." for line in stale] + [""] if stale else []))
+
+
+def _scaled_markdown(rows: list[dict], tally=None) -> list[str]:
+    """The gradient's share in the split: ||g||_1 of each FOSC half, and the split by FOSC / (eps ||g||_1)."""
+    scaled = [r for r in rows if r.get("scaled")]
+    if not scaled:
+        return []
+    lines = ["FOSC is linear in the gradient: eps ||g||_1 bounds it, and a point with a vanishing gradient has a "
+             "FOSC near 0 however well the attack converged (docs/fosc.md). Mean ||g||_1 (the L1 norm of the "
+             "loss's input gradient at the PGD-10 point) of each FOSC half, and the same split by "
+             "FOSC / (eps ||g||_1), which takes the gradient's scale out (in [0, 2]; 0 at the maximising vertex):",
+             "", "| setting | ‖g‖₁, high-FOSC half | ‖g‖₁, low-FOSC half | high - low, split by FOSC / (eps ‖g‖₁) |",
+             "|---|---|---|---|"]
+    for r in scaled:
+        d, b = r["scaled"]["difference"], r["scaled"]["bootstrap"]
+        t = "" if d["low"] is None else f"; t [{d['low']:+.2f}, {d['high']:+.2f}]"
+        if tally is not None:
+            tally.t, tally.bootstrap = tally.t + bool(t), tally.bootstrap + 1
+        lines.append(f"| {r['setting']} | {_mean(r['scaled']['grad_l1_high'], 3)} | {_mean(r['scaled']['grad_l1_low'], 3)} "
+                     f"| {d['mean']:+.2f}{t}; boot [{b['low']:+.2f}, {b['high']:+.2f}] |")
+    return lines + [""]
 
 
 def _mean(summary: dict, digits: int = 2) -> str:

@@ -88,6 +88,28 @@ def test_the_report_prints_the_section_and_the_claim_is_judged_from_it(study, tm
     assert "80.00 vs 25.00; 3 seeds x 40 test examples" in row.ours
 
 
+def test_the_split_by_fosc_over_the_gradients_scale_is_counted_by_hand(study):
+    """grad_l1 chosen so that FOSC / (eps ||g||_1) falls where FOSC rises: the scaled split's high
+    half is FOSC's low half (25% correct), its low half FOSC's high one (75 + 5 seed %)."""
+    spec = study.spec()
+    for cell in spec.cells():
+        if cell.values["method"] == "standard":
+            fosc, correct, loss = standard_points(cell.values["seed"])
+            fosc = fosc + 0.01                                     # no zero FOSC: every norm > 0
+            ratio = np.linspace(1.0, 0.02, N)
+            np.savez(study.cell_dir(cell) / file_name("best"), fosc=fosc, loss=loss, correct=correct,
+                     grad_l1=fosc / (0.1 * ratio), eps=np.array(0.1), epoch=np.array(1))
+    [row] = fig1a_tables(study, spec, collect(study, spec))["fig1a/best"]
+    scaled = row["scaled"]
+    assert scaled["difference"]["mean"] == pytest.approx(25.0 - np.mean([75 + 5 * s for s in range(3)]))
+    assert scaled["bootstrap"]["high"] < 0 < row["difference"][COLUMN]["low"]
+    norms = (fosc / (0.1 * ratio))
+    assert scaled["grad_l1_high"]["mean"] == pytest.approx(norms[N // 2:].mean())
+    assert scaled["grad_l1_low"]["mean"] == pytest.approx(norms[:N // 2].mean())
+    write_report(study.path)
+    assert "| standard | " in (study.path / "report" / "report.md").read_text().split("split by FOSC / (eps ‖g‖₁) |")[1]
+
+
 def test_a_claim_waits_for_every_seed_and_takes_no_baseline(study, tmp_path):
     os.remove(study.cell_dir(study.spec().cells()[0]) / file_name("best"))  # standard, seed 0
     write_report(study.path)
@@ -166,6 +188,8 @@ def test_the_command_measures_the_trained_cells_with_the_evaluations_own_pgd10(t
     record = read_cell_examples(result, read_result(result))["last"]
     [eps_key] = record
     assert correct.shape == (40,) and np.isfinite(fosc).all() and (fosc >= 0).all()
+    with np.load(study.cell_dir(cell) / file_name("last")) as f:   # |<x - x0, g>| <= eps ||g||_1
+        assert (f["fosc"] <= 2 * float(f["eps"]) * f["grad_l1"] * (1 + 1e-5) + 1e-9).all()
     np.testing.assert_array_equal(correct, record[eps_key]["pgd10"])
     again = runner.invoke(main, ["study", "fig1a", str(out)], catch_exceptions=False)
     assert "1 cells, 0 trained and not yet measured" in again.output
