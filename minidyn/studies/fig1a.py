@@ -20,6 +20,12 @@ of a split (evaluation.bootstrap.split_bootstrap: seeds and test examples resamp
 half's accuracy a ratio of resampled sums; each example keeps the half the seed's median put it
 in, the median itself is not re-estimated), beside the t interval over the seeds' d_s. The mean
 loss of each half is tabled too, without an interval.
+
+FOSC is linear in the gradient (|<x - x_0, g>| <= eps ||g||_1, so 0 <= FOSC <= 2 eps ||g||_1):
+a flat point has a small FOSC whether or not the attack converged. So each point's ||g||_1 is
+recorded as well, and a second table gives each FOSC half's mean ||g||_1 and the same split by
+FOSC / (eps ||g||_1), the gradient's scale taken out (files measured before ||g||_1 was recorded
+have no second table).
 """
 from __future__ import annotations
 
