@@ -103,10 +103,11 @@ FOSC_BOUNDS = {"ball": None, "clipped": (0.0, 1.0)}
 
 
 def _fosc_at(backend: Backend, model: Model, x_adv, x0, y, eps: float, bounds):
-    """(FOSC (B,), loss (B,)) at x_adv; bounds None: the paper's Eq. 4 over the eps-ball; (0, 1):
-    over the ball intersected with the pixel box, the set PGD actually searches."""
+    """(FOSC (B,), loss (B,), the input gradient (B, ...)) at x_adv; bounds None: the paper's
+    Eq. 4 over the eps-ball; (0, 1): over the ball intersected with the pixel box, the set PGD
+    actually searches."""
     losses, grad = backend.loss_and_grad(model, x_adv, y)
-    return fosc(x_adv, x0, grad, eps, bounds=bounds), losses
+    return fosc(x_adv, x0, grad, eps, bounds=bounds), losses, grad
 
 
 def pgd_examples(backend: Backend, model: Model, data: Dataset, *, eps: float, limit: int | None = 1000,
@@ -125,8 +126,8 @@ def pgd_examples(backend: Backend, model: Model, data: Dataset, *, eps: float, l
         x_adv = pgd(model, x, y, eps=eps, step_size=step_size or eps / 4, steps=steps,
                     rng=backend.rng(attack_seed(seed, FIG_ATTACK.name, 0, batch)), final_stats=False,
                     backend=backend).x_adv
-        losses, grad = backend.loss_and_grad(model, x_adv, y)
-        out["fosc"][idx] = backend.to_numpy(fosc(x_adv, x, grad, eps, bounds=fosc_bounds))
+        fosc_values, losses, grad = _fosc_at(backend, model, x_adv, x, y, eps, fosc_bounds)
+        out["fosc"][idx] = backend.to_numpy(fosc_values)
         out["loss"][idx] = backend.to_numpy(losses)
         out["grad_l1"][idx] = backend.to_numpy(backend.sum_per_example(backend.abs(grad)))
         out["correct"][idx] = backend.to_numpy(backend.argmax(backend.logits(model, x_adv)) == y)
@@ -218,7 +219,7 @@ def trajectories(backend: Backend, model: Model, data: Dataset, *, eps: float, n
         # k = 0: one step of a vanishing size from the random start, i.e. the start itself
         x_k = pgd(model, x, y, eps=eps, step_size=alpha if k else 1e-30, steps=max(k, 1),
                   final_stats=False, rng=backend.rng(stream), backend=backend).x_adv
-        fosc_values, losses = _fosc_at(backend, model, x_k, x, y, eps, fosc_bounds)
+        fosc_values, losses, _ = _fosc_at(backend, model, x_k, x, y, eps, fosc_bounds)
         fosc_by_step[k], loss_by_step[k] = backend.to_numpy(fosc_values), backend.to_numpy(losses)
     return {"indices": idx, "fosc": fosc_by_step, "loss": loss_by_step, "steps": steps}
 

@@ -29,6 +29,7 @@ have no second table).
 """
 from __future__ import annotations
 
+import functools
 import zipfile
 from pathlib import Path
 
@@ -191,10 +192,7 @@ def _row(setting: str, members: list[CellResult], measured: dict) -> dict:
     high = np.stack([high_half(a["fosc"]) for a in arrays])
     correct = np.stack([a["correct"] for a in arrays])
     loss = np.stack([a["loss"] for a in arrays])
-
-    def per_seed(values, inside, scale=1.0):
-        return {c.seed: scale * float(v[m].mean()) for c, v, m in zip(members, values, inside)}
-
+    per_seed = functools.partial(_per_seed, members)
     acc_high, acc_low = per_seed(correct, high, 100.0), per_seed(correct, ~high, 100.0)
     return {"setting": setting, "values": {k: v for k, v in members[0].values.items() if k != "seed"},
             "seeds": [c.seed for c in members], "examples": sizes[0],
@@ -207,6 +205,11 @@ def _row(setting: str, members: list[CellResult], measured: dict) -> dict:
             "mcnemar": {COLUMN: None}, "scaled": _scaled(members, arrays, correct, high)}
 
 
+def _per_seed(members: list[CellResult], values: np.ndarray, inside: np.ndarray, scale: float = 1.0) -> dict:
+    """{seed: scale x the mean of values[s] where inside[s]} for (S, n) values and bool inside."""
+    return {c.seed: scale * float(v[m].mean()) for c, v, m in zip(members, values, inside)}
+
+
 def _scaled(members: list[CellResult], arrays: list[dict], correct: np.ndarray, high: np.ndarray) -> dict | None:
     """The same split by FOSC / (eps ||g||_1), FOSC with the gradient's scale taken out (in [0, 2]:
     0 at the maximising vertex, 1 for a step orthogonal to g), and the mean ||g||_1 of each FOSC
@@ -214,8 +217,7 @@ def _scaled(members: list[CellResult], arrays: list[dict], correct: np.ndarray, 
     if any(a["grad_l1"] is None or a["eps"] is None or not (a["grad_l1"] > 0).all() for a in arrays):
         return None
     by_ratio = np.stack([high_half(a["fosc"] / (a["eps"] * a["grad_l1"])) for a in arrays])
-    acc = {half: {c.seed: 100.0 * float(v[m].mean()) for c, v, m in zip(members, correct, inside)}
-           for half, inside in (("high", by_ratio), ("low", ~by_ratio))}
+    acc = {"high": _per_seed(members, correct, by_ratio, 100.0), "low": _per_seed(members, correct, ~by_ratio, 100.0)}
     norms = {half: summarize(float(a["grad_l1"][m].mean()) for a, m in zip(arrays, inside))
              for half, inside in (("high", high), ("low", ~high))}
     return {"difference": vars(paired_difference(acc["high"], acc["low"])),
