@@ -10,7 +10,8 @@ seeds. Each figure says in its title or legend what its bands and bars are.
                       dashed lines: c_t, Dynamic's FOSC stopping target at that epoch, from the
                       cell's metrics.jsonl (cf. Figs. 3a, 3c, 5)
     sweep_KEY.png     robust accuracy against a swept grid key, a line per combination of the
-                      other grid keys (never pooled). Top: mean, bars ±1 sample std over seeds;
+                      other grid keys met at two or more of its values (never pooled; none
+                      drawn where no combination is). Top: mean, bars ±1 sample std over seeds;
                       bottom: the paired difference to [report] baseline seed by seed, bars its
                       95% t interval (aggregate.paired_difference). The paper's figure is cited
                       only for the key it sweeps: step_size Fig. 2a, steps Fig. 2b, eps Fig. 4b
@@ -310,7 +311,9 @@ def _positions(spec, key: str) -> tuple[dict, bool]:
 
 def sweep_lines(cells, key: str) -> tuple[dict[str, list], list[str]]:
     """The cells that have `key`, a line per combination of their other grid values (the seed
-    aside), labelled by the values that vary between the lines: ({label: [cells]}, those keys)."""
+    aside), labelled by the values that vary between those cells: ({label: [cells]}, those keys).
+    A combination met at one value of `key` alone is no line: a point sweeps nothing, and
+    [[exclude]] leaves one value where the key does not apply (FGSM-RS's `steps`)."""
     rest = {c.name: {k: v for k, v in c.values.items() if k not in ("seed", key)} for c in cells if key in c.values}
     varying = [k for k in dict.fromkeys(k for r in rest.values() for k in r)
                if len({repr(r.get(k)) for r in rest.values()}) > 1]
@@ -320,7 +323,8 @@ def sweep_lines(cells, key: str) -> tuple[dict[str, list], list[str]]:
             words = ", ".join(str(rest[c.name].get(k)) if k == "method" else f"{k} {rest[c.name].get(k)}"
                               for k in varying)
             lines.setdefault(words or "mean over seeds", []).append(c)
-    return lines, varying
+    return {words: members for words, members in lines.items()
+            if len({repr(c.values[key]) for c in members}) > 1}, varying
 
 
 def sweep_citation(spec, key: str) -> str | None:
@@ -332,15 +336,21 @@ def sweep_citation(spec, key: str) -> str | None:
 
 
 def sweep_figure(spec, cells, key: str):
-    """Robust accuracy against `key` (a column per checkpoint): see the module's docstring."""
+    """Robust accuracy against `key` (a column per checkpoint): see the module's docstring; None
+    where no combination of the other grid values meets two values of `key`."""
     from minidyn.studies.results import CHECKPOINT_WORDS, baseline_words, label
 
+    lines, others = sweep_lines(cells, key)
+    if not lines:
+        return None
     column = _robust_column(spec)
     checkpoints = list(spec.eval.checkpoints)
     fig, axes = figure(max(5.5 * len(checkpoints), 6.5), 8.0, ncols=len(checkpoints), nrows=2, sharex="col")
     position, numeric = _positions(spec, key)
-    lines, others = sweep_lines(cells, key)
     span = (max(position.values()) - min(position.values())) or 1.0
+    baseline = spec.report.get("baseline") or {}
+    baseline_drawn = bool(baseline) and any(all(c.values.get(k) == v for k, v in baseline.items())
+                                            for members in lines.values() for c in members)
     for j, which in enumerate(checkpoints):
         top, bottom = axes[0, j], axes[1, j]
         for i, (colour, (words, members)) in enumerate(zip(line_colours(len(lines)), lines.items())):
@@ -353,7 +363,7 @@ def sweep_figure(spec, cells, key: str):
         bottom.set_xlabel(key.replace("_", " ") + (" (fraction of eps)" if key == "step_size" else ""))
         if not numeric:
             bottom.set_xticks(list(position.values()), [str(v) for v in spec.grid[key]], fontsize=7)
-        bottom.legend(handles=_difference_handles(), fontsize=7, title_fontsize=7,
+        bottom.legend(handles=_difference_handles(baseline_drawn), fontsize=7, title_fontsize=7,
                       title=f"baseline: {baseline_words(spec)}, same other values\nbars: {T_WORDS}")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
@@ -373,11 +383,13 @@ def sweep_figure(spec, cells, key: str):
             f"({baseline_words(spec)}) seed by seed, bars its {T_WORDS}")
 
 
-def _difference_handles() -> list:
+def _difference_handles(baseline_drawn: bool) -> list:
+    """The bottom panel's legend: the zero line, and the hollow marker where the baseline is on a line."""
     from matplotlib.lines import Line2D
 
-    return [Line2D([], [], color="0.2", lw=0.8, label="0: no difference to the baseline"),
-            Line2D([], [], color="0.2", marker="o", mfc="none", ls="none", label="the baseline itself")]
+    zero = Line2D([], [], color="0.2", lw=0.8, label="0: no difference to the baseline")
+    itself = Line2D([], [], color="0.2", marker="o", mfc="none", ls="none", label="the baseline itself")
+    return [zero, itself] if baseline_drawn else [zero]
 
 
 def _sweep_line(spec, cells, key, which, column, members, position, dodge, colour, words, top, bottom) -> None:

@@ -208,3 +208,25 @@ def test_the_frontier_puts_each_cell_at_its_cost_and_its_robust_accuracy(tmp_pat
                    if l.get_marker() == "D")
     assert means == [(20.0, 41.0), (40.0, 46.0)]
     assert "dot: one seed" in _texts(fig) and "standard (n=3)" in _texts(fig) and "fat (n=3)" in _texts(fig)
+
+
+def _cell(name, **values):
+    from types import SimpleNamespace
+    return SimpleNamespace(name=name, values=values)
+
+
+def test_a_sweep_leaves_out_a_combination_met_at_one_value_of_its_key():
+    """A line is a combination of the other grid values seen at two or more values of the swept
+    key: FGSM-RS, whose one `steps` value is a grid label its attack ignores, draws no point."""
+    cells = [_cell(f"{m}-{k}-{s}", method=m, steps=k, seed=s)
+             for m, ks in (("standard", (10, 5)), ("fgsm-rs", (10,))) for k in ks for s in (0, 1)]
+    lines, varying = figures.sweep_lines(cells, "steps")
+    assert list(lines) == ["standard"] and varying == ["method"]    # only standard's line is left
+    assert {c.values["steps"] for c in lines["standard"]} == {10, 5} and len(lines["standard"]) == 4
+
+
+def test_no_sweep_figure_where_no_combination_meets_two_values():
+    cells = [_cell(f"{m}-{s}", method=m, steps=k, seed=s) for m, k in (("standard", 10), ("fgsm-rs", 5))
+             for s in (0, 1)]
+    assert figures.sweep_lines(cells, "steps") == ({}, ["method"])
+    assert figures.sweep_figure(None, cells, "steps") is None       # returns before it reads the spec
