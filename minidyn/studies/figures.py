@@ -421,6 +421,24 @@ def _sweep_line(spec, cells, key, which, column, members, position, dodge, colou
             bottom.errorbar([x + dodge], [d.mean], yerr=yerr, color=colour, marker="s", capsize=3)
 
 
+def _side_by_side(mean_x: dict[str, float], gap: float = 0.012) -> dict[str, float]:
+    """An x shift per setting that sets apart settings of (nearly) the same mean cost: those
+    within `gap` of the axis' span of each other are spread `gap` of the span apart, centred on
+    their cost; a setting alone at its cost is not moved."""
+    xs = list(mean_x.values())
+    span = (max(xs) - min(xs)) if xs else 0.0
+    span = span or max(max(map(abs, xs), default=1.0), 1.0)
+    shift, group = {s: 0.0 for s in mean_x}, []
+    for s in sorted(mean_x, key=mean_x.get) + [None]:
+        if s is None or (group and mean_x[s] - mean_x[group[0]] > gap * span):
+            for i, member in enumerate(group):
+                shift[member] = (i - (len(group) - 1) / 2) * gap * span
+            group = []
+        if s is not None:
+            group.append(s)
+    return shift
+
+
 # --- robustness against the test eps -----------------------------------------------------------
 def eps_curve_figure(spec, cells):
     """Robust accuracy at the last epoch against the [eval] test eps, a line per setting."""
@@ -467,22 +485,31 @@ def frontier_figure(spec, cells):
     settings = _settings(cells)
     fig, axes = figure(7.5, 5.5 + 0.16 * len(settings) / _columns(settings, 7.5))
     ax = axes[0][0]
-    for colour, setting in zip(line_colours(len(settings)), settings):
+    points = {}
+    for setting in settings:
         members = [c for c in cells if c.setting == setting and c.grad_evals is not None]
         xy = np.array([[c.grad_evals, accuracy(c, which, None, column)] for c in members], dtype=float)
         xy = xy[np.all(np.isfinite(xy), axis=1)] if len(xy) else xy
-        if not len(xy):
+        if len(xy):
+            points[setting] = xy
+    shift = _side_by_side({s: float(xy[:, 0].mean()) for s, xy in points.items()})
+    for colour, setting in zip(line_colours(len(settings)), settings):
+        if setting not in points:
             continue
-        ax.scatter(xy[:, 0], xy[:, 1], color=colour, s=12, alpha=0.6)
+        xy = points[setting]
+        ax.scatter(xy[:, 0] + shift[setting], xy[:, 1], color=colour, s=12, alpha=0.6)
         (mx, my), (sx, sy) = _mean_std(xy)
-        ax.errorbar([mx], [my], xerr=[sx] if np.isfinite(sx) else None, yerr=[sy] if np.isfinite(sy) else None,
+        ax.errorbar([mx + shift[setting]], [my], xerr=[sx] if np.isfinite(sx) else None,
+                    yerr=[sy] if np.isfinite(sy) else None,
                     color=colour, marker="D", markersize=6, capsize=3, label=f"{setting} (n={len(xy)})")
     ax.set_xlabel("training attack: gradient evaluations per example (all epochs)")
     ax.set_ylabel(f"test {label(column)} accuracy (%), {CHECKPOINT_WORDS[which]}")
     ax.grid(alpha=0.3)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7,
                ncol=_columns(settings, 7.5), title_fontsize=7,
-               title=f"dot: one seed; diamond: the mean, bars {STD_WORDS.replace(' (', chr(10) + '(')}")
+               title=f"dot: one seed; diamond: the mean, bars {STD_WORDS.replace(' (', chr(10) + '(')}"
+                     + ("\nsettings of the same cost drawn side by side (x shifted by up to "
+                        f"{max(map(abs, shift.values())):.2g})" if any(shift.values()) else ""))
     fig.suptitle(f"The accuracy-cost frontier: test {label(column)} accuracy against the training "
                  "attack's cost\n(TRADES' and MART's SGD step costs one pass per example more, "
                  "not on this axis)", fontsize=9)

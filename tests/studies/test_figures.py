@@ -230,3 +230,14 @@ def test_no_sweep_figure_where_no_combination_meets_two_values():
              for s in (0, 1)]
     assert figures.sweep_lines(cells, "steps") == ({}, ["method"])
     assert figures.sweep_figure(None, cells, "steps") is None       # returns before it reads the spec
+
+
+def test_the_frontier_sets_settings_of_one_cost_side_by_side():
+    """Settings within 1.2% of the axis' span of each other in cost are spread that far apart,
+    centred on their cost; a setting alone at its cost stays where it is."""
+    shift = figures._side_by_side({"standard": 110.0, "trades": 110.0, "mart": 110.0, "fgsm-rs": 20.0,
+                                   "dynamic": 63.8})
+    gap = 0.012 * 90.0
+    assert shift["fgsm-rs"] == 0.0 and shift["dynamic"] == 0.0
+    assert sorted(shift[s] for s in ("standard", "trades", "mart")) == pytest.approx([-gap, 0.0, gap])
+    assert figures._side_by_side({"a": 5.0}) == {"a": 0.0}
