@@ -23,7 +23,8 @@ seeds. Each figure says in its title or legend what its bands and bars are.
     frontier.png      the accuracy-cost frontier: robust accuracy (the strongest [eval] attack:
                       AutoAttack, else APGD-CE, else PGD-20) against the training attack's
                       gradient evaluations per example, a point per cell (setting and seed), the
-                      setting's mean with bars ±1 sample std over seeds on both axes
+                      setting's mean with bars ±1 sample std over seeds on both axes; settings
+                      of nearly one cost drawn side by side (the legend gives the shift)
 
 Every `*_figure` function returns (file name, matplotlib Figure, caption); plot_all saves them.
 """
