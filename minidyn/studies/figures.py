@@ -511,9 +511,10 @@ def frontier_figure(spec, cells):
                title=f"dot: one seed; diamond: the mean, bars {STD_WORDS.replace(' (', chr(10) + '(')}"
                      + ("\nsettings of the same cost drawn side by side (x shifted by up to "
                         f"{max(map(abs, shift.values())):.2g})" if any(shift.values()) else ""))
+    two_pass = {m.get("method") for c in cells for m in c.metrics[:1]} & {"trades", "mart"}
     fig.suptitle(f"The accuracy-cost frontier: test {label(column)} accuracy against the training "
-                 "attack's cost\n(TRADES' and MART's SGD step costs one pass per example more, "
-                 "not on this axis)", fontsize=9)
+                 "attack's cost" + ("\n(TRADES' and MART's SGD step costs one pass per example more, "
+                                    "not on this axis)" if two_pass else ""), fontsize=9)
     return ("frontier.png", fig,
             f"Test {label(column)} accuracy ({CHECKPOINT_WORDS[which]}) against the training attack's "
             f"gradient evaluations per example: a dot per cell, the setting's mean with bars {STD_WORDS}")

@@ -208,6 +208,11 @@ def test_the_frontier_puts_each_cell_at_its_cost_and_its_robust_accuracy(tmp_pat
                    if l.get_marker() == "D")
     assert means == [(20.0, 41.0), (40.0, 46.0)]
     assert "dot: one seed" in _texts(fig) and "standard (n=3)" in _texts(fig) and "fat (n=3)" in _texts(fig)
+    assert "TRADES" not in _texts(fig)          # the note on TRADES' and MART's SGD cost: only where they ran
+    cells = collect(study, spec)
+    for c in cells:
+        c.metrics[0]["method"] = {"fat": "trades"}.get(c.metrics[0]["method"], c.metrics[0]["method"])
+    assert "TRADES' and MART's SGD step costs one pass" in figures.frontier_figure(spec, cells)[1]._suptitle.get_text()
 
 
 def _cell(name, **values):
