@@ -30,12 +30,13 @@ pytestmark = pytest.mark.slow
 # One cell that trains for 30-40 s on one thread (8 epochs of 140 SGD steps): longer than
 # slurmctld's 30 s between time-limit checks, so that its signal lands mid-training.
 LONG = """\
-# long: one cell, half a minute of training
+# long: one cell, over a minute of training: longer than slurmctld's 30 s between time-limit
+# checks even on a fast machine, so that the signal always comes mid-training
 [train]
 backend = "numpy"
 model = "mlp"
 method = "standard"
-epochs = 8
+epochs = 24
 limit = 7000
 val_size = 100
 eval_limit = 20
@@ -44,7 +45,7 @@ steps = 20
 batch_size = 50
 lr = 0.05
 eps = 0.1
-lr_milestones = [8]
+lr_milestones = [24]
 
 [grid]
 seed = [0]
@@ -134,8 +135,8 @@ def test_an_array_task_signalled_mid_cell_checkpoints_there_and_resumes_exactly_
     mid-epoch checkpoint and exits CHECKPOINTED (79) with the lock released; run again, the
     task resumes at that batch and ends as an uninterrupted run."""
     spec = tmp_path / "medium.toml"
-    spec.write_text(LONG.replace("limit = 7000", "limit = 2000").replace("epochs = 8", "epochs = 2")
-                    .replace("lr_milestones = [8]", "lr_milestones = [2]"))
+    spec.write_text(LONG.replace("limit = 7000", "limit = 2000").replace("epochs = 24", "epochs = 2")
+                    .replace("lr_milestones = [24]", "lr_milestones = [2]"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     for out in (tmp_path / "ref", tmp_path / "stopped"):
