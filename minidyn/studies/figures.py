@@ -349,9 +349,7 @@ def sweep_figure(spec, cells, key: str):
     fig, axes = figure(max(5.5 * len(checkpoints), 6.5), 8.0, ncols=len(checkpoints), nrows=2, sharex="col")
     position, numeric = _positions(spec, key)
     span = (max(position.values()) - min(position.values())) or 1.0
-    baseline = spec.report.get("baseline") or {}
-    baseline_drawn = bool(baseline) and any(all(c.values.get(k) == v for k, v in baseline.items())
-                                            for members in lines.values() for c in members)
+    baseline_drawn = any(_is_baseline(spec, c) for members in lines.values() for c in members)
     for j, which in enumerate(checkpoints):
         top, bottom = axes[0, j], axes[1, j]
         for i, (colour, (words, members)) in enumerate(zip(line_colours(len(lines)), lines.items())):
@@ -384,6 +382,12 @@ def sweep_figure(spec, cells, key: str):
             f"({baseline_words(spec)}) seed by seed, bars its {T_WORDS}")
 
 
+def _is_baseline(spec, cell) -> bool:
+    """Whether the cell has every grid value of [report] baseline (False without one)."""
+    baseline = spec.report.get("baseline") or {}
+    return bool(baseline) and all(cell.values.get(k) == v for k, v in baseline.items())
+
+
 def _difference_handles(baseline_drawn: bool) -> list:
     """The bottom panel's legend: the zero line, and the hollow marker where the baseline is on a line."""
     from matplotlib.lines import Line2D
@@ -412,7 +416,7 @@ def _sweep_line(spec, cells, key, which, column, members, position, dodge, colou
         setting = by_x[x][0].setting
         base = baseline_setting(spec, cells, setting)
         if base is None:
-            if all(by_x[x][0].values.get(k) == v for k, v in spec.report["baseline"].items()):
+            if _is_baseline(spec, by_x[x][0]):
                 bottom.plot(x + dodge, 0, marker="o", mfc="none", color=colour)
             continue
         d = paired_difference({c.seed: accuracy(c, which, None, column) for c in by_x[x]},
