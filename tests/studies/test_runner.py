@@ -45,7 +45,9 @@ def results(out: Path) -> dict:
 def wait_for_a_checkpoint(out: Path, timeout: float = 120) -> None:
     """Until some cell of the study in `out` has written its first checkpoint (mid-study)."""
     deadline = time.time() + timeout
-    while not list((out / "cells").glob("*/checkpoint.npz")) and time.time() < deadline:
+    while not list((out / "cells").glob("*/checkpoint.npz")):
+        if time.time() > deadline:
+            pytest.fail(f"no cell of {out} wrote a checkpoint within {timeout:.0f} s")
         time.sleep(0.05)
 
 
@@ -350,6 +352,28 @@ def test_a_runner_never_starts_a_worker_for_a_task_another_claim_is_taking_over(
     assert len(starts) == 1 and starts[0] > float(released.read_text()), log
 
 
+def suspend_a_worker_mid_task(out: Path, timeout: float = 120) -> tuple[Path, int]:
+    """SIGSTOP a worker of the study in `out` whose training task has a checkpoint and no result
+    yet; return its lock and pid. A tiny cell can finish between a look at the locks and the
+    signal (CI once found no training lock left), so the state is checked again once stopped."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for lock in (out / "locks").glob("*.train.lock"):
+            cell = out / "cells" / lock.name.removesuffix(".train.lock")
+            pid = _holder_pid(lock)
+            if pid is None or not (cell / "checkpoint.npz").is_file():
+                continue
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            if _holder_pid(lock) == pid and not (cell / "study-eval.json").exists():
+                return lock, pid
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.01)
+    pytest.fail(f"no worker of {out} was seen mid-task within {timeout:.0f} s")
+
+
 def _holder_pid(lock: Path) -> int | None:
     try:
         return json.loads(lock.read_text())["pid"]
@@ -369,10 +393,7 @@ def test_a_worker_suspended_past_stale_after_loses_its_task_cleanly(reference, t
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = None
     try:
-        wait_for_a_checkpoint(out)
-        lock = next((out / "locks").glob("*.train.lock"))
-        victim = _holder_pid(lock)
-        os.kill(victim, signal.SIGSTOP)
+        lock, victim = suspend_a_worker_mid_task(out)
         second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while _holder_pid(lock) in (victim, None) and time.time() < deadline:
