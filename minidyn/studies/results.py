@@ -37,7 +37,6 @@ class CellResult:
     metrics: list = field(default_factory=list)
     grad_evals: float | None = None   # training attack gradient evaluations per example
     train_seconds: float | None = None
-    eval_seconds: float | None = None
     examples: dict | None = None      # white-box per-example arrays (studies.examples), None: no file
     black_examples: dict | None = None
     black_state: str | None = None    # "done", "invalid", "failed", "waiting"; None without [eval] surrogate
@@ -71,7 +70,6 @@ def collect(study: StudyDir, spec: Spec) -> list[CellResult]:
         if state == "done":
             result.grad_evals = grad_evals_per_example(directory)
             result.train_seconds = float(sum(r.get("seconds", 0.0) for r in metrics))
-            result.eval_seconds = float(white_record.get("seconds", 0.0))
             result.examples = read_cell_examples(study.result(train), white_record)
         if black_record is not None:
             result.black_examples = read_cell_examples(study.result(black), black_record)
