@@ -11,9 +11,12 @@ way, so two runners that find one stale lock cannot both take it.
 
 Nothing another process may hold is ever deleted by name: a stale lock (or `.takeover`) is
 broken by renaming it atomically to a unique name and then checking that the renamed file
-holds the record that was judged stale (its token, still stale); a file that does not is put
-back where it was (os.link, which fails rather than overwrite a newer claim; in the instant a
-wrongly judged file is aside a fresh claim can take its place, and its holder then sees another
+holds the record that was judged stale (its token, still stale). Only a file that was judged
+is moved: one that is missing when judged, or is another file (inode, modification time) by
+the time it would be moved, is left alone, so that a fresh claim is not moved aside. A moved
+file that turns out not to be the one judged (replaced in the instant between the last check
+and the rename) is put back (os.link, which fails rather than overwrite a newer claim; a fresh
+claim made while it was aside keeps the name, and the moved file's holder then sees another
 token at its next heartbeat and stops). A holder's heartbeat takes only a readable record with
 another token for a takeover: a file it cannot read, or finds missing, is read again a few
 times and then assumed still its own. A worker started
@@ -306,12 +309,29 @@ def claim(path: Path, stale_after: float = STALE_AFTER, runner: int | None = Non
 
 
 def _break_if_stale(path: Path, stale_after: float) -> None:
-    """Remove `path` if it is stale, and only the record judged stale (not one that replaced
-    it, nor one whose holder beat meanwhile)."""
+    """Remove `path` if it is stale, and only the file judged stale: not one that replaced it,
+    nor one whose holder beat meanwhile. A missing file is judged nothing, and a file that
+    changed while it was judged is not moved: moving a file that turns out fresh frees its name
+    until it is put back, and a claimer that creates it then holds the lock beside its owner
+    (two claimers of one stale lock both won on a 16-core machine before this check)."""
+    judged_file = _identity(path)
+    if judged_file is None:
+        return
     judged = holder(path)
-    if is_stale(path, stale_after):  # True also for a missing file: then nothing is moved
-        _remove_if(path, lambda aside: holder(aside).get("token") == judged.get("token")
-                   and is_stale(aside, stale_after))
+    if is_stale(path, stale_after) and _identity(path) == judged_file:
+        _remove_if(path, lambda aside: _identity(aside) == judged_file
+                   and holder(aside).get("token") == judged.get("token") and is_stale(aside, stale_after))
+
+
+def _identity(path: Path) -> tuple | None:
+    """(device, inode, modification time in ns) of the file at `path`, None when there is none:
+    a file created in its place, or touched by its holder's heartbeat, has another. (Not the
+    change time: the rename that moves a file aside changes it.)"""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns
 
 
 # --- runners ------------------------------------------------------------------------------------

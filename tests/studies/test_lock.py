@@ -91,30 +91,47 @@ def _stale_lock(path):
     os.utime(path, (old, old))
 
 
-def test_a_takeover_created_while_another_claimer_judges_it_is_not_deleted(tmp_path, monkeypatch):
-    """Claimer X finds no .takeover (stale, as a missing file is) and is held there; C creates
-    its .takeover, finds the lock stale and is held there; X goes on, then C. Deleting C's
-    .takeover by name let both hold the lock; exactly one may."""
+def _renames_by(monkeypatch, moved: list) -> None:
+    """Record in `moved` every os.rename's (thread name, source file name)."""
+    real = os.rename
+
+    def spy(src, dst):
+        moved.append((threading.current_thread().name, os.path.basename(src)))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "rename", spy)
+
+
+def test_a_takeover_created_while_another_claimer_judges_it_is_not_moved(tmp_path, monkeypatch):
+    """Claimer X finds no .takeover and is held there; C creates its .takeover, finds the lock
+    stale and is held there; X goes on, then C. Deleting C's .takeover by name let both hold the
+    lock; moving it aside and back left its name free meanwhile (on a 16-core machine a third
+    claimer took it then, and two won). X judged no file, so it moves none; exactly one wins."""
     from minidyn.studies import lock as lock_module
-    path, real = tmp_path / "a.lock", lock_module.is_stale
+    path, real_stale, real_identity = tmp_path / "a.lock", lock_module.is_stale, lock_module._identity
     _stale_lock(path)
     x_judged, c_checked, x_done = threading.Event(), threading.Event(), threading.Event()
-    path_checks = []
+    path_checks, moved = [], []
 
-    def hooked(p, *args, **kwargs):
-        result = real(p, *args, **kwargs)
-        me = threading.current_thread().name
-        if me == "X" and p.name.endswith(".takeover") and not x_judged.is_set():
-            x_judged.set()
+    def identity(p):
+        result = real_identity(p)
+        if threading.current_thread().name == "X" and p.name.endswith(".takeover") and not x_judged.is_set():
+            x_judged.set()  # X has found no .takeover
             c_checked.wait(5)
-        if me == "C" and p == path:
+        return result
+
+    def stale(p, *args, **kwargs):
+        result = real_stale(p, *args, **kwargs)
+        if threading.current_thread().name == "C" and p == path:
             path_checks.append(result)
             if len(path_checks) == 2:  # under its .takeover, the lock found stale
                 c_checked.set()
                 x_done.wait(5)
         return result
 
-    monkeypatch.setattr(lock_module, "is_stale", hooked)
+    monkeypatch.setattr(lock_module, "_identity", identity)
+    monkeypatch.setattr(lock_module, "is_stale", stale)
+    _renames_by(monkeypatch, moved)
     held = {}
 
     def claimer(name):
@@ -124,24 +141,27 @@ def test_a_takeover_created_while_another_claimer_judges_it_is_not_deleted(tmp_p
 
     x = threading.Thread(target=claimer, args=("X",), name="X")
     x.start()
-    x_judged.wait(5)
+    assert x_judged.wait(5)
     c = threading.Thread(target=claimer, args=("C",), name="C")
     c.start()
     x.join(20)
     c.join(20)
+    assert c_checked.is_set()  # the interleaving happened
     winners = [name for name, lock in held.items() if lock is not None]
-    assert len(winners) == 1, winners
-    assert holder(path)["token"] == held[winners[0]].token
+    assert winners == ["C"], winners
+    assert holder(path)["token"] == held["C"].token
+    assert ("X", "a.lock.takeover") not in moved, moved
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lock"]  # nothing left aside
 
 
-def test_a_stale_lock_replaced_before_it_is_broken_is_put_back(tmp_path, monkeypatch):
+def test_a_stale_lock_replaced_before_it_is_broken_is_left_in_place(tmp_path, monkeypatch):
     """The lock was judged stale; before it is broken, another process claims it afresh: the
-    fresh lock is moved aside, found not to hold the record judged stale, and put back."""
+    fresh lock is another file, so it is not moved at all (before: moved aside, found not to
+    hold the record judged stale, and put back, its name free in between)."""
     from minidyn.studies import lock as lock_module
     path, real = tmp_path / "a.lock", lock_module.is_stale
     _stale_lock(path)
-    fresh = {}
+    fresh, moved = {}, []
 
     def hooked(p, *args, **kwargs):
         result = real(p, *args, **kwargs)
@@ -151,8 +171,22 @@ def test_a_stale_lock_replaced_before_it_is_broken_is_put_back(tmp_path, monkeyp
         return result
 
     monkeypatch.setattr(lock_module, "is_stale", hooked)
+    _renames_by(monkeypatch, moved)
     lock_module._break_if_stale(path, stale_after=60)
     assert fresh["lock"] is not None and holder(path)["token"] == fresh["lock"].token
+    assert moved == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lock"]
+
+
+def test_a_stale_takeover_is_still_broken(tmp_path):
+    """The identity check leaves stale files breakable: a .takeover whose claimer died midway
+    is removed, and the lock behind it is claimed."""
+    path = tmp_path / "a.lock"
+    _stale_lock(path)
+    takeover = tmp_path / "a.lock.takeover"
+    takeover.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "token": "t"}))
+    lock = claim(path, stale_after=60)
+    assert lock is not None and holder(path)["token"] == lock.token
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lock"]
 
 
