@@ -91,6 +91,10 @@ class ArrayOps:
         dtype None keeps the kind: floats -> the backend's float dtype, bool and uint8 stay,
         other integers -> int64. Otherwise "float" | "int" | "bool" | "uint8" casts.
         """
+        if not hasattr(a, "dtype"):  # lists and scalars: read as numpy reads them
+            a = np.asarray(a)
+        if a.dtype.kind not in "fiub":  # before xp.asarray: CuPy raises its own ValueError on text
+            raise ConfigError(f"the {self.name} backend cannot hold arrays of dtype {a.dtype}")
         arr = self.xp.asarray(a)
         if dtype is not None:
             return self.astype(arr, self._dtype(dtype))
@@ -99,9 +103,7 @@ class ArrayOps:
             return self.astype(arr, self._dtype("float"))
         if kind == "b" or arr.dtype == np.uint8:
             return arr
-        if kind in "iu":
-            return self.astype(arr, self._dtype("int"))
-        raise ConfigError(f"the {self.name} backend cannot hold arrays of dtype {arr.dtype}")
+        return self.astype(arr, self._dtype("int"))
 
     def to_numpy(self, a: Array) -> np.ndarray:
         """Backend array -> numpy.ndarray on the host (a copy where the data lives elsewhere)."""

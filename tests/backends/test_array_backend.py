@@ -135,7 +135,9 @@ def test_creation(be):
     assert isinstance(be.to_numpy(out), np.ndarray)
 
 
-_floats = st.floats(-10, 10, width=32)
+# No subnormals: CuPy's kernels flush them to zero on the GPU (clip(0, 1.2e-42, 1.2e-42) is 0 there,
+# 1.2e-42 in numpy), a difference of the hardware that no image or eps of this package reaches.
+_floats = st.floats(-10, 10, width=32, allow_subnormal=False)
 
 
 @settings(max_examples=40, deadline=None)
