@@ -223,6 +223,9 @@ def bench_model(name: str, args, ta_cls, time_it, peaks: dict) -> dict:
         line += (f"; {flops / 1e9:.2f} GFLOP per fwd+bwd pass, {achieved / 1e9:,.1f} GFLOP/s = "
                  f"{100 * res['peak_share']:.1f}% of the measured {str(dtype)[6:]} matmul peak "
                  f"{peaks[dtype] / 1e9:,.1f} GFLOP/s")
+        if (B.device.startswith("cuda") and dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+                and not torch.backends.cuda.matmul.allow_tf32):  # an H200 printed 115-336% here
+            line += " (not comparable: cuDNN's convolutions run in TF32, this peak does not; --tf32 makes both TF32)"
     res["images_per_s"] = images
     C.say(line)
     res["own_work"] = bench_overhead(name, n, args, ta_cls, time_it)
