@@ -6,6 +6,8 @@
 # Made for a lease of ~15 minutes on one GPU: every part has its own time limit and the whole
 # script ends within GPU_CHECK_SECONDS (default 500 s); each part writes one log to OUTDIR:
 #   env.log     the GPU, the driver, Python, torch, CuPy
+#   lock.log    benchmarks/lock_race.py: six processes claim one stale study lock, 25 times
+#               (the race two claimers won on this lease's first machine, 16 cores)
 #   dryrun.log  `minidyn study run family-fashion-gpu --dry-run`: passes per cell and the
 #               training rate measured on this GPU (the fastest of ~1 s of steps)
 #   train.log   real training on the GPU: one epoch of Standard (PGD-10) and of Dynamic,
@@ -18,7 +20,7 @@
 #   pgd.log     benchmarks/pgd_throughput.py on the GPU: cnn8 and wrn-34-10, batch 512, fp32
 #               and bf16 + channels-last
 #   dynstd.log  benchmarks/dynamic_vs_standard.py on the GPU
-# The order puts the study's sizing first; the suite's other tests come last, in what time is left.
+# The order puts the lock race and the study's sizing first; the suite's other tests come last, in what time is left.
 # GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 runs the same commands on a CPU, small, to check the script.
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}
@@ -41,6 +43,11 @@ lim() { local r=$((budget - SECONDS - 5)); ((r < $1)) || r=$1; ((r > 1)) || r=1;
   "$py" -c "import cupy; print('cupy', cupy.__version__, cupy.cuda.runtime.getDeviceCount(), 'device(s)')" 2>&1 | tail -n 1
   minidyn --version
 } > "$out/env.log" 2>&1
+
+{
+  part "lock race (many cores)"
+  timeout "$(lim 60)" "$py" benchmarks/lock_race.py --procs 6 --tries 25
+} > "$out/lock.log" 2>&1
 
 part dryrun > "$out/dryrun.log"
 timeout "$(lim 60)" minidyn study run family-fashion-gpu --out "$work/ffg" --dry-run >> "$out/dryrun.log" 2>&1
