@@ -13,8 +13,8 @@
 #   train.log   real training on the GPU: one epoch of Standard (PGD-10) and of Dynamic,
 #               cnn4, batch 32, on the 7,000 mnist-sample digits left after 1,000 for
 #               validation (Fashion-MNIST's shape, 1x28x28), counted by
-#               benchmarks/count_passes.py; then four Standard runs at once (the spec's --jobs 4)
-#   train.log   (also) one epoch of Dynamic on the CuPy backend (mlp), the NumPy code on the GPU
+#               benchmarks/count_passes.py; one epoch of Dynamic on the CuPy backend (mlp, the
+#               NumPy code on the GPU); then four Standard runs at once (as --jobs 4 runs them)
 #   tests.log   the tests that touch a GPU, CUDA and CuPy present (the `backend` fixture adds
 #               CuPy; tests/backends/test_torch_backend.py's CUDA tests run); last, the others
 #   pgd.log     benchmarks/pgd_throughput.py on the GPU: cnn8 and wrn-34-10, batch 512, fp32
@@ -53,26 +53,27 @@ part dryrun > "$out/dryrun.log"
 timeout "$(lim 60)" minidyn study run family-fashion-gpu --out "$work/ffg" --dry-run >> "$out/dryrun.log" 2>&1
 
 {
-  epochs=1; limit=()
+  limit=()
   [ "$quick" = 1 ] && limit=(--limit 256)
+  train() {  # train SECONDS ARGS...: one epoch, validation on 200 of 1,000 held-out digits
+    timeout "$(lim "$1")" minidyn train --epochs 1 --val-size 1000 --eval-limit 200 --no-final-eval \
+      "${limit[@]}" "${@:2}"
+  }
   for method in standard dynamic; do
     part "train $method"
-    timeout "$(lim 60)" minidyn train --backend torch --device "$dev" --model cnn4 --method "$method" \
-      --epochs "$epochs" --batch-size 32 --val-size 1000 --eval-limit 200 --no-final-eval \
-      "${limit[@]}" --out "$work/$method" > "$work/$method.log" 2>&1
+    train 60 --backend torch --device "$dev" --model cnn4 --method "$method" --batch-size 32 \
+      --out "$work/$method" > "$work/$method.log" 2>&1
     tail -n 2 "$work/$method.log"
     "$py" benchmarks/count_passes.py "$work/$method"
   done
   part "train dynamic on the cupy backend (mlp)"
-  timeout "$(lim 60)" minidyn train --backend cupy --device "$dev" --model mlp --method dynamic --epochs 1 \
-    --val-size 1000 --eval-limit 200 --no-final-eval "${limit[@]}" --out "$work/cupy" > "$work/cupy.log" 2>&1
+  train 60 --backend cupy --device "$dev" --model mlp --method dynamic --out "$work/cupy" > "$work/cupy.log" 2>&1
   tail -n 2 "$work/cupy.log"
   "$py" benchmarks/count_passes.py "$work/cupy"
   part "train: four standard runs at once"
   for seed in 1 2 3 4; do
-    timeout "$(lim 75)" minidyn train --backend torch --device "$dev" --model cnn4 --method standard \
-      --epochs "$epochs" --batch-size 32 --val-size 1000 --eval-limit 200 --no-final-eval \
-      "${limit[@]}" --seed "$seed" --out "$work/four-$seed" > "$work/four-$seed.log" 2>&1 &
+    train 75 --backend torch --device "$dev" --model cnn4 --method standard --batch-size 32 \
+      --seed "$seed" --out "$work/four-$seed" > "$work/four-$seed.log" 2>&1 &
   done
   started=$(date +%s%N); wait; ended=$(date +%s%N)
   "$py" benchmarks/count_passes.py "$work"/four-[0-9]

@@ -28,6 +28,7 @@ from pathlib import Path
 from minidyn.studies import lock
 
 _judged_live: list = []  # per process: stale judgments of records of this host
+_real_is_stale = lock.is_stale
 
 
 def _logged_is_stale(path, stale_after=lock.STALE_AFTER, now=None):
@@ -39,9 +40,6 @@ def _logged_is_stale(path, stale_after=lock.STALE_AFTER, now=None):
             and record.get("host") == socket.gethostname():
         _judged_live.append((Path(path).name, record.get("pid")))
     return stale
-
-
-_real_is_stale = lock.is_stale
 
 
 def _claimer(path: Path, start: float, results) -> None:
